@@ -1,0 +1,1 @@
+"""The miner node: train on the assigned shard, compress, submit, apply aggregates."""

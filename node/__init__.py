@@ -1,0 +1,1 @@
+"""Runtime helpers shared by miner and validator: HTTP/TLS plumbing, checkpoint store, logging."""

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Create the virtualenv if needed, install the project, lint, and run the whole test suite.
+set -euo pipefail
+. "$(dirname "$0")/_venv.sh"
+echo "==> ruff"
+ruff check .
+echo "==> pytest"
+python -m pytest -q "$@"

@@ -1,0 +1,44 @@
+"""Distribution `swarmtrain`: a node for a decentralized training subnet."""
+
+from setuptools import setup
+
+setup(
+    name="swarmtrain",
+    version="0.1.0",
+    description="Miner, validator and local devnet for a Bittensor-style decentralized training subnet",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "protocol",
+        "chain",
+        "chain.devnet",
+        "miner",
+        "validator",
+        "node",
+        "swarmtrain",
+        "swarmtrain.commands",
+    ],
+    install_requires=[
+        "bittensor>=11.3,<12",
+        "torch>=2.2",
+        "aiohttp>=3.9",
+        "pydantic>=2",
+        "cryptography>=41",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+        "rich>=13",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-asyncio>=0.23",
+            "pytest-timeout>=2.2",
+            "ruff>=0.5",
+            "hypothesis>=6",
+        ],
+        "plot": ["matplotlib>=3.7"],
+        "hf": ["datasets>=2.14"],
+    },
+    entry_points={"console_scripts": ["swarmtrain=swarmtrain.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""The validator node: receive, verify, evaluate, score, aggregate, set weights."""
