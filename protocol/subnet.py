@@ -1,0 +1,67 @@
+"""The subnet's published configuration: everything nodes must share to train one model.
+
+A validator and its miners load the same ``SubnetConfig`` (a JSON file the subnet owner
+publishes; ``swarmtrain local`` writes one). ``config_hash`` lets nodes check they agree.
+
+Example:
+    >>> cfg = SubnetConfig(netuid=1, dataset_name="builtin", dataset_hash="ab" * 32)
+    >>> window_blocks = cfg.blocks_per_window
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROTOCOL_VERSION = 1
+
+
+class SubnetConfig(BaseModel):
+    """Training hyperparameters every node of a subnet must agree on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    netuid: int = Field(1, ge=0, le=65535, description="subnet id on chain")
+    seed: str = Field("swarmtrain", min_length=1, max_length=128, description="subnet seed: model init and data assignment")
+    preset: str = Field("tiny", description="model size preset, see protocol.model.PRESETS")
+    dataset_name: str = Field("builtin", description="dataset source: 'builtin', a path, or 'hf:NAME'")
+    dataset_hash: str = Field("", max_length=64, description="sha256 of the dataset's token stream; empty = take the local one (devnets only)")
+    seq_len: int = Field(64, ge=8, le=8192, description="tokens per sample")
+    batch_size: int = Field(8, ge=1, le=4096, description="samples per inner step")
+    inner_steps: int = Field(20, ge=1, le=10_000, description="H: inner AdamW steps per window")
+    inner_lr: float = Field(3e-3, gt=0, le=1.0)
+    inner_weight_decay: float = Field(0.0, ge=0, le=1.0)
+    blocks_per_window: int = Field(20, ge=1, le=100_000)
+    codec_chunk: int = Field(64, ge=1, le=4096, description="chunk side: 2-D tensors cut into chunk x chunk blocks")
+    codec_topk: int = Field(64, ge=1, description="values kept per chunk")
+    codec_bits: int = Field(2, ge=1, le=8, description="bits per kept value")
+    error_feedback_beta: float = Field(0.95, ge=0, le=1.0)
+    outer_lr: float = Field(1.0, gt=0, le=10.0)
+    outer_momentum: float = Field(0.0, ge=0, lt=1.0)
+    top_g: int = Field(8, ge=1, le=1024, description="contributors aggregated per window")
+    eval_samples: int = Field(8, ge=1, le=4096, description="samples per own/random evaluation batch")
+    max_evaluations: int = Field(16, ge=1, description="miners evaluated per window at most")
+    checkpoint_every: int = Field(5, ge=1, description="K: full checkpoint every K windows")
+
+    @property
+    def seed_bytes(self) -> bytes:
+        return self.seed.encode("utf-8")
+
+    @property
+    def samples_per_window(self) -> int:
+        return self.inner_steps * self.batch_size
+
+    def config_hash(self) -> str:
+        """sha256 over the canonical JSON of every field."""
+        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def load(cls, path: str | Path) -> SubnetConfig:
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2), encoding="utf-8")
