@@ -1,0 +1,157 @@
+"""Windows of blocks, and which data samples each miner trains on in a window.
+
+A *window* is ``blocks_per_window`` consecutive blocks: ``window = block // blocks_per_window``.
+
+Data assignment
+---------------
+Every node must compute the same assignment from public inputs only, on any platform and
+any numpy/torch version, so it is built from sha256 alone:
+
+* For a window ``w`` the subnet seed, ``w`` and the population size key a pseudo-random
+  *permutation* ``P_w`` of ``[0, population)``: a balanced Feistel network (6 rounds,
+  round function = sha256 of key, round and half-block) on the smallest even bit width
+  covering the population, made exact by *cycle walking* (re-encrypt until the value
+  falls inside the population; the domain is under 4x the population, so few steps).
+* Miner ``uid`` gets the slots ``uid*count ... uid*count + count - 1`` (mod population)
+  of that permutation: ``assigned = [P_w(s) for s in slots]``. Distinct uids therefore
+  get disjoint samples as long as ``(max_uid + 1) * count <= population``; beyond that
+  slots wrap around and some uids share samples (unavoidable).
+* ``random_samples`` uses a second permutation additionally keyed by ``uid`` and by
+  ``entropy`` (a secret the miner cannot know in advance) and takes, in order, the first
+  ``count`` values that are not among the uid's assigned samples.
+
+Example:
+    >>> window_of(45, 20), window_start_block(2, 20), window_end_block(2, 20)
+    (2, 40, 59)
+    >>> len(assigned_samples(b"seed", window=2, uid=3, count=4, population=1000))
+    4
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+_ASSIGN_DOMAIN = b"swarmtrain/assign/v1"
+_RANDOM_DOMAIN = b"swarmtrain/random/v1"
+_ROUNDS = 6
+_MAX_INDEX = 2**63 - 1  # indices and windows must fit a signed 64-bit integer
+
+
+def window_of(block: int, blocks_per_window: int) -> int:
+    """The window a block belongs to."""
+    _check_non_negative(block=block)
+    _check_positive(blocks_per_window=blocks_per_window)
+    return block // blocks_per_window
+
+
+def window_start_block(window: int, blocks_per_window: int) -> int:
+    """First block of a window."""
+    _check_non_negative(window=window)
+    _check_positive(blocks_per_window=blocks_per_window)
+    return window * blocks_per_window
+
+
+def window_end_block(window: int, blocks_per_window: int) -> int:
+    """Last block of a window (inclusive)."""
+    return window_start_block(window, blocks_per_window) + blocks_per_window - 1
+
+
+def assigned_samples(seed: bytes, window: int, uid: int, count: int, population: int) -> list[int]:
+    """The ``count`` sample indices in ``[0, population)`` that ``uid`` trains on in ``window``.
+
+    Indices within one call are distinct; distinct uids get disjoint sets while
+    ``(uid + 1) * count <= population``.
+    """
+    _check_draw(seed, window, uid, count, population)
+    perm = _FeistelPermutation(_key(_ASSIGN_DOMAIN, seed, window, population), population)
+    first = (uid * count) % population
+    return [perm((first + j) % population) for j in range(count)]
+
+
+def random_samples(
+    seed: bytes, window: int, uid: int, count: int, population: int, entropy: bytes
+) -> list[int]:
+    """``count`` distinct indices, unpredictable without ``entropy``, disjoint from uid's assigned ones.
+
+    The assigned set is ``assigned_samples(seed, window, uid, count, population)``, i.e. a draw
+    of the same size, so ``2 * count <= population`` is required.
+    """
+    _check_draw(seed, window, uid, count, population)
+    if not isinstance(entropy, bytes | bytearray):
+        raise ValueError(f"entropy must be bytes, got {type(entropy).__name__}")
+    if 2 * count > population:
+        raise ValueError(
+            f"cannot draw {count} random samples disjoint from {count} assigned ones "
+            f"out of a population of {population}"
+        )
+    excluded = set(assigned_samples(seed, window, uid, count, population))
+    key = _key(_RANDOM_DOMAIN, seed, window, population, uid.to_bytes(8, "big"), bytes(entropy))
+    perm = _FeistelPermutation(key, population)
+    picked: list[int] = []
+    slot = 0
+    while len(picked) < count:  # ends: at most population slots, and enough are free
+        value = perm(slot)
+        if value not in excluded:
+            picked.append(value)
+        slot += 1
+    return picked
+
+
+class _FeistelPermutation:
+    """A keyed bijection of ``[0, population)`` (Feistel network + cycle walking)."""
+
+    def __init__(self, key: bytes, population: int) -> None:
+        self._key = key
+        self._population = population
+        half_bits = max(1, ((population - 1).bit_length() + 1) // 2)
+        self._half_bits = half_bits
+        self._half_mask = (1 << half_bits) - 1
+
+    def __call__(self, index: int) -> int:
+        value = self._encrypt(index)
+        while value >= self._population:  # cycle walking: stays a bijection on the population
+            value = self._encrypt(value)
+        return value
+
+    def _encrypt(self, value: int) -> int:
+        left, right = value >> self._half_bits, value & self._half_mask
+        for rnd in range(_ROUNDS):
+            left, right = right, left ^ self._round(rnd, right)
+        return (left << self._half_bits) | right
+
+    def _round(self, rnd: int, half: int) -> int:
+        digest = hashlib.sha256(self._key + bytes([rnd]) + half.to_bytes(8, "big")).digest()
+        return int.from_bytes(digest[:8], "big") & self._half_mask
+
+
+def _key(domain: bytes, seed: bytes, window: int, population: int, *extra: bytes) -> bytes:
+    """sha256 over length-prefixed fields, so no two field lists collide."""
+    h = hashlib.sha256(domain)
+    for part in (seed, window.to_bytes(8, "big"), population.to_bytes(8, "big"), *extra):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    return h.digest()
+
+
+def _check_draw(seed: bytes, window: int, uid: int, count: int, population: int) -> None:
+    if not isinstance(seed, bytes | bytearray):
+        raise ValueError(f"seed must be bytes, got {type(seed).__name__}")
+    _check_non_negative(window=window, uid=uid, count=count)
+    _check_positive(population=population)
+    if count > population:
+        raise ValueError(f"count {count} exceeds the population of {population} samples")
+
+
+def _check_non_negative(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name} must be an int, got {type(value).__name__}")
+        if not 0 <= value <= _MAX_INDEX:
+            raise ValueError(f"{name} must be in [0, 2**63), got {value}")
+
+
+def _check_positive(**values: int) -> None:
+    _check_non_negative(**values)
+    for name, value in values.items():
+        if value == 0:
+            raise ValueError(f"{name} must be positive, got 0")
