@@ -1,0 +1,122 @@
+"""ModelState: θ_0, aggregate apply + hash check, desync error, save/load, payload format."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from node.aggregate_payload import AggregatePayloadError, decode_aggregate, encode_aggregate
+from node.model_state import ModelDesyncError, ModelState, ModelStateError, initial_seed
+from protocol.model import build_model, model_hash, preset
+from protocol.outer import aggregate
+from protocol.subnet import SubnetConfig
+
+CFG = SubnetConfig(preset="tiny", outer_momentum=0.5)
+
+
+def _sparse_update(state: ModelState, seed: int, density: float = 0.05) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in state.spec.items():
+        dense = torch.randn(shape, generator=gen) * 1e-3
+        mask = torch.rand(shape, generator=gen) < density
+        out[name] = dense * mask
+    return out
+
+
+def _header(window: int, next_hash: str, contributors=(1,)) -> SimpleNamespace:
+    return SimpleNamespace(window=window, contributors=list(contributors), next_model_hash=next_hash)
+
+
+def test_initial_is_deterministic_from_seed():
+    a, b = ModelState.initial(CFG), ModelState.initial(CFG)
+    assert a.hash() == b.hash() and a.window == 0
+    expected = build_model(preset("tiny"), seed=initial_seed(CFG))
+    assert a.hash() == model_hash(expected)
+    assert ModelState.initial(SubnetConfig(preset="tiny", seed="other")).hash() != a.hash()
+
+
+def test_payload_round_trip_is_exact():
+    state = ModelState.initial(CFG)
+    update = aggregate([_sparse_update(state, 1), _sparse_update(state, 2)])
+    data = encode_aggregate(update, state.spec)
+    back = decode_aggregate(data, state.spec)
+    assert all(torch.equal(back[n], update[n]) for n in state.spec)
+
+
+@pytest.mark.parametrize("mutate", ["truncate", "magic", "trailing", "nan", "order"])
+def test_payload_rejects_garbage(mutate):
+    spec = {"a": (2, 3), "b": (4,)}
+    data = bytearray(encode_aggregate({"a": torch.ones(2, 3), "b": torch.tensor([0.0, 2.0, 0.0, 3.0])}, spec))
+    if mutate == "truncate":
+        data = data[:-3]
+    elif mutate == "magic":
+        data[0] ^= 1
+    elif mutate == "trailing":
+        data += b"\0"
+    elif mutate == "nan":
+        data[-4:] = bytes.fromhex("0000c07f")
+    elif mutate == "order":
+        spec = {"b": (4,), "a": (2, 3)}
+    with pytest.raises(AggregatePayloadError):
+        decode_aggregate(bytes(data), spec)
+
+
+def test_two_nodes_apply_same_aggregate_to_same_hash():
+    lead, follower = ModelState.initial(CFG), ModelState.initial(CFG)
+    for w in range(3):
+        payload = encode_aggregate(aggregate([_sparse_update(lead, 10 + w), _sparse_update(lead, 20 + w)]), lead.spec)
+        new_hash = lead.apply_payload(w, payload)
+        assert follower.apply_aggregate(_header(w, new_hash), payload) == new_hash
+    assert lead.window == follower.window == 3
+    assert lead.hash() == follower.hash() != ModelState.initial(CFG).hash()
+
+
+def test_desync_raises_and_leaves_state_unchanged():
+    state = ModelState.initial(CFG)
+    payload = encode_aggregate(_sparse_update(state, 3), state.spec)
+    before = state.hash()
+    with pytest.raises(ModelDesyncError, match="published"):
+        state.apply_aggregate(_header(0, "ff" * 32), payload)
+    assert state.hash() == before and state.window == 0 and state.outer.buffers == {}
+    with pytest.raises(ValueError, match="window"):
+        state.apply_aggregate(_header(5, before), payload)
+
+
+def test_empty_aggregate_keeps_weights():
+    state = ModelState.initial(CFG)
+    h = state.hash()
+    assert state.apply_aggregate(_header(0, h, contributors=()), b"") == h
+    assert state.window == 1
+
+
+def test_save_load_round_trip_with_momentum(tmp_path):
+    state = ModelState.initial(CFG)
+    for w in range(2):
+        state.apply_payload(w, encode_aggregate(_sparse_update(state, w), state.spec))
+    path = tmp_path / "m.safetensors"
+    assert state.save(path) == state.hash()
+    loaded = ModelState.load(path, CFG)
+    assert (loaded.window, loaded.hash()) == (2, state.hash())
+    assert set(loaded.outer.buffers) == set(state.outer.buffers)
+    # both continue identically (momentum restored)
+    nxt = encode_aggregate(_sparse_update(state, 99), state.spec)
+    assert loaded.apply_payload(2, nxt) == state.apply_payload(2, nxt)
+    assert ModelState.from_bytes(state.to_bytes(), CFG).hash() == state.hash()
+
+
+def test_load_rejects_other_config_and_tampering(tmp_path):
+    state = ModelState.initial(CFG)
+    path = tmp_path / "m.safetensors"
+    state.save(path)
+    with pytest.raises(ModelStateError, match="another subnet"):
+        ModelState.load(path, SubnetConfig(preset="tiny", seed="different"))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x40  # flip a bit in the last weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelStateError, match="hash"):
+        ModelState.load(path, CFG)
+    with pytest.raises(ModelStateError):
+        ModelState.load(tmp_path / "missing", CFG)
