@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import bittensor as bt
 from bittensor import storage as st
+from bittensor.keyfiles import KeyfileError
 from bittensor.settings import NETWORKS
 
 from chain.errors import (
@@ -33,6 +34,7 @@ from chain.errors import (
     NotRegisteredError,
     RateLimitedError,
     UnknownNetworkError,
+    WalletError,
 )
 from chain.types import Metagraph, SubnetHyperparams
 from chain.wallets import coldkey_address, hotkey_address
@@ -137,6 +139,8 @@ def domain_error(err: BaseException, what: str) -> ChainError:
         return ChainTimeoutError(f"{what} timed out", reason=str(err) or None)
     if isinstance(err, bt.ChainError):
         return _from_sdk_chain_error(err, what)
+    if isinstance(err, KeyfileError):
+        return WalletError(f"{what}: cannot unlock the signing key", reason=str(err))
     if isinstance(err, _TRANSPORT_ERRORS):
         return ChainConnectionError(
             f"{what}: chain unreachable", reason=str(err) or type(err).__name__
@@ -210,7 +214,7 @@ class Chain:
             return await asyncio.wait_for(aw, timeout or self.timeout)
         except ChainError:
             raise
-        except (asyncio.TimeoutError, bt.BittensorError, *_TRANSPORT_ERRORS) as err:
+        except (asyncio.TimeoutError, bt.BittensorError, KeyfileError, *_TRANSPORT_ERRORS) as err:
             raise domain_error(err, what) from err
 
     async def _submit(self, what: str, aw: Awaitable[bt.ExtrinsicResult]) -> bt.ExtrinsicResult:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import bittensor as bt
+from bittensor.keyfiles import KeyfileError
 
 from chain.errors import WalletError, WalletExistsError, WalletNotFoundError
 
@@ -53,13 +54,13 @@ def create_wallet(
     if w.hotkey_file.exists_on_device() and not overwrite:
         raise WalletExistsError(
             f"wallet {name}/{hotkey} already exists under {w.path}",
-            reason="pass overwrite to replace it",
+            reason="pass --overwrite (overwrite=True) to replace it",
         )
     try:
         if overwrite or not w.coldkeypub_file.exists_on_device():
             w.create_new_coldkey(use_password=use_password, suppress=True, overwrite=overwrite)
         w.create_new_hotkey(use_password=False, suppress=True, overwrite=overwrite)
-    except (OSError, ValueError, bt.BittensorError) as err:
+    except (OSError, ValueError, KeyfileError, bt.BittensorError) as err:
         raise WalletError(f"could not create wallet {name}/{hotkey}", reason=str(err)) from err
     return w
 

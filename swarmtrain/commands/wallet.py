@@ -1,0 +1,67 @@
+"""`swarmtrain wallet create|show`: make or inspect a bittensor wallet (coldkey + hotkey).
+
+swarmtrain wallet create --wallet.name miner1 --wallet.hotkey default --no-password
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from swarmtrain.commands._chainargs import add_wallet_args, fail, wallet_path
+
+NAME = "wallet"
+HELP = "create or show a wallet (coldkey + hotkey), as btcli would"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="wallet_action", metavar="ACTION", required=True)
+    create = sub.add_parser("create", help="create a coldkey (if missing) and a hotkey")
+    add_wallet_args(create)
+    create.add_argument(
+        "--no-password",
+        "--no_password",
+        dest="no_password",
+        action="store_true",
+        help="store the coldkey unencrypted (fine for devnet; never on finney)",
+    )
+    create.add_argument(
+        "--overwrite", action="store_true", help="replace an existing wallet's keys"
+    )
+    show = sub.add_parser("show", help="print a wallet's ss58 addresses")
+    add_wallet_args(show)
+
+
+def run(args: argparse.Namespace) -> int:
+    from chain.errors import WalletError
+
+    try:
+        if args.wallet_action == "create":
+            return _create(args)
+        return _show(args)
+    except WalletError as err:
+        return fail(str(err))
+
+
+def _create(args: argparse.Namespace) -> int:
+    from chain.wallets import coldkey_address, create_wallet, hotkey_address
+
+    wallet = create_wallet(
+        args.wallet_name,
+        args.wallet_hotkey,
+        wallet_path(args),
+        overwrite=args.overwrite,
+        use_password=not args.no_password,
+    )
+    print(f"wallet   {args.wallet_name}/{args.wallet_hotkey} at {wallet_path(args)}")
+    print(f"coldkey  {coldkey_address(wallet)}")
+    print(f"hotkey   {hotkey_address(wallet)}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from chain.wallets import coldkey_address, hotkey_address, load_wallet
+
+    wallet = load_wallet(args.wallet_name, args.wallet_hotkey, wallet_path(args))
+    print(f"coldkey  {coldkey_address(wallet)}")
+    print(f"hotkey   {hotkey_address(wallet)}")
+    return 0
