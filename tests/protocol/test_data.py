@@ -315,3 +315,9 @@ def test_hf_offline_error_and_tokenization(monkeypatch: pytest.MonkeyPatch, tmp_
     assert ds.name == "hf:some/corpus"
     assert decode(np.concatenate([ds.train, ds.val]).tolist()) == "helloworld" * 10
     assert os.listdir(tmp_path)  # cached for the next start
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    assert doctest.testmod(data).failed == 0

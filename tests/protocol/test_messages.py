@@ -262,3 +262,11 @@ def test_mutated_valid_envelope_never_leaks_other_errors(data: st.DataObject) ->
         return
     # a mutation that still parses must still be self-consistent
     assert hashlib.sha256(payload).hexdigest() == hdr.payload_sha256
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import protocol.messages
+
+    assert doctest.testmod(protocol.messages).failed == 0

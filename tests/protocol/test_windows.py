@@ -150,3 +150,11 @@ def test_random_rejects_bad_arguments() -> None:
 def test_window_functions_reject_bad_arguments(fn, args: tuple) -> None:
     with pytest.raises(ValueError):
         fn(*args)
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import protocol.windows
+
+    assert doctest.testmod(protocol.windows).failed == 0
