@@ -124,7 +124,7 @@ class TokenDataset:
     def batch(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> torch.Tensor:
         """Samples ``indices`` stacked into a LongTensor of shape (B, seq_len + 1)."""
         n = self.num_samples(seq_len, split)
-        idx = np.asarray(list(indices), dtype=np.int64).reshape(-1)
+        idx = _as_indices(indices)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             bad = int(idx[(idx < 0) | (idx >= n)][0])
             raise IndexError(f"sample index {bad} out of range: the {split} split has {n} samples of seq_len {seq_len}")
@@ -134,6 +134,16 @@ class TokenDataset:
     def max_token(self) -> int:
         """Largest token id present (the model's vocabulary must exceed it)."""
         return int(max((int(a.max()) for a in (self.train, self.val) if a.size), default=-1))
+
+
+def _as_indices(indices: Sequence[int]) -> np.ndarray:
+    """Sample indices as a 1-D int64 array; floats and bools are refused, not truncated."""
+    raw = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
+    if raw.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if raw.ndim != 1 or raw.dtype.kind not in "iu":
+        raise ValueError(f"sample indices must be a flat sequence of ints, got {raw.dtype} with shape {raw.shape}")
+    return raw.astype(np.int64)
 
 
 def _check_seq_len(seq_len: int) -> None:

@@ -88,6 +88,18 @@ def test_batch_rejects_out_of_range(indices: list[int]) -> None:
         toy().batch(indices, seq_len=8)
 
 
+@pytest.mark.parametrize("indices", [[1.5], [True], [[1, 2]]])
+def test_batch_rejects_non_integer_indices(indices: list) -> None:
+    with pytest.raises(ValueError, match="flat sequence of ints"):
+        toy().batch(indices, seq_len=8)
+
+
+def test_batch_accepts_arrays_and_tensors() -> None:
+    ref = toy().batch([1, 2], 8)
+    assert torch.equal(toy().batch(np.array([1, 2], dtype=np.uint32), 8), ref)
+    assert torch.equal(toy().batch(torch.tensor([1, 2]), 8), ref)
+
+
 def test_bad_split_and_seq_len() -> None:
     with pytest.raises(ValueError, match="split"):
         toy().num_samples(8, "test")  # type: ignore[arg-type]
