@@ -18,7 +18,8 @@ any numpy/torch version, so it is built from sha256 alone:
   slots wrap around and some uids share samples (unavoidable).
 * ``random_samples`` uses a second permutation additionally keyed by ``uid`` and by
   ``entropy`` (a secret the miner cannot know in advance) and takes, in order, the first
-  ``count`` values that are not among the uid's assigned samples.
+  ``count`` values that are not among the uid's assigned samples (``assigned_count`` of
+  them: a validator drawing 8 evaluation samples excludes the miner's whole assignment).
 
 Example:
     >>> window_of(45, 20), window_start_block(2, 20), window_end_block(2, 20)
@@ -30,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import operator
 
 _ASSIGN_DOMAIN = b"swarmtrain/assign/v1"
 _RANDOM_DOMAIN = b"swarmtrain/random/v1"
@@ -39,16 +41,12 @@ _MAX_INDEX = 2**63 - 1  # indices and windows must fit a signed 64-bit integer
 
 def window_of(block: int, blocks_per_window: int) -> int:
     """The window a block belongs to."""
-    _check_non_negative(block=block)
-    _check_positive(blocks_per_window=blocks_per_window)
-    return block // blocks_per_window
+    return _index("block", block) // _positive("blocks_per_window", blocks_per_window)
 
 
 def window_start_block(window: int, blocks_per_window: int) -> int:
     """First block of a window."""
-    _check_non_negative(window=window)
-    _check_positive(blocks_per_window=blocks_per_window)
-    return window * blocks_per_window
+    return _index("window", window) * _positive("blocks_per_window", blocks_per_window)
 
 
 def window_end_block(window: int, blocks_per_window: int) -> int:
@@ -62,29 +60,38 @@ def assigned_samples(seed: bytes, window: int, uid: int, count: int, population:
     Indices within one call are distinct; distinct uids get disjoint sets while
     ``(uid + 1) * count <= population``.
     """
-    _check_draw(seed, window, uid, count, population)
+    window, uid, count, population = _check_draw(seed, window, uid, count, population)
     perm = _FeistelPermutation(_key(_ASSIGN_DOMAIN, seed, window, population), population)
     first = (uid * count) % population
     return [perm((first + j) % population) for j in range(count)]
 
 
 def random_samples(
-    seed: bytes, window: int, uid: int, count: int, population: int, entropy: bytes
+    seed: bytes,
+    window: int,
+    uid: int,
+    count: int,
+    population: int,
+    entropy: bytes,
+    *,
+    assigned_count: int | None = None,
 ) -> list[int]:
     """``count`` distinct indices, unpredictable without ``entropy``, disjoint from uid's assigned ones.
 
-    The assigned set is ``assigned_samples(seed, window, uid, count, population)``, i.e. a draw
-    of the same size, so ``2 * count <= population`` is required.
+    The excluded set is ``assigned_samples(seed, window, uid, assigned_count, population)``;
+    ``assigned_count`` defaults to ``count`` but a validator drawing a few evaluation samples
+    passes the miner's full per-window count. ``count + assigned_count <= population``.
     """
-    _check_draw(seed, window, uid, count, population)
+    window, uid, count, population = _check_draw(seed, window, uid, count, population)
+    assigned_count = count if assigned_count is None else _index("assigned_count", assigned_count)
     if not isinstance(entropy, bytes | bytearray):
         raise ValueError(f"entropy must be bytes, got {type(entropy).__name__}")
-    if 2 * count > population:
+    if count + assigned_count > population:
         raise ValueError(
-            f"cannot draw {count} random samples disjoint from {count} assigned ones "
+            f"cannot draw {count} random samples disjoint from {assigned_count} assigned ones "
             f"out of a population of {population}"
         )
-    excluded = set(assigned_samples(seed, window, uid, count, population))
+    excluded = set(assigned_samples(seed, window, uid, assigned_count, population))
     key = _key(_RANDOM_DOMAIN, seed, window, population, uid.to_bytes(8, "big"), bytes(entropy))
     perm = _FeistelPermutation(key, population)
     picked: list[int] = []
@@ -133,25 +140,32 @@ def _key(domain: bytes, seed: bytes, window: int, population: int, *extra: bytes
     return h.digest()
 
 
-def _check_draw(seed: bytes, window: int, uid: int, count: int, population: int) -> None:
+def _check_draw(seed: bytes, window: int, uid: int, count: int, population: int) -> tuple[int, int, int, int]:
+    """Validated ``(window, uid, count, population)`` as plain ints."""
     if not isinstance(seed, bytes | bytearray):
         raise ValueError(f"seed must be bytes, got {type(seed).__name__}")
-    _check_non_negative(window=window, uid=uid, count=count)
-    _check_positive(population=population)
-    if count > population:
+    checked = (_index("window", window), _index("uid", uid), _index("count", count),
+               _positive("population", population))
+    if checked[2] > checked[3]:
         raise ValueError(f"count {count} exceeds the population of {population} samples")
+    return checked
 
 
-def _check_non_negative(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{name} must be an int, got {type(value).__name__}")
-        if not 0 <= value <= _MAX_INDEX:
-            raise ValueError(f"{name} must be in [0, 2**63), got {value}")
+def _index(name: str, value: int) -> int:
+    """``value`` as a plain int in [0, 2**63); numpy/torch integer scalars are accepted."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got bool")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}") from None
+    if not 0 <= number <= _MAX_INDEX:
+        raise ValueError(f"{name} must be in [0, 2**63), got {number}")
+    return number
 
 
-def _check_positive(**values: int) -> None:
-    _check_non_negative(**values)
-    for name, value in values.items():
-        if value == 0:
-            raise ValueError(f"{name} must be positive, got 0")
+def _positive(name: str, value: int) -> int:
+    number = _index(name, value)
+    if number == 0:
+        raise ValueError(f"{name} must be positive, got 0")
+    return number

@@ -138,6 +138,28 @@ def test_assigned_rejects_bad_arguments(args: tuple, match: str) -> None:
         assigned_samples(*args)
 
 
+def test_random_excludes_a_larger_assignment() -> None:
+    own = set(assigned_samples(b"s", 3, 2, 160, 400))
+    for entropy in (b"a", b"b", b"c"):
+        rnd = random_samples(b"s", 3, 2, 8, 400, entropy, assigned_count=160)
+        assert len(set(rnd)) == 8 and not own & set(rnd)
+    assert random_samples(b"s", 3, 2, 5, 400, b"e", assigned_count=5) == random_samples(b"s", 3, 2, 5, 400, b"e")
+    with pytest.raises(ValueError, match="disjoint from 396 assigned"):
+        random_samples(b"s", 3, 2, 5, 400, b"e", assigned_count=396)
+
+
+def test_numpy_and_torch_integers_are_accepted() -> None:
+    import numpy as np
+    import torch
+
+    ref = assigned_samples(b"s", 5, 7, 10, 1000)
+    assert assigned_samples(b"s", np.int64(5), np.uint16(7), np.int32(10), np.int64(1000)) == ref
+    assert assigned_samples(b"s", torch.tensor(5), 7, 10, 1000) == ref
+    assert window_of(np.int64(45), 20) == 2 and isinstance(window_of(np.int64(45), 20), int)
+    with pytest.raises(ValueError, match="got bool"):
+        assigned_samples(b"s", True, 7, 10, 1000)
+
+
 def test_random_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="disjoint"):
         random_samples(b"s", 0, 0, 6, 10, b"e")
