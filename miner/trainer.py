@@ -12,8 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,14 +46,6 @@ def resolve_device(name: str) -> torch.device:
     if name != "cpu" and not name.startswith(("cuda", "mps")):
         raise DeviceUnavailableError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto")
     return torch.device(name)
-
-
-def data_digest(indices: Sequence[int]) -> str:
-    """sha256 hex of the sample indices, each as a little-endian u64, in order."""
-    h = hashlib.sha256()
-    for i in indices:
-        h.update(struct.pack("<Q", int(i)))
-    return h.hexdigest()
 
 
 def split_batches(samples: Tensor, batch_size: int) -> list[Tensor]:

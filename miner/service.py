@@ -1,0 +1,284 @@
+"""The miner's main loop, one window at a time, as a list of named steps.
+
+    sync to θ_w → train H inner steps → compress with error feedback → submit
+    → wait for window w+1 → fetch Aggregate(w), apply, check hash → checkpoint → metrics
+
+The miner opens no port: it only makes outbound HTTPS requests to validators.
+Chain, wallet, data, trainer, state store and HTTP client are injected, so tests
+swap any of them; a faulty miner is a subclass overriding ``encode_update``.
+
+Example:
+    >>> miner = Miner(chain=chain, wallet=wallet, cfg=cfg, dataset=ds, trainer=trainer,
+    ...               store=MinerStateStore(state_dir), client=SignedClient(wallet),
+    ...               metrics=MetricsWriter(state_dir / "metrics.jsonl"))
+    >>> await miner.run(max_windows=3)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from miner.state import MinerState, MinerStateStore
+from miner.submit import SubmitOutcome, Submitter, build_submission
+from miner.sync import SyncError, ValidatorLink, WindowClock, catch_up, poll
+from miner.trainer import InnerTrainer, TrainResult, split_batches
+from node.logs import MetricsWriter, progress_line
+from node.model_state import ModelState
+from node.validators import ValidatorEndpoint, find_validators
+from protocol import codec
+from protocol.data import TokenDataset
+from protocol.subnet import SubnetConfig
+from protocol.windows import assigned_samples
+
+log = logging.getLogger("swarmtrain.miner")
+
+
+class MinerError(RuntimeError):
+    """The miner cannot go on (not registered, no validator, wrong data)."""
+
+
+@dataclass(frozen=True)
+class MinerOptions:
+    """Timing knobs (seconds) of the miner loop."""
+
+    sync_timeout_s: float = 600.0  # how long to wait for a validator / an aggregate
+    poll_interval_s: float = 0.5
+    submit_deadline_s: float = 60.0  # retries of one submission stop after this
+    log_every_steps: int = 5
+
+
+@dataclass
+class WindowReport:
+    """What happened in one window; one metrics line."""
+
+    window: int
+    uid: int
+    base_model_hash: str
+    trained: bool = False
+    losses: list[float] = field(default_factory=list)
+    payload_bytes: int = 0
+    outcomes: list[SubmitOutcome] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    model_hash: str = ""  # θ_{w+1}, after applying Aggregate(w)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "event": "window",
+            "window": self.window,
+            "uid": self.uid,
+            "base_model_hash": self.base_model_hash,
+            "model_hash": self.model_hash,
+            "trained": self.trained,
+            "loss_first": self.losses[0] if self.losses else None,
+            "loss_last": self.losses[-1] if self.losses else None,
+            "payload_bytes": self.payload_bytes,
+            "accepted": [o.validator_uid for o in self.outcomes if o.accepted],
+            "refused": [
+                {"validator": o.validator_uid, "status": o.status, "code": o.code, "reason": o.reason}
+                for o in self.outcomes
+                if not o.accepted
+            ],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
+    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
+
+
+class Miner:
+    """A miner node: trains on its assigned data each window and submits Δ.
+
+    Example:
+        >>> await Miner(chain=..., wallet=..., cfg=..., dataset=..., trainer=...,
+        ...             store=..., client=..., metrics=...).run()
+    """
+
+    def __init__(
+        self,
+        *,
+        chain: Any,
+        wallet: Any,
+        cfg: SubnetConfig,
+        dataset: TokenDataset,
+        trainer: InnerTrainer,
+        store: MinerStateStore,
+        client: Any,
+        metrics: MetricsWriter,
+        options: MinerOptions | None = None,
+    ) -> None:
+        self.chain = chain
+        self.hotkey: str = wallet.hotkey.ss58_address
+        self.cfg = cfg
+        self.dataset = dataset
+        self.trainer = trainer
+        self.store = store
+        self.client = client
+        self.metrics = metrics
+        self.options = options or MinerOptions()
+        self.clock = WindowClock(chain, cfg.blocks_per_window)
+        self.submitter = Submitter(client)
+        self.codec_cfg = codec_config(cfg)
+        self.error_feedback = codec.ErrorFeedback(cfg.error_feedback_beta)
+        self.model: ModelState = ModelState.initial(cfg)
+        self.uid = -1
+        self.metagraph: Any = None
+
+    # ---- start-up -------------------------------------------------------------------
+    def restore(self) -> None:
+        """Load the local checkpoint (model, inner optimizer, error feedback) if any."""
+        state = self.store.load(self.cfg)
+        if state is None:
+            log.info("no local state: starting from θ_0 (%s)", self.model.hash()[:12])
+            return
+        self.model = state.model
+        if state.inner_optimizer:
+            self.trainer.load_optimizer_state(state.inner_optimizer)
+        if state.error_feedback:
+            self.error_feedback.load_state_dict(state.error_feedback)
+        log.info("restored local state at window %d (%s)", self.model.window, self.model.hash()[:12])
+
+    async def refresh_metagraph(self) -> None:
+        self.metagraph = await self.chain.metagraph(self.cfg.netuid)
+        uid = self.metagraph.uid_of(self.hotkey)
+        if uid is None:
+            raise MinerError(f"hotkey {self.hotkey} is not registered on netuid {self.cfg.netuid}")
+        self.uid = int(uid)
+
+    def validators(self) -> list[ValidatorEndpoint]:
+        """Permitted validators; before any permit exists, every committed validator."""
+        found = find_validators(self.metagraph)
+        return found or find_validators(self.metagraph, require_permit=False)
+
+    async def lead_link(self) -> ValidatorLink:
+        """Link to the lead validator, waiting for one to appear on chain."""
+
+        async def attempt() -> ValidatorLink:
+            await self.refresh_metagraph()
+            found = self.validators()
+            if not found:
+                raise SyncError("no validator has published an endpoint yet")
+            return ValidatorLink(self.client, found[0], self.cfg)
+
+        return await poll(
+            attempt, timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
+            retry_on=(SyncError,),
+        )
+
+    # ---- the loop ---------------------------------------------------------------------
+    async def run(self, max_windows: int | None = None) -> None:
+        """Mine until cancelled (or ``max_windows`` windows are done)."""
+        self.restore()
+        done = 0
+        while max_windows is None or done < max_windows:
+            window = await self.clock.window()
+            await self.sync_to(window)
+            report = await self.work_window(window)
+            await self.finish_window(report)
+            done += 1
+
+    async def sync_to(self, window: int) -> None:
+        """Step 1: hold θ_window (catch up from the lead validator when behind)."""
+        link = await self.lead_link()
+        if self.model.window >= window:
+            return
+        started = time.monotonic()
+        self.model = await poll(
+            lambda: catch_up(self.model, link, window),
+            timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
+        )
+        log.info(progress_line("synced", window=window, model=self.model.hash()[:12], s=time.monotonic() - started))
+
+    async def work_window(self, window: int) -> WindowReport:
+        """Steps 2–4: train, compress, submit (skipped when θ_window is not what we hold)."""
+        report = WindowReport(window=window, uid=self.uid, base_model_hash=self.model.hash())
+        if self.model.window != window:
+            log.warning("holding θ_%d, not θ_%d: not training this window", self.model.window, window)
+            return report
+        indices = self.assigned_indices(window)
+        result = await self.train(window, indices, report)
+        payload = self.timed(report, "compress", lambda: self.encode_update(result.delta))
+        report.payload_bytes = len(payload)
+        if await self.clock.window() != window:
+            log.warning("window %d ended during training: submission would be late, skipped", window)
+            return report
+        await self.submit(report, indices, payload)
+        return report
+
+    async def finish_window(self, report: WindowReport) -> None:
+        """Steps 5–8: wait for the next window, apply Aggregate(w), checkpoint, metrics."""
+        w = report.window
+        started = time.monotonic()
+        await self.clock.wait_for_window(w + 1, timeout=self.options.sync_timeout_s)
+        report.timings["wait"] = time.monotonic() - started
+        started = time.monotonic()
+        await self.sync_to(w + 1)
+        report.timings["sync"] = time.monotonic() - started
+        self.timed(report, "checkpoint", self.checkpoint)
+        report.model_hash = self.model.hash()
+        self.metrics.write(report.record())
+        log.info(progress_line("window", w=w, applied=report.model_hash[:12], window_s=sum(report.timings.values())))
+
+    # ---- the steps ------------------------------------------------------------------
+    def assigned_indices(self, window: int) -> list[int]:
+        population = self.dataset.num_samples(self.cfg.seq_len)
+        return assigned_samples(self.cfg.seed_bytes, window, self.uid, self.cfg.samples_per_window, population)
+
+    async def train(self, window: int, indices: list[int], report: WindowReport) -> TrainResult:
+        samples = self.dataset.batch(indices, self.cfg.seq_len)  # (N, T+1)
+        batches = split_batches(samples, self.cfg.batch_size)
+        base = self.model.params()
+
+        def on_step(i: int, n: int, loss: float) -> None:
+            if i == 1 or i == n or i % self.options.log_every_steps == 0:
+                log.info(progress_line("train", w=window, step=f"{i}/{n}", loss=loss))
+
+        # Off the event loop so chain and HTTP timers keep running during compute.
+        result = await asyncio.to_thread(self.trainer.train, base, batches, on_step)
+        report.trained = True
+        report.losses = result.losses
+        report.timings["train"] = result.seconds
+        return result
+
+    def encode_update(self, delta: dict[str, Tensor]) -> bytes:
+        """Error feedback + codec: the bytes a validator will decode. Faulty miners override this."""
+        update = self.error_feedback.step(delta, self.codec_cfg)
+        return codec.encode(update, self.codec_cfg)
+
+    async def submit(self, report: WindowReport, indices: list[int], payload: bytes) -> None:
+        body = build_submission(
+            self.cfg, window=report.window, uid=self.uid, hotkey=self.hotkey,
+            base_model_hash=report.base_model_hash, indices=indices, payload=payload,
+        )
+        started = time.monotonic()
+        report.outcomes = await self.submitter.submit_all(
+            self.validators(), body, deadline_s=self.options.submit_deadline_s
+        )
+        report.timings["upload"] = time.monotonic() - started
+        for o in report.outcomes:
+            if o.accepted:
+                log.info(progress_line("submitted", w=report.window, validator=o.validator_uid,
+                                       bytes=len(body), s=o.seconds))
+            else:
+                log.warning("validator %d refused window %d: %s %s: %s",
+                            o.validator_uid, report.window, o.status, o.code, o.reason)
+
+    def checkpoint(self) -> None:
+        self.store.save(MinerState(
+            model=self.model,
+            inner_optimizer=self.trainer.optimizer_state(),
+            error_feedback=self.error_feedback.state_dict(),
+        ))
+
+    @staticmethod
+    def timed(report: WindowReport, name: str, fn: Any) -> Any:
+        started = time.monotonic()
+        out = fn()
+        report.timings[name] = time.monotonic() - started
+        return out

@@ -1,0 +1,224 @@
+"""The miner's local state, checkpointed atomically after every window.
+
+A checkpoint is a directory ``ckpt-<window>`` holding the network model θ_w
+(``model.safetensors``, written by ``node.model_state.ModelState``), the inner
+AdamW state and the error-feedback buffer (``local.safetensors``: tensors, with the
+non-tensor structure as JSON in the metadata) and ``meta.json``. It is written under
+a temporary name, fsynced and renamed; ``LATEST`` (replaced atomically) names the
+newest complete one, so a crash at any point leaves the previous checkpoint loadable.
+No pickle, no torch.load.
+
+Example:
+    >>> store = MinerStateStore(Path("~/.swarmtrain/miner").expanduser())
+    >>> store.save(MinerState(model=model_state, inner_optimizer=opt_sd, error_feedback=ef_sd))
+    >>> state = store.load(subnet_cfg)                       # None when there is none yet
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from node.model_state import ModelState
+from protocol.subnet import SubnetConfig
+
+LATEST = "LATEST"
+MODEL_FILE = "model.safetensors"
+LOCAL_FILE = "local.safetensors"
+META_FILE = "meta.json"
+STATE_VERSION = 1
+
+
+class MinerStateError(RuntimeError):
+    """A miner checkpoint is missing pieces, corrupt, or for another subnet config."""
+
+
+@dataclass
+class MinerState:
+    """Everything a miner needs to resume: θ_w (+ its window), inner optimizer, error feedback."""
+
+    model: ModelState
+    inner_optimizer: dict[str, Any] = field(default_factory=dict)
+    error_feedback: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def window(self) -> int:
+        return int(self.model.window)
+
+
+def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, Tensor], Any]:
+    """Split a nested dict/list structure into named tensors and a JSON skeleton.
+
+    Tensors are replaced by ``{"__tensor__": name}``; tuples become lists; dict keys
+    are stored as strings with their type so integer keys (torch optimizers) survive.
+    """
+    tensors: dict[str, Tensor] = {}
+    if isinstance(obj, Tensor):
+        tensors[prefix] = obj.detach().to("cpu").contiguous()
+        return tensors, {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        items = []
+        for key, value in obj.items():
+            sub, skel = flatten_state(value, f"{prefix}.{key}" if prefix else str(key))
+            tensors.update(sub)
+            items.append([type(key).__name__, str(key), skel])
+        return tensors, {"__dict__": items}
+    if isinstance(obj, (list, tuple)):
+        skels = []
+        for i, value in enumerate(obj):
+            sub, skel = flatten_state(value, f"{prefix}.{i}" if prefix else str(i))
+            tensors.update(sub)
+            skels.append(skel)
+        return tensors, {"__list__": skels}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return tensors, obj
+    raise MinerStateError(f"cannot checkpoint a {type(obj).__name__} at {prefix!r}")
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
+    """Inverse of ``flatten_state``."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            name = skeleton["__tensor__"]
+            if name not in tensors:
+                raise MinerStateError(f"checkpoint lacks tensor {name!r}")
+            return tensors[name]
+        if "__dict__" in skeleton:
+            return {_key(kind, key): unflatten_state(v, tensors) for kind, key, v in skeleton["__dict__"]}
+        if "__list__" in skeleton:
+            return [unflatten_state(v, tensors) for v in skeleton["__list__"]]
+        raise MinerStateError("malformed checkpoint skeleton")
+    return skeleton
+
+
+def _key(kind: str, key: str) -> Any:
+    return int(key) if kind == "int" else key
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+class MinerStateStore:
+    """Directory of miner checkpoints; keeps the newest ``keep`` of them.
+
+    Example:
+        >>> store = MinerStateStore(tmp_path, keep=2)
+        >>> store.save(state); store.load(cfg).window == state.window
+    """
+
+    def __init__(self, root: Path, *, keep: int = 2) -> None:
+        self.root = Path(root)
+        self.keep = max(1, keep)
+
+    def _dir(self, window: int) -> Path:
+        return self.root / f"ckpt-{window:010d}"
+
+    def save(self, state: MinerState) -> Path:
+        """Write ``state`` atomically; returns the checkpoint directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self._dir(state.window)
+        tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        self._write_parts(tmp, state)
+        _fsync_dir(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        self._write_latest(final.name)
+        self._prune()
+        return final
+
+    def _write_parts(self, directory: Path, state: MinerState) -> None:
+        state.model.save(directory / MODEL_FILE)
+        tensors, skeleton = flatten_state(
+            {"inner_optimizer": state.inner_optimizer, "error_feedback": state.error_feedback}
+        )
+        save_file(tensors, str(directory / LOCAL_FILE), metadata={"skeleton": json.dumps(skeleton)})
+        meta = {
+            "version": STATE_VERSION,
+            "window": state.window,
+            "model_hash": state.model.hash(),
+            "subnet_config_hash": state.model.cfg.config_hash(),
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        for name in (MODEL_FILE, LOCAL_FILE, META_FILE):
+            _fsync_file(directory / name)
+
+    def _write_latest(self, name: str) -> None:
+        tmp = self.root / f".{LATEST}.tmp"
+        tmp.write_text(name, encoding="utf-8")
+        _fsync_file(tmp)
+        os.replace(tmp, self.root / LATEST)
+        _fsync_dir(self.root)
+
+    def _prune(self) -> None:
+        dirs = sorted(p for p in self.root.glob("ckpt-*") if p.is_dir())
+        for old in dirs[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def latest_dir(self) -> Path | None:
+        pointer = self.root / LATEST
+        if not pointer.exists():
+            return None
+        directory = self.root / pointer.read_text(encoding="utf-8").strip()
+        return directory if directory.is_dir() else None
+
+    def load(self, cfg: SubnetConfig) -> MinerState | None:
+        """The newest checkpoint for ``cfg``, or None if there is none.
+
+        Raises ``MinerStateError`` when it belongs to another subnet config or is damaged.
+        """
+        directory = self.latest_dir()
+        if directory is None:
+            return None
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("subnet_config_hash") != cfg.config_hash():
+            raise MinerStateError(
+                f"miner state in {directory} is for subnet config {meta.get('subnet_config_hash')}, "
+                f"not {cfg.config_hash()}: use another --state directory or delete it"
+            )
+        model = ModelState.load(directory / MODEL_FILE, cfg)
+        if model.hash() != meta["model_hash"]:
+            raise MinerStateError(f"model in {directory} does not match its recorded hash")
+        local = self._read_local(directory / LOCAL_FILE)
+        return MinerState(model=model, inner_optimizer=local["inner_optimizer"], error_feedback=local["error_feedback"])
+
+    @staticmethod
+    def _read_local(path: Path) -> dict[str, Any]:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        if "skeleton" not in metadata:
+            raise MinerStateError(f"{path} has no state skeleton")
+        tensors = load_file(str(path))
+        return unflatten_state(json.loads(metadata["skeleton"]), tensors)
+
+
+def to_device_tree(obj: Any, device: torch.device) -> Any:
+    """Move every tensor of a nested structure to ``device`` (used after loading)."""
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device_tree(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_device_tree(v, device) for v in obj]
+    return obj
