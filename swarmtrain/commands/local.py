@@ -1,0 +1,78 @@
+"""`swarmtrain local`: a devnet, one validator and N miners on this machine, end to end.
+
+    swarmtrain local --miners 3 --windows 8 --preset tiny --out runs/local
+
+Prints a per-window table (validation loss, contributors, per-miner scores) and the
+emission per uid; writes OUT/summary.json, OUT/logs/*.log and OUT/local.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "local"
+HELP = "run a whole network locally (devnet, validator, miners) and report training and emission"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--miners", type=int, default=3, help="number of miners (default 3)")
+    parser.add_argument("--windows", type=int, default=8, help="trained windows to run (default 8)")
+    parser.add_argument("--preset", default="tiny", help="model preset: tiny (default) or small")
+    parser.add_argument("--out", type=Path, default=Path("runs/local"), help="output directory")
+    parser.add_argument("--block-time", type=float, default=0.5, help="devnet seconds per block")
+    parser.add_argument("--tempo", type=int, default=20, help="devnet blocks per epoch")
+    parser.add_argument("--blocks-per-window", type=int, default=None, help="override the subnet config")
+    parser.add_argument("--inner-steps", type=int, default=None, help="override H, inner steps per window")
+    parser.add_argument("--inner-lr", type=float, default=None, help="override the inner AdamW lr")
+    parser.add_argument("--subnet-config", type=Path, default=None, help="start from this subnet config JSON")
+    parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    parser.add_argument("--device", default="cpu", help="device for the validator and miners")
+
+
+def subnet_config(args: argparse.Namespace, dataset_hash: str):  # -> SubnetConfig
+    """Defaults (or --subnet-config), the local corpus hash, then the command-line overrides."""
+    from protocol.subnet import SubnetConfig
+
+    base = SubnetConfig.load(args.subnet_config) if args.subnet_config else SubnetConfig(preset=args.preset)
+    updates: dict[str, object] = {"dataset_name": "builtin", "dataset_hash": dataset_hash}
+    if not args.subnet_config:
+        updates["preset"] = args.preset
+    for field, value in (("blocks_per_window", args.blocks_per_window), ("inner_steps", args.inner_steps),
+                         ("inner_lr", args.inner_lr)):
+        if value is not None:
+            updates[field] = value
+    return SubnetConfig.model_validate({**base.model_dump(), **updates})
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
+
+    from node.logs import setup_logging
+    from protocol.data import builtin_corpus
+    from swarmtrain.commands._chainargs import fail
+    from swarmtrain.localnet import LocalNet, LocalNetConfig, LocalNetError, default_miners
+    from swarmtrain.localnet_report import build_summary, plot, render, write_summary
+
+    setup_logging("INFO")
+    console = Console()
+    cfg = LocalNetConfig(
+        out=args.out, miners=default_miners(args.miners), windows=args.windows,
+        subnet=subnet_config(args, builtin_corpus().content_hash), block_time=args.block_time,
+        tempo=args.tempo, timeout_s=args.timeout, device=args.device,
+    )
+    try:
+        with LocalNet(cfg) as net:
+            result = asyncio.run(net.run())
+    except LocalNetError as err:
+        return fail(str(err))
+    summary = build_summary(result)
+    render(summary, console)
+    out = Path(args.out)
+    console.print(f"summary: {write_summary(summary, out / 'summary.json')}")
+    png = plot(summary, out / "local.png")
+    console.print(f"plot: {png}" if png else "plot: skipped (install matplotlib: pip install 'swarmtrain[plot]')")
+    console.print(f"logs: {out / 'logs'}")
+    return 0

@@ -1,0 +1,367 @@
+"""``swarmtrain local``: a whole network on one machine, as separate processes.
+
+Starts the devnet, makes wallets, registers every neuron, stakes the validator,
+writes the subnet config, starts one validator and the miners (each a process
+with its own log under ``OUT/logs``), waits for N trained windows and one tempo
+of emission, then collects what the nodes wrote (metrics JSONL, the metagraph)
+for ``localnet_report``. Every process it starts is stopped on the way out —
+also on Ctrl-C or failure (terminate, then kill).
+
+Example:
+    >>> cfg = LocalNetConfig(out=Path("runs/local"), miners=default_miners(3), windows=8,
+    ...                      subnet=SubnetConfig(dataset_hash=builtin_corpus().content_hash))
+    >>> with LocalNet(cfg) as net:
+    ...     run = asyncio.run(net.run())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chain.client import Chain
+from chain.errors import ChainConnectionError
+from chain.wallets import create_wallet, hotkey_address, wallet_exists
+from node.logs import read_metrics
+from protocol.subnet import SubnetConfig
+
+log = logging.getLogger("swarmtrain.local")
+
+VALIDATOR = "validator"
+HOTKEY = "default"
+MINER_METRICS = "metrics.jsonl"
+VALIDATOR_METRICS = "metrics.jsonl"
+
+
+class LocalNetError(RuntimeError):
+    """The local network could not be started or did not make progress in time."""
+
+
+@dataclass(frozen=True)
+class MinerSpec:
+    """One miner process: its wallet name, whether it is honest, and its entry point.
+
+    ``entry`` is the argv prefix that starts it (default ``python -m swarmtrain miner``);
+    the standard miner flags are appended, so a test can start a faulty miner script.
+    """
+
+    name: str
+    honest: bool = True
+    entry: tuple[str, ...] = ()
+
+
+def default_miners(count: int) -> list[MinerSpec]:
+    return [MinerSpec(f"miner{i}") for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True)
+class LocalNetConfig:
+    """Everything ``swarmtrain local`` needs (paths, sizes, timing)."""
+
+    out: Path
+    miners: Sequence[MinerSpec]
+    windows: int
+    subnet: SubnetConfig
+    block_time: float = 0.5
+    tempo: int = 20
+    stake_tao: float = 1000.0
+    device: str = "cpu"
+    timeout_s: float = 900.0  # the whole run, start to emission
+    threads_per_node: int = 1  # OMP/torch threads per child: 2 cores are shared by all
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def window_s(self) -> float:
+        return self.subnet.blocks_per_window * self.block_time
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ManagedProcess:
+    """A child process with its output in a log file; ``stop`` is terminate-then-kill."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as fh:
+            fh.write(f"\n=== start {' '.join(self.argv)}\n".encode())
+            self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT, env=self.env)
+        log.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else -1
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        """SIGKILL, no chance to clean up (used to test crash recovery)."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s ignored SIGTERM for %.0fs: killing it", self.name, grace_s)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def tail(self, lines: int = 20) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class LocalRunResult:
+    """What the run produced, for the report (plain data)."""
+
+    cfg: LocalNetConfig
+    uids: dict[str, int]  # process name -> uid
+    validator_records: list[dict[str, Any]]
+    miner_records: dict[str, list[dict[str, Any]]]
+    metagraph: dict[str, Any]
+    first_window: int
+    seconds: float
+
+
+class LocalNet:
+    """Starts and stops the local network's processes; ``run`` drives one whole run.
+
+    Example:
+        >>> with LocalNet(cfg) as net:
+        ...     result = asyncio.run(net.run())
+    """
+
+    def __init__(self, cfg: LocalNetConfig, *, python: str = sys.executable) -> None:
+        self.cfg = cfg
+        self.python = python
+        self.out = Path(cfg.out).resolve()
+        self.port = free_port()
+        self.url = f"devnet://127.0.0.1:{self.port}"
+        self.processes: dict[str, ManagedProcess] = {}
+        self.uids: dict[str, int] = {}
+
+    # ---- paths ------------------------------------------------------------------------
+    @property
+    def wallet_path(self) -> Path:
+        return self.out / "wallets"
+
+    @property
+    def subnet_path(self) -> Path:
+        return self.out / "subnet.json"
+
+    def state_dir(self, name: str) -> Path:
+        return self.out / "state" / name
+
+    def miner_metrics(self, name: str) -> Path:
+        return self.state_dir(name) / MINER_METRICS
+
+    def validator_metrics(self) -> Path:
+        return self.state_dir(VALIDATOR) / VALIDATOR_METRICS
+
+    # ---- processes ----------------------------------------------------------------------
+    def __enter__(self) -> LocalNet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        threads = str(self.cfg.threads_per_node)
+        env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        env.update(self.cfg.extra_env)
+        return env
+
+    def spawn(self, name: str, argv: Sequence[str]) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, self.out / "logs" / f"{name}.log", self.child_env())
+        self.processes[name] = proc.start()
+        return proc
+
+    def stop_all(self) -> None:
+        """Miners first, then the validator, then the chain; every one of them."""
+        order = [n for n in self.processes if n not in (VALIDATOR, "devnet")] + [VALIDATOR, "devnet"]
+        for name in order:
+            proc = self.processes.get(name)
+            if proc is not None:
+                proc.stop()
+
+    def chain_args(self, wallet_name: str) -> list[str]:
+        return [
+            "--netuid", str(self.cfg.subnet.netuid), "--subtensor.network", self.url,
+            "--wallet.name", wallet_name, "--wallet.hotkey", HOTKEY,
+            "--wallet.path", str(self.wallet_path),
+        ]
+
+    def start_devnet(self) -> ManagedProcess:
+        argv = [
+            self.python, "-m", "swarmtrain", "devnet", "--port", str(self.port),
+            "--state", str(self.out / "devnet"), "--block-time", str(self.cfg.block_time),
+            "--tempo", str(self.cfg.tempo),
+        ]
+        return self.spawn("devnet", argv)
+
+    def start_validator(self) -> ManagedProcess:
+        argv = [
+            self.python, "-m", "swarmtrain", "validator", *self.chain_args(VALIDATOR),
+            "--port", str(free_port()), "--host", "127.0.0.1",
+            "--subnet-config", str(self.subnet_path), "--state", str(self.state_dir(VALIDATOR)),
+            "--device", self.cfg.device,
+        ]
+        return self.spawn(VALIDATOR, argv)
+
+    def miner_argv(self, spec: MinerSpec) -> list[str]:
+        entry = list(spec.entry) or [self.python, "-m", "swarmtrain", "miner"]
+        return [
+            *entry, *self.chain_args(spec.name),
+            "--subnet-config", str(self.subnet_path), "--state", str(self.state_dir(spec.name)),
+            "--device", self.cfg.device,
+        ]
+
+    def start_miner(self, spec: MinerSpec) -> ManagedProcess:
+        return self.spawn(spec.name, self.miner_argv(spec))
+
+    def check_alive(self) -> None:
+        """Raise with the log tail when a process we need has died."""
+        for name, proc in self.processes.items():
+            if not proc.alive():
+                raise LocalNetError(f"{name} exited with {proc.proc and proc.proc.returncode}; last log lines:\n{proc.tail()}")
+
+    # ---- chain set-up ---------------------------------------------------------------------
+    async def connect(self, timeout: float = 60.0) -> Chain:
+        """Connect to the devnet we started, waiting for it to answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self.check_alive()
+            try:
+                return await Chain.connect(self.url, timeout=10.0)
+            except ChainConnectionError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+
+    def wallet(self, name: str) -> Any:
+        from chain.wallets import load_wallet
+
+        if wallet_exists(name, HOTKEY, self.wallet_path):
+            return load_wallet(name, HOTKEY, self.wallet_path)
+        return create_wallet(name, HOTKEY, self.wallet_path)
+
+    async def register_all(self, chain: Chain) -> None:
+        """Register the validator and every miner, then stake the validator."""
+        names = [VALIDATOR, *[m.name for m in self.cfg.miners]]
+        for name in names:
+            wallet = self.wallet(name)
+            self.uids[name] = await chain.register(wallet, self.cfg.subnet.netuid)
+            log.info("registered %s as uid %d (%s)", name, self.uids[name], hotkey_address(wallet))
+        await chain.add_stake(self.wallet(VALIDATOR), self.cfg.subnet.netuid, self.cfg.stake_tao)
+
+    # ---- the run ----------------------------------------------------------------------------
+    async def run(self) -> LocalRunResult:
+        """Start everything, wait for N windows and a tempo, collect the results."""
+        started = time.monotonic()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cfg.subnet.save(self.subnet_path)
+        self.start_devnet()
+        chain = await self.connect()
+        try:
+            await self.register_all(chain)
+            self.start_validator()
+            for spec in self.cfg.miners:
+                self.start_miner(spec)
+            first = await self.wait_for_windows(self.cfg.windows)
+            await self.wait_for_emission(chain)
+            metagraph = (await chain.metagraph(self.cfg.subnet.netuid)).to_dict()
+        finally:
+            await chain.close()
+        return self.collect(metagraph, first, time.monotonic() - started)
+
+    def honest(self) -> list[MinerSpec]:
+        return [m for m in self.cfg.miners if m.honest]
+
+    def trained_windows(self, name: str) -> list[int]:
+        return sorted({int(r["window"]) for r in read_metrics(self.miner_metrics(name)) if r.get("event") == "window"})
+
+    def progress(self) -> tuple[int | None, int]:
+        """(first window every honest miner trained, windows since then closed by all)."""
+        per_miner = [self.trained_windows(m.name) for m in self.honest()]
+        if not per_miner or any(not ws for ws in per_miner):
+            return None, 0
+        first = max(ws[0] for ws in per_miner)
+        closed = {int(r["window"]) for r in read_metrics(self.validator_metrics()) if "window" in r}
+        done = [w for w in range(first, first + self.cfg.windows) if w in closed and all(w in ws for ws in per_miner)]
+        return first, len(done)
+
+    async def wait_for_windows(self, count: int) -> int:
+        """Wait until ``count`` windows are closed by the validator and every honest miner."""
+        deadline = time.monotonic() + self.cfg.timeout_s
+        last = (None, -1)
+        while True:
+            self.check_alive()
+            first, done = self.progress()
+            if (first, done) != last:
+                log.info("windows done: %d/%d (first trained window %s)", done, count, first)
+                last = (first, done)
+            if first is not None and done >= count:
+                return first
+            if time.monotonic() > deadline:
+                raise LocalNetError(f"only {done}/{count} windows finished within {self.cfg.timeout_s:.0f}s")
+            await asyncio.sleep(0.5)
+
+    async def wait_for_emission(self, chain: Chain) -> None:
+        """Wait past the next tempo boundary (+ margin) so the epoch pays the weights set."""
+        target = await chain.block() + self.cfg.tempo + 2
+        timeout = (self.cfg.tempo + 10) * max(self.cfg.block_time, 0.05) * 4 + 30
+        log.info("waiting for the next epoch (block %d) so emission is paid", target)
+        await chain.wait_for_block(target, timeout=timeout)
+        for _ in range(self.cfg.tempo * 2):
+            mg = await chain.metagraph(self.cfg.subnet.netuid)
+            if any(mg.emission[self.uids[m.name]] > 0 for m in self.honest()):
+                return
+            self.check_alive()
+            await asyncio.sleep(self.cfg.block_time)
+        log.warning("no miner has emission yet after waiting an extra tempo")
+
+    def collect(self, metagraph: dict[str, Any], first: int, seconds: float) -> LocalRunResult:
+        miners = {m.name: read_metrics(self.miner_metrics(m.name)) for m in self.cfg.miners}
+        return LocalRunResult(
+            cfg=self.cfg,
+            uids=dict(self.uids),
+            validator_records=read_metrics(self.validator_metrics()),
+            miner_records=miners,
+            metagraph=metagraph,
+            first_window=first,
+            seconds=seconds,
+        )

@@ -1,0 +1,173 @@
+"""What ``swarmtrain local`` shows: the per-window table, ``summary.json`` and the plot.
+
+Pure functions turn the collected records (``LocalRunResult``) into a summary
+dict; rendering (rich table) and plotting (matplotlib, Agg) take that dict.
+
+Example:
+    >>> summary = build_summary(result)
+    >>> render(summary, Console()); write_summary(summary, out / "summary.json")
+    >>> plot(summary, out / "local.png")        # None (and a message) without matplotlib
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from swarmtrain.localnet import VALIDATOR, LocalRunResult
+
+
+def _uid_list(value: Any) -> list[int]:
+    """Contributors as uids, whether written as ints or as {"uid": ...} dicts."""
+    out = []
+    for item in value or []:
+        out.append(int(item["uid"]) if isinstance(item, Mapping) else int(item))
+    return out
+
+
+def _uid_map(value: Any) -> dict[int, float]:
+    return {int(k): float(v) for k, v in (value or {}).items()}
+
+
+def window_rows(result: LocalRunResult) -> list[dict[str, Any]]:
+    """One row per trained window: loss, contributors, scores, hash agreement."""
+    by_window = {int(r["window"]): r for r in result.validator_records if "window" in r}
+    miner_hashes = {
+        name: {int(r["window"]): r.get("model_hash") for r in recs if r.get("event") == "window"}
+        for name, recs in result.miner_records.items()
+    }
+    honest = [m.name for m in result.cfg.miners if m.honest]
+    rows = []
+    for w in range(result.first_window, result.first_window + result.cfg.windows):
+        rec = by_window.get(w)
+        if rec is None:
+            continue
+        val_hash = rec.get("model_hash") or rec.get("next_model_hash")
+        seen = {n: miner_hashes[n][w] for n in honest if w in miner_hashes.get(n, {})}
+        rows.append({
+            "window": w,
+            "val_loss": rec.get("val_loss"),
+            "val_loss_before": rec.get("val_loss_before"),
+            "contributors": _uid_list(rec.get("contributors")),
+            "scores": _uid_map(rec.get("scores") or rec.get("window_scores")),
+            "model_hash": val_hash,
+            "miners_reporting": sorted(seen),
+            "hash_agree": bool(val_hash) and all(h == val_hash for h in seen.values()),
+        })
+    return rows
+
+
+def build_summary(result: LocalRunResult) -> dict[str, Any]:
+    """The JSON summary: val_loss per window, emission per uid, model_hash_agree, and more."""
+    rows = window_rows(result)
+    neurons = {int(n["uid"]): n for n in result.metagraph.get("neurons", [])}
+    names = {uid: name for name, uid in result.uids.items()}
+    losses = [r["val_loss"] for r in rows]
+    honest_uids = [result.uids[m.name] for m in result.cfg.miners if m.honest and m.name in result.uids]
+    return {
+        "windows": rows,
+        "val_loss": losses,
+        "val_loss_initial": rows[0]["val_loss_before"] if rows else None,
+        "val_loss_drop": _drop(losses),
+        "emission": {uid: float(n.get("emission", 0.0)) for uid, n in neurons.items()},
+        "incentive": {uid: float(n.get("incentive", 0.0)) for uid, n in neurons.items()},
+        "dividends": {uid: float(n.get("dividends", 0.0)) for uid, n in neurons.items()},
+        "names": names,
+        "honest_miners": honest_uids,
+        "validator_uid": result.uids.get(VALIDATOR),
+        "model_hash_agree": bool(rows) and len(rows) == result.cfg.windows and all(r["hash_agree"] for r in rows),
+        "block": result.metagraph.get("block"),
+        "seconds": round(result.seconds, 1),
+        "config": result.cfg.subnet.model_dump(),
+    }
+
+
+def _drop(losses: Sequence[float | None]) -> float | None:
+    """Relative fall of the loss from the first window to the last: (first − last) / first."""
+    vals = [v for v in losses if v is not None]
+    if len(vals) < 2 or vals[0] <= 0:
+        return None
+    return (vals[0] - vals[-1]) / vals[0]
+
+
+def write_summary(summary: Mapping[str, Any], path: Path) -> Path:
+    path.write_text(json.dumps(summary, indent=2, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def window_table(summary: Mapping[str, Any]) -> Table:
+    """Window | val loss | contributors | one score column per miner | hashes agree."""
+    names = {int(k): v for k, v in summary["names"].items()}
+    miner_uids = sorted(uid for uid, name in names.items() if name != VALIDATOR)
+    table = Table(title="swarmtrain local: per window")
+    for col in ("window", "val loss", "contributors"):
+        table.add_column(col, justify="right")
+    for uid in miner_uids:
+        table.add_column(f"{names[uid]} (uid {uid})", justify="right")
+    table.add_column("hashes agree")
+    for row in summary["windows"]:
+        scores = {int(k): v for k, v in row["scores"].items()}
+        table.add_row(
+            str(row["window"]), _fmt(row["val_loss"]), ",".join(map(str, row["contributors"])) or "-",
+            *[_fmt(scores.get(uid), 3) for uid in miner_uids],
+            "yes" if row["hash_agree"] else "NO",
+        )
+    return table
+
+
+def emission_table(summary: Mapping[str, Any]) -> Table:
+    names = {int(k): v for k, v in summary["names"].items()}
+    table = Table(title="emission per uid (last epoch)")
+    for col in ("uid", "node", "incentive", "dividends", "emission"):
+        table.add_column(col, justify="right")
+    for uid, value in sorted((int(k), v) for k, v in summary["emission"].items()):
+        table.add_row(
+            str(uid), names.get(uid, "?"), _fmt(summary["incentive"].get(uid)),
+            _fmt(summary["dividends"].get(uid)), _fmt(value, 6),
+        )
+    return table
+
+
+def render(summary: Mapping[str, Any], console: Console) -> None:
+    console.print(window_table(summary))
+    console.print(emission_table(summary))
+    drop = summary.get("val_loss_drop")
+    console.print(
+        f"validation loss fell {100 * drop:.1f}% from the first window to the last; "
+        if drop is not None else "validation loss: not enough windows to compare; ",
+        f"model hashes agree: {summary['model_hash_agree']}",
+    )
+
+
+def plot(summary: Mapping[str, Any], path: Path) -> Path | None:
+    """PNG: validation loss per window (left), emission per miner (right)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = {int(k): v for k, v in summary["names"].items()}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    windows = [r["window"] for r in summary["windows"]]
+    left.plot(windows, summary["val_loss"], marker="o")
+    left.set_xlabel("window")
+    left.set_ylabel("validation loss")
+    left.set_title("validation loss (after each window)")
+    emission = sorted((int(k), v) for k, v in summary["emission"].items())
+    right.bar([f"{names.get(u, u)}\nuid {u}" for u, _ in emission], [v for _, v in emission])
+    right.set_title("emission per uid")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
