@@ -1,0 +1,61 @@
+"""Aggregation: top-G contributors by window score, clipped to the median norm, averaged.
+
+The result is published as an ``Aggregate`` header plus a lossless payload
+(``node.aggregate_payload``); ``next_model_hash`` is computed by applying exactly those
+bytes to a copy of θ_w, the same code path every other node runs.
+
+Example:
+    >>> header, payload = build_aggregate(state, scores, dense, hotkeys, cfg)
+    >>> state.apply_aggregate(header, payload) == header.next_model_hash
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from node.aggregate_payload import encode_aggregate
+from node.model_state import ModelState
+from protocol import criteria, outer
+from protocol.messages import Aggregate, Contributor
+from protocol.subnet import SubnetConfig
+
+
+def choose_contributors(window_scores: Mapping[int, float], top_g: int) -> list[int]:
+    """The top-G uids by positive window score (highest first, ties: lower uid)."""
+    return criteria.top_contributors(window_scores, top_g)
+
+
+def aggregate_payload(state: ModelState, updates: list[Mapping[str, Tensor]]) -> bytes:
+    """Clip + mean of dense updates, as lossless aggregate bytes (b"" when there are none)."""
+    if not updates:
+        return b""
+    return encode_aggregate(outer.aggregate(updates), state.spec)
+
+
+def build_aggregate(
+    state: ModelState,
+    window_scores: Mapping[int, float],
+    dense: Mapping[int, Mapping[str, Tensor]],
+    hotkeys: Mapping[int, str],
+    cfg: SubnetConfig,
+) -> tuple[Aggregate, bytes]:
+    """The ``Aggregate`` of ``state.window`` and its payload; ``state`` is not modified."""
+    top = choose_contributors(window_scores, cfg.top_g)
+    payload = aggregate_payload(state, [dense[uid] for uid in top])
+    preview = state.copy()
+    next_hash = preview.apply_payload(state.window, payload, len(top))
+    header = Aggregate(
+        netuid=cfg.netuid,
+        window=state.window,
+        contributors=tuple(Contributor(uid=u, hotkey=hotkeys[u], weight=1.0 / len(top)) for u in top),
+        base_model_hash=state.hash(),
+        next_model_hash=next_hash,
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+        payload_len=len(payload),
+        outer_lr=float(cfg.outer_lr),
+    )
+    return header, payload

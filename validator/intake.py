@@ -1,0 +1,169 @@
+"""``POST /submit``: every check a submission must pass before it is stored.
+
+Order of checks (the first failure answers, with an ``ErrorResponse`` reason):
+size (413) → btauth signature, receiver, freshness, replay (401) → envelope and strict
+schema (400) → subnet (400) → signer is the claimed hotkey (403) → hotkey registered
+at the claimed uid (403) → window open (410 closed / 425 not yet) → one per
+(window, hotkey) (409) → base model is θ_w (422) → data digest of the assignment
+(422) → payload decodes to the model's exact shapes, all finite (422). Nothing stored
+is touched by a refusal. Concurrency is bounded and each body read has a timeout, so
+one slow or bad client cannot stall the others.
+
+Example:
+    >>> intake = Intake(view, store, cfg, settings, self_hotkey=hk, population=n)
+    >>> app.router.add_post("/submit", intake.handle)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from bittensor import http_auth
+
+from node.signed_http import RequestRefused, error_response, verify_request
+from protocol import codec
+from protocol.messages import MessageError, Submission, SubmitAccepted, data_digest, unpack_envelope
+from protocol.subnet import SubnetConfig
+from protocol.windows import assigned_samples
+from validator.settings import ValidatorSettings
+from validator.store import DuplicateSubmission, StoredSubmission, SubmissionStore, WindowFull
+
+log = logging.getLogger("swarmtrain.validator.intake")
+
+SUBMIT_PATH = "/submit"
+ACQUIRE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class IntakeView:
+    """What intake checks against; the service updates it each window / metagraph refresh."""
+
+    open_window: int = -1  # the window being collected (-1: not ready yet)
+    ready: bool = False  # False while the previous window is being closed
+    model_hash: str = ""  # hash of θ_open_window
+    hotkeys: dict[int, str] = field(default_factory=dict)  # uid -> registered hotkey
+
+
+def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
+    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
+
+
+class Intake:
+    """The ``POST /submit`` handler and its checks (no chain calls on the request path)."""
+
+    def __init__(
+        self, view: IntakeView, store: SubmissionStore, cfg: SubnetConfig, settings: ValidatorSettings, *,
+        self_hotkey: str, population: int, spec: dict[str, tuple[int, ...]],
+        nonce_store: http_auth.NonceStore | None = None,
+    ) -> None:
+        self.view, self.store, self.cfg, self.settings = view, store, cfg, settings
+        self.self_hotkey = self_hotkey
+        self.population = population
+        self.spec = spec
+        self.codec_cfg = codec_config(cfg)
+        self.nonce_store = nonce_store or http_auth.InMemoryNonceStore(retention=settings.nonce_retention_s)
+        self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+        self.refusals: dict[str, int] = {}  # code -> count, for /status
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), ACQUIRE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return self._refuse(RequestRefused(429, "busy", "too many submissions in flight; retry shortly"))
+        try:
+            return await self._handle(request)
+        except RequestRefused as refused:
+            return self._refuse(refused)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, refused: RequestRefused) -> web.Response:
+        self.refusals[refused.code] = self.refusals.get(refused.code, 0) + 1
+        log.info("refused submission: %s %s: %s", refused.status, refused.code, refused.reason)
+        return error_response(refused.status, refused.code, refused.reason)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await self._read_body(request)
+        caller = verify_request(request, body, self.self_hotkey, self.nonce_store)
+        header, payload = self._parse(body)
+        self._check_identity(header, caller.hotkey_ss58)
+        self._check_window(header)
+        self._check_content(header)
+        update = await asyncio.to_thread(self._decode, payload)
+        sub = StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
+        try:
+            self.store.add(sub)
+        except DuplicateSubmission as exc:
+            raise RequestRefused(409, "duplicate", str(exc)) from exc
+        except WindowFull as exc:
+            raise RequestRefused(429, "window_full", str(exc)) from exc
+        log.info("accepted window %d uid %d (%d bytes)", header.window, header.uid, len(payload))
+        accepted = SubmitAccepted(window=header.window, uid=header.uid, payload_sha256=header.payload_sha256)
+        return web.json_response(text=accepted.model_dump_json())
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise RequestRefused(413, "too_large", f"body of {request.content_length} bytes exceeds {limit}")
+        try:
+            body = await asyncio.wait_for(request.read(), self.settings.request_timeout_s)
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise RequestRefused(413, "too_large", f"body exceeds {limit} bytes") from exc
+        except asyncio.TimeoutError as exc:
+            raise RequestRefused(408, "timeout", "request body not received in time") from exc
+        if len(body) > limit:
+            raise RequestRefused(413, "too_large", f"body of {len(body)} bytes exceeds {limit}")
+        return body
+
+    def _parse(self, body: bytes) -> tuple[Submission, bytes]:
+        try:
+            header, payload = unpack_envelope(body, Submission, max_payload_bytes=self.settings.max_body_bytes)
+        except MessageError as exc:
+            raise RequestRefused(400, "malformed", str(exc)) from exc
+        if header.netuid != self.cfg.netuid:
+            raise RequestRefused(400, "wrong_netuid", f"this validator serves netuid {self.cfg.netuid}, not {header.netuid}")
+        return header, payload
+
+    def _check_identity(self, header: Submission, signer: str) -> None:
+        if header.hotkey != signer:
+            raise RequestRefused(403, "hotkey_mismatch", "the request is signed by a different hotkey than the submission names")
+        registered = self.view.hotkeys.get(header.uid)
+        if header.hotkey not in self.view.hotkeys.values():
+            raise RequestRefused(403, "not_registered", f"hotkey {header.hotkey} is not registered on netuid {self.cfg.netuid}")
+        if registered != header.hotkey:
+            raise RequestRefused(403, "wrong_uid", f"uid {header.uid} is not registered to hotkey {header.hotkey}")
+
+    def _check_window(self, header: Submission) -> None:
+        open_window = self.view.open_window
+        if header.window < open_window:
+            raise RequestRefused(410, "window_closed", f"window {header.window} is closed; the open window is {open_window}")
+        if header.window > open_window:
+            raise RequestRefused(425, "window_not_open", f"window {header.window} is not open yet; the open window is {open_window}")
+        if not self.view.ready:
+            raise RequestRefused(425, "window_not_open", f"window {open_window} opens once the previous window is aggregated")
+        if self.store.has(header.window, header.hotkey):
+            raise RequestRefused(409, "duplicate", f"hotkey already submitted for window {header.window}")
+
+    def _check_content(self, header: Submission) -> None:
+        if header.base_model_hash != self.view.model_hash:
+            raise RequestRefused(
+                422, "wrong_base_model",
+                f"base_model_hash {header.base_model_hash[:12]}… is not θ_{header.window} ({self.view.model_hash[:12]}…)",
+            )
+        if header.data_digest != self._expected_digest(header.window, header.uid):
+            raise RequestRefused(422, "wrong_data_digest", "data_digest does not match the samples assigned to this uid and window")
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (bounded; lives as long as the intake)
+    def _expected_digest(self, window: int, uid: int) -> str:
+        cfg = self.cfg
+        return data_digest(assigned_samples(cfg.seed_bytes, window, uid, cfg.samples_per_window, self.population))
+
+    def _decode(self, payload: bytes) -> codec.SparseUpdate:
+        try:
+            return codec.decode(payload, self.spec, self.codec_cfg)
+        except codec.CodecError as exc:
+            raise RequestRefused(422, "invalid_payload", str(exc)) from exc

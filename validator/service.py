@@ -1,0 +1,314 @@
+"""The validator's main loop: a list of named steps, decisions in small predicates.
+
+Each tick: sync the block → close every finished window (evaluate, score, aggregate,
+publish, apply, checkpoint every K, write a metrics line) → set weights once per tempo.
+The HTTPS server (intake and GETs) runs alongside on the same event loop; heavy work
+(decoding, evaluation) runs in a worker thread so requests keep flowing.
+
+Example:
+    >>> v = Validator(chain, wallet, cfg, settings, dataset)
+    >>> await v.start()
+    >>> try:
+    ...     await v.run(stop=asyncio.Event())
+    ... finally:
+    ...     await v.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from chain.errors import ChainError, RateLimitedError
+from chain.wallets import hotkey_address
+from node.commitment import ValidatorCommitment
+from node.logs import progress_line
+from node.validators import lead_validator
+from protocol import criteria
+from protocol.data import TokenDataset
+from protocol.messages import Aggregate, pack_envelope, unpack_envelope
+from protocol.subnet import SubnetConfig
+from protocol.windows import window_of
+from validator.aggregation import build_aggregate
+from validator.app import HttpsServer, build_app
+from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
+from validator.follower import LeadLink
+from validator.intake import Intake, IntakeView
+from validator.settings import ValidatorSettings
+from validator.state import ValidatorState
+from validator.store import SubmissionStore
+
+log = logging.getLogger("swarmtrain.validator")
+
+
+class ChainLike(Protocol):
+    """The part of ``chain.client.Chain`` the validator uses."""
+
+    async def block(self) -> int: ...
+    async def metagraph(self, netuid: int) -> Any: ...
+    async def hyperparameters(self, netuid: int) -> Any: ...
+    async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None: ...
+    async def commit(self, wallet: Any, netuid: int, data: str) -> None: ...
+    async def set_weights(self, wallet: Any, netuid: int, weights: dict[int, float]) -> None: ...
+
+
+# ---- decisions ----------------------------------------------------------------------------
+
+
+def should_close_window(model_window: int, chain_window: int) -> bool:
+    """Window ``model_window`` is over once the chain has moved past it."""
+    return chain_window > model_window
+
+
+def should_set_weights(block: int, last_attempt_block: int | None, tempo: int) -> bool:
+    """Once per tempo (the first time as soon as there is something to set)."""
+    return last_attempt_block is None or block - last_attempt_block >= max(tempo, 1)
+
+
+def should_checkpoint(window: int, every: int) -> bool:
+    """θ_window is checkpointed every ``every`` windows."""
+    return window % every == 0
+
+
+class Validator:
+    """One validator node: state, HTTPS API, and the window loop."""
+
+    def __init__(
+        self, chain: ChainLike, wallet: Any, cfg: SubnetConfig, settings: ValidatorSettings,
+        dataset: TokenDataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
+        hotkey: str | None = None, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.chain, self.wallet, self.cfg, self.settings = chain, wallet, cfg, settings
+        self.dataset, self.params, self.clock = dataset, params, clock
+        self.hotkey = hotkey or hotkey_address(wallet)
+        self.state = ValidatorState.open(settings, cfg, params)
+        self.view = IntakeView()
+        self.subs = SubmissionStore(max_per_window=settings.max_submissions_per_window)
+        self.evaluator = Evaluator(cfg, dataset, device=settings.device, params=params)
+        self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
+        self.intake = Intake(
+            self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
+            population=self.evaluator.population, spec=self.state.model.spec,
+        )
+        self.server: HttpsServer | None = None
+        self.lead: LeadLink | None = None
+        self.block = 0
+        self.tempo = 100
+        self.metagraph: Any = None
+        self.last_weights_block: int | None = None
+        self.last_val_loss: float | None = None
+        self.windows_closed = 0
+        self._evaluated: dict[int, WindowEvaluation] = {}
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve HTTPS, publish endpoint + commitment on chain, load the metagraph."""
+        app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes)
+        self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
+        await self.publish_endpoint()
+        self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
+        await self.sync_chain()
+        self.refresh_view()
+
+    async def publish_endpoint(self) -> None:
+        ip = self.settings.external_ip or self.settings.host
+        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params))
+        await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
+        await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
+        log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        if self.lead is not None:
+            await self.lead.close()
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+    async def run(self, *, stop: asyncio.Event | None = None, max_windows: int | None = None) -> None:
+        """Tick until ``stop`` is set (or ``max_windows`` windows were closed)."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            await self.tick()
+            if max_windows is not None and self.windows_closed >= max_windows:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):  # the poll period elapsed
+                await asyncio.wait_for(stop.wait(), self.settings.poll_interval_s)
+
+    async def tick(self) -> None:
+        """One pass of the loop: sync → close finished windows → weights."""
+        await self.sync_chain()
+        while should_close_window(self.state.model.window, window_of(self.block, self.cfg.blocks_per_window)):
+            if not await self.close_window():
+                break  # follower waiting for the lead's aggregate
+        if should_set_weights(self.block, self.last_weights_block, self.tempo):
+            await self.set_weights()
+
+    # ---- steps ------------------------------------------------------------------------------
+
+    async def sync_chain(self) -> None:
+        """Read the block and the metagraph; chain errors are logged and retried next tick."""
+        try:
+            self.block = await self.chain.block()
+            self.metagraph = await self.chain.metagraph(self.cfg.netuid)
+        except ChainError as exc:
+            log.warning("chain read failed (retrying next tick): %s", exc)
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        if self.view.open_window != self.state.model.window or not self.view.model_hash:
+            self.view.model_hash = self.state.model.hash()
+        self.view.open_window = self.state.model.window
+        chain_window = window_of(self.block, self.cfg.blocks_per_window)
+        self.view.ready = not should_close_window(self.state.model.window, chain_window)
+        if self.metagraph is not None:
+            mg = self.metagraph
+            self.view.hotkeys = {int(u): str(h) for u, h in zip(mg.uids, mg.hotkeys, strict=True)}
+
+    def is_lead(self) -> bool:
+        lead = lead_validator(self.metagraph) if self.metagraph is not None else None
+        return lead is None or lead.hotkey == self.hotkey
+
+    async def close_window(self) -> bool:
+        """Close ``state.model.window``; returns False when the aggregate is not available yet."""
+        started = time.monotonic()
+        window = self.state.model.window
+        self.view.open_window, self.view.ready = window + 1, False  # late posts: 410, early: 425
+        subs = self.subs.for_window(window)
+        result = await self.evaluate(window, subs)
+        envelope = await self.aggregate_for(window, result)
+        if envelope is None:
+            return False
+        header, payload = unpack_envelope(envelope, Aggregate)
+        val_before = self.last_val_loss if self.last_val_loss is not None else await asyncio.to_thread(self._val_loss)
+        self.state.model.apply_aggregate(header, payload)
+        self.after_apply(window)
+        val_after = val_before
+        if header.contributors or self.windows_closed == 1:
+            val_after = await asyncio.to_thread(self._val_loss)
+        self.write_metrics(window, header, result, subs, val_before, val_after, time.monotonic() - started)
+        return True
+
+    async def evaluate(self, window: int, subs: list) -> WindowEvaluation:
+        """Evaluate and score a window once (cached while a follower waits for the lead)."""
+        cached = self._evaluated.get(window)
+        if cached is not None:
+            return cached
+        if subs:
+            result = await asyncio.to_thread(
+                self.evaluator.evaluate_window, self.state.model, subs,
+                last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
+            )
+        else:
+            result = WindowEvaluation()
+        self.update_scores(window, result, [s.uid for s in subs])
+        self._evaluated = {window: result}
+        return result
+
+    def update_scores(self, window: int, result: WindowEvaluation, submitted: list[int]) -> None:
+        hotkeys = self.view.hotkeys or {s: h for s, h in ((e.uid, e.hotkey) for e in result.evaluations.values())}
+        self.state.scores.update(window, result.scores, submitted, hotkeys)
+
+    async def aggregate_for(self, window: int, result: WindowEvaluation) -> bytes | None:
+        """The envelope of Aggregate(window): stored already, built (lead), or fetched (follower)."""
+        stored = self.state.store.get_aggregate(window)
+        if stored is not None:
+            return stored  # published before a restart: apply the same bytes again
+        if not self.is_lead():
+            return await self.fetch_from_lead(window)
+        hotkeys = {**{e.uid: e.hotkey for e in result.evaluations.values()}, **self.view.hotkeys}
+        header, payload = await asyncio.to_thread(
+            build_aggregate, self.state.model, result.scores, result.dense, hotkeys, self.cfg
+        )
+        envelope = pack_envelope(header, payload)
+        self.state.store.put_aggregate(window, envelope)  # publish before applying (crash-safe)
+        return envelope
+
+    async def fetch_from_lead(self, window: int) -> bytes | None:
+        lead = lead_validator(self.metagraph)
+        if lead is None:
+            return None
+        if self.lead is None or self.lead.endpoint != lead:
+            if self.lead is not None:
+                await self.lead.close()
+            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.chain_timeout_s)
+        envelope = await self.lead.aggregate(window)
+        if envelope is not None:
+            self.state.store.put_aggregate(window, envelope)
+        return envelope
+
+    def after_apply(self, window: int) -> None:
+        """Persist θ_{w+1} (once caught up), checkpoint every K, open the next window."""
+        caught_up = window_of(self.block, self.cfg.blocks_per_window) <= self.state.model.window
+        if caught_up:
+            self.state.save_model()  # behind: stored aggregates replay after a crash
+        if should_checkpoint(self.state.model.window, self.cfg.checkpoint_every):
+            self.state.checkpoint()
+        self.subs.drop_through(window)
+        self._evaluated.pop(window, None)
+        self.windows_closed += 1
+        self.refresh_view()
+
+    def _val_loss(self) -> float:
+        model = self.state.model.clone_model()
+        loss = validation_loss(model, self.dataset, self.cfg, self.val_indices, self.settings.device)
+        self.last_val_loss = loss
+        return loss
+
+    def write_metrics(self, window: int, header: Aggregate, result: WindowEvaluation, subs: list,
+                      val_before: float, val_after: float, seconds: float) -> None:
+        ema = self.state.scores.ema()
+        record = {
+            "window": window,
+            "val_loss_before": round(val_before, 6),
+            "val_loss": round(val_after, 6),
+            "contributors": [c.uid for c in header.contributors],
+            "submissions": [s.uid for s in subs],
+            "evaluated": sorted(result.evaluations),
+            "copies": {str(k): v for k, v in result.copies.items()},
+            "scores": {str(k): round(v, 6) for k, v in result.scores.items()},
+            "ema": {str(k): round(v, 6) for k, v in ema.items()},
+            "model_hash": header.next_model_hash,
+            "refusals": dict(self.intake.refusals),
+            "block": self.block,
+            "seconds": round(seconds, 3),
+        }
+        self.state.metrics.write(record)
+        log.info(progress_line(
+            "window", w=window, val_loss=val_after, subs=len(subs),
+            contributors=len(header.contributors), hash=header.next_model_hash[:12],
+        ))
+
+    async def set_weights(self) -> None:
+        weights = self.state.scores.weights()
+        if not weights:
+            return
+        self.last_weights_block = self.block
+        try:
+            await self.chain.set_weights(self.wallet, self.cfg.netuid, weights)
+            log.info("set weights at block %d: %s", self.block, {u: round(w, 4) for u, w in weights.items()})
+        except RateLimitedError as exc:
+            log.info("weights rate-limited: %s", exc)
+            self.last_weights_block = self.block - self.tempo + (exc.blocks or 1)
+        except ChainError as exc:
+            log.warning("setting weights failed (retrying next tempo): %s", exc)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "window": self.state.model.window,
+            "open_window": self.view.open_window,
+            "block": self.block,
+            "model_hash": self.view.model_hash,
+            "criteria_version": criteria.CRITERIA_VERSION,
+            "criteria_hash": criteria.criteria_hash(self.params),
+            "subnet_config_hash": self.cfg.config_hash(),
+            "hotkey": self.hotkey,
+            "lead": self.is_lead(),
+            "submissions": self.subs.count(self.view.open_window),
+            "latest_checkpoint": self.state.store.latest_checkpoint(),
+            "val_loss": self.last_val_loss,
+        }
