@@ -1,0 +1,105 @@
+"""End to end on 127.0.0.1: devnet + 1 validator + 2 honest miners + 1 garbage miner, as processes.
+
+One network serves both tests in this module (starting it costs most of the time):
+the honest nodes agree on every model hash, validation loss falls, honest miners
+earn emission and the garbage miner is refused with reasons and earns nothing;
+then a miner killed with SIGKILL mid-window restarts and rejoins with the
+network's model hash. Slow-ish: about a minute or two on 2 cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from node.logs import read_metrics
+from protocol.data import builtin_corpus
+from protocol.subnet import SubnetConfig
+from swarmtrain.localnet import LocalNet, LocalNetConfig, MinerSpec
+from swarmtrain.localnet_report import build_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+# The corpus cache stays where it is when HOME moves to a temp dir (built once, reused).
+CACHE = os.environ.get("SWARMTRAIN_CACHE") or str(Path.home() / ".cache" / "swarmtrain")
+WINDOWS = 3
+GARBAGE = MinerSpec("junk", honest=False, entry=(sys.executable, "-m", "tests.miner.garbage_miner"))
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local")
+    old_home = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp / "home")  # the SDK writes under ~/.bittensor
+    os.environ["SWARMTRAIN_CACHE"] = CACHE
+    subnet = SubnetConfig(
+        preset="tiny", dataset_hash=builtin_corpus(CACHE).content_hash, seq_len=64, batch_size=8,
+        inner_steps=10, inner_lr=1e-2, blocks_per_window=10, eval_samples=8, checkpoint_every=2,
+    )
+    cfg = LocalNetConfig(
+        out=tmp / "out", miners=[MinerSpec("miner1"), MinerSpec("miner2"), GARBAGE], windows=WINDOWS,
+        subnet=subnet, block_time=0.3, tempo=10, timeout_s=150,
+        extra_env={"PYTHONPATH": str(ROOT), "HOME": str(tmp / "home"), "SWARMTRAIN_CACHE": CACHE},
+    )
+    try:
+        with LocalNet(cfg) as net:
+            result = asyncio.run(net.run())
+            yield net, result
+    finally:
+        if old_home is not None:
+            os.environ["HOME"] = old_home
+
+
+def test_network_trains_agrees_and_pays_honest_miners(network):
+    net, result = network
+    summary = build_summary(result)
+    uid = result.uids
+    assert summary["model_hash_agree"] is True, summary["windows"]
+    losses = summary["val_loss"]
+    assert len(losses) == WINDOWS
+    assert losses[-1] < summary["val_loss_initial"], losses
+    assert losses[-1] < losses[0], losses
+    for row in summary["windows"]:
+        assert uid["junk"] not in row["contributors"]
+        assert row["scores"].get(uid["junk"], 0.0) == 0.0
+    contributed = {u for row in summary["windows"] for u in row["contributors"]}
+    assert {uid["miner1"], uid["miner2"]} <= contributed
+    emission = summary["emission"]
+    assert emission[uid["miner1"]] > 0 and emission[uid["miner2"]] > 0, emission
+    assert emission[uid["junk"]] == 0.0
+    assert summary["incentive"][uid["miner1"]] > 0  # the validator's weights reached consensus
+    # The garbage miner heard why: every submission refused with a 4xx and a reason.
+    junk = [r for r in result.miner_records["junk"] if r.get("trained")]
+    assert junk, "the garbage miner never trained"
+    for record in junk:
+        assert record["accepted"] == []
+        assert record["refused"] and all(400 <= r["status"] < 500 and r["reason"] for r in record["refused"])
+
+
+def _validator_hashes(net: LocalNet) -> dict[int, str]:
+    return {int(r["window"]): r["model_hash"] for r in read_metrics(net.validator_metrics()) if "model_hash" in r}
+
+
+def test_miner_killed_mid_window_rejoins_with_the_network_hash(network):
+    net, result = network
+    spec = net.cfg.miners[0]
+    net.processes[spec.name].kill9()
+    killed_at = max(r["window"] for r in read_metrics(net.miner_metrics(spec.name)) if "window" in r)
+    net.start_miner(spec)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        net.check_alive()
+        after = [r for r in read_metrics(net.miner_metrics(spec.name))
+                 if r.get("window", -1) > killed_at and r.get("trained")]
+        hashes = _validator_hashes(net)
+        agreed = [r for r in after if hashes.get(r["window"]) == r["model_hash"]]
+        if agreed:
+            return
+        disagreed = [r for r in after if r["window"] in hashes and hashes[r["window"]] != r["model_hash"]]
+        assert not disagreed, f"restarted miner diverged: {disagreed}"
+        time.sleep(0.5)
+    pytest.fail(f"restarted miner did not finish a window in time; log:\n{net.processes[spec.name].tail(30)}")
