@@ -366,8 +366,8 @@ def _encode_tensor(name: str, st: SparseTensor, cfg: CodecConfig) -> _Record:
     block, local, vals = _canonical(name, st, lay)
     mode, p, index = _index_section(block, local, lay)
     name_b = name.encode("utf-8")
-    if not 0 < len(name_b) <= 0xFFFF or len(st.shape) > 0xFF:
-        raise CodecError(f"tensor name {name!r} or its rank is not encodable")
+    if not 0 < len(name_b) <= 0xFFFF or len(st.shape) > 0xFF or any(d > 0xFFFFFFFF for d in st.shape):
+        raise CodecError(f"tensor {name!r}: name, rank or a dimension does not fit the format")
     head = struct.pack("<H", len(name_b)) + name_b + struct.pack(f"<B{len(st.shape)}I", len(st.shape), *st.shape)
     head += struct.pack("<IBB", len(vals), mode, p)
     return _Record(head, index, _value_section(name, vals, cfg.bits))
