@@ -1,0 +1,78 @@
+"""`swarmtrain devnet`: run the embedded local chain (aiohttp + SQLite) until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "devnet"
+HELP = "Run the embedded local chain that the miner, validator and tests use."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9946, help="port (default 9946)")
+    parser.add_argument("--state", type=Path, default=Path.home() / ".swarmtrain" / "devnet",
+                        help="state directory; the chain continues from it on restart")
+    parser.add_argument("--block-time", type=float, default=1.0,
+                        help="seconds between blocks (sub-second allowed; default 1.0)")
+    parser.add_argument("--tempo", type=int, default=10,
+                        help="blocks between epochs of new subnets (default 10)")
+    parser.add_argument("--faucet-tao", type=float, default=1000.0,
+                        help="free balance every account starts with (default 1000)")
+    parser.add_argument("--emission-tao-per-block", type=float, default=1.0,
+                        help="alpha minted per block and paid out at each epoch (default 1)")
+    parser.add_argument("--burn-tao", type=float, default=0.1,
+                        help="registration burn of new subnets (default 0.1)")
+    parser.add_argument("--max-allowed-uids", type=int, default=256,
+                        help="uids per new subnet before registration prunes (default 256)")
+    parser.add_argument("--immunity-period", type=int, default=50,
+                        help="blocks a new uid cannot be pruned (default 50)")
+    parser.add_argument("--quiet", action="store_true", help="print only the URL and errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from chain.devnet.ledger import BlockReport, Devnet
+    from chain.devnet.params import DevnetConfig
+    from chain.devnet.server import serve
+
+    console = Console(highlight=False)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        cfg = DevnetConfig(
+            block_time=args.block_time, tempo=args.tempo, faucet_tao=args.faucet_tao,
+            emission_tao_per_block=args.emission_tao_per_block, burn_tao=args.burn_tao,
+            max_allowed_uids=args.max_allowed_uids, immunity_period=args.immunity_period,
+        )
+    except ValidationError as error:
+        console.print(f"[red]invalid devnet settings:[/red] {error.errors()[0]['msg']}")
+        return 2
+    devnet = Devnet.open(args.state, cfg)
+
+    def on_block(report: BlockReport) -> None:
+        if args.quiet:
+            return
+        for epoch in report.epochs:
+            console.print(
+                f"block {epoch.block}: epoch netuid {epoch.netuid}: {epoch.neurons} uids, "
+                f"{epoch.validators} permits, {epoch.emitted_rao / 1e9:.3f} α emitted"
+            )
+
+    def on_ready(url: str) -> None:
+        console.print(f"devnet ready at {url} (state {args.state}, head block {devnet.head()}, "
+                      f"block time {cfg.block_time}s)")
+
+    try:
+        asyncio.run(serve(devnet, host=args.host, port=args.port, on_block=on_block,
+                          on_ready=on_ready))
+    except OSError as error:
+        console.print(f"[red]devnet could not listen on {args.host}:{args.port}:[/red] {error}")
+        return 1
+    console.print("devnet stopped")
+    return 0
