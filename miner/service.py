@@ -61,6 +61,7 @@ class WindowReport:
     uid: int
     base_model_hash: str
     trained: bool = False
+    submitted: bool = False
     losses: list[float] = field(default_factory=list)
     payload_bytes: int = 0
     outcomes: list[SubmitOutcome] = field(default_factory=list)
@@ -75,6 +76,7 @@ class WindowReport:
             "base_model_hash": self.base_model_hash,
             "model_hash": self.model_hash,
             "trained": self.trained,
+            "submitted": self.submitted,
             "loss_first": self.losses[0] if self.losses else None,
             "loss_last": self.losses[-1] if self.losses else None,
             "payload_bytes": self.payload_bytes,
@@ -257,6 +259,7 @@ class Miner:
             base_model_hash=report.base_model_hash, indices=indices, payload=payload,
         )
         started = time.monotonic()
+        report.submitted = True
         report.outcomes = await self.submitter.submit_all(
             self.validators(), body, deadline_s=self.options.submit_deadline_s
         )

@@ -73,8 +73,8 @@ def test_network_trains_agrees_and_pays_honest_miners(network):
     assert emission[uid["junk"]] == 0.0
     assert summary["incentive"][uid["miner1"]] > 0  # the validator's weights reached consensus
     # The garbage miner heard why: every submission refused with a 4xx and a reason.
-    junk = [r for r in result.miner_records["junk"] if r.get("trained")]
-    assert junk, "the garbage miner never trained"
+    junk = [r for r in result.miner_records["junk"] if r.get("submitted")]
+    assert junk, "the garbage miner never submitted"
     for record in junk:
         assert record["accepted"] == []
         assert record["refused"] and all(400 <= r["status"] < 500 and r["reason"] for r in record["refused"])
