@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Where a miner's window goes, on the real local network, and what it sends.
+
+Two parts:
+
+* **window** — starts ``swarmtrain local`` (devnet, validator and miners as separate
+  processes on 127.0.0.1), lets it run, and reads the timings each miner writes per
+  window: inner compute (``train``), ``compress``, ``upload``, ``wait`` (for the chain to
+  leave the window), ``sync`` (wait for the validator's aggregate, download it, apply
+  it, check its hash) and ``checkpoint``. ``overhead_share`` = 1 − train / window.
+* **bandwidth** — bytes each miner uploads (one codec payload) and downloads (one
+  aggregate) per window for every preset, computed with the real codec and aggregate
+  encoder on random-normal tensors of each preset's shapes, beside dense fp32, and the
+  seconds that takes at 10 and 100 Mbit/s. No model is allocated: each distinct
+  tensor shape is encoded once and the sizes summed over the parameter list.
+
+Usage:
+    python scripts/bench_window.py --bandwidth-only        # the table, ~1 minute
+    python scripts/bench_window.py                         # local network + table
+    python scripts/bench_window.py --miners 2 --windows 6 --inner-steps 60
+
+Last line: ``overhead_share=<x> protocol_share=<x> ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import _bench_common as bc
+
+bc.ensure_repo_on_path()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from node.aggregate_payload import encode_aggregate  # noqa: E402
+from protocol import codec  # noqa: E402
+from protocol.model import estimate_params, expected_spec, preset  # noqa: E402
+from protocol.subnet import SubnetConfig  # noqa: E402
+
+BANDWIDTH_PRESETS = ("tiny", "small", "150m", "1b")
+LINKS_MBIT = (10, 100)
+PHASES = ("train", "compress", "upload", "wait", "sync", "checkpoint")
+
+# ---------------------------------------------------------------------------- bandwidth
+
+
+def _shape_sizes(shape: tuple[int, ...], ccfg: codec.CodecConfig, top_g: int,
+                 gen: torch.Generator) -> tuple[int, int]:
+    """(upload record bytes, aggregate record bytes) of one tensor named "x" of ``shape``.
+
+    Upload: one miner's compressed random-normal tensor. Aggregate: the union of ``top_g``
+    independent miners' kept positions (no overlap beyond chance: the worst case).
+    """
+    spec = {"x": shape}
+    header = len(codec.encode({}, ccfg))
+    positions: list[np.ndarray] = []
+    upload = 0
+    for g in range(top_g):
+        sparse = codec.compress({"x": torch.randn(shape, generator=gen)}, ccfg)
+        if g == 0:
+            upload = len(codec.encode(sparse, ccfg)) - header
+        positions.append(sparse["x"].indices.numpy())
+    union = np.unique(np.concatenate(positions))
+    dense = torch.zeros(math.prod(shape))
+    dense[torch.from_numpy(union)] = 1.0
+    agg_header = len(encode_aggregate({}, {}))
+    download = len(encode_aggregate({"x": dense.view(shape)}, spec)) - agg_header
+    return upload, download
+
+
+def preset_bandwidth(name: str, ccfg: codec.CodecConfig, top_g: int, seed: int = 0) -> dict[str, Any]:
+    """Per-window bytes for one preset (names cost their length in both formats)."""
+    spec = expected_spec(preset(name))
+    gen = torch.Generator().manual_seed(seed)
+    cache: dict[tuple[int, ...], tuple[int, int]] = {}
+    upload = len(codec.encode({}, ccfg))
+    download = len(encode_aggregate({}, {}))
+    for tensor_name, shape in spec.items():
+        if shape not in cache:
+            cache[shape] = _shape_sizes(shape, ccfg, top_g, gen)
+        extra_name = len(tensor_name.encode()) - 1  # measured with the 1-byte name "x"
+        upload += cache[shape][0] + extra_name
+        download += cache[shape][1] + extra_name
+    params = estimate_params(preset(name))
+    return {"preset": name, "params": params, "dense_fp32": 4 * params, "upload": upload,
+            "download": download, "download_g_payloads": top_g * upload}
+
+
+def bandwidth_table(presets: Sequence[str], subnet: SubnetConfig) -> list[dict[str, Any]]:
+    ccfg = codec.CodecConfig(chunk=subnet.codec_chunk, topk=subnet.codec_topk, bits=subnet.codec_bits)
+    rows = []
+    for name in presets:
+        row = preset_bandwidth(name, ccfg, subnet.top_g)
+        for mbit in LINKS_MBIT:
+            for key in ("dense_fp32", "upload", "download", "download_g_payloads"):
+                row[f"{key}_s_{mbit}"] = bc.transfer_seconds(row[key], mbit)
+        rows.append(row)
+        print(f"bandwidth {name}: upload {bc.human_bytes(row['upload'])}, "
+              f"download {bc.human_bytes(row['download'])}", flush=True)
+    return rows
+
+
+def bandwidth_markdown(rows: Sequence[Mapping[str, Any]], subnet: SubnetConfig) -> str:
+    headers = ["preset", "params", "dense fp32", "upload (1 payload)", "vs fp32",
+               f"download (aggregate, G={subnet.top_g})", "vs fp32",
+               "up / down / dense s @10 Mbit/s", "up / down / dense s @100 Mbit/s"]
+    body = []
+    for r in rows:
+        cells = [r["preset"], f"{r['params'] / 1e6:.2f} M", bc.human_bytes(r["dense_fp32"]),
+                 bc.human_bytes(r["upload"]), f"{r['dense_fp32'] / r['upload']:.0f}x",
+                 bc.human_bytes(r["download"]), f"{r['dense_fp32'] / r['download']:.1f}x"]
+        for mbit in LINKS_MBIT:
+            cells.append(" / ".join(f"{r[f'{k}_s_{mbit}']:.3g}" for k in ("upload", "download", "dense_fp32")))
+        body.append(cells)
+    return bc.markdown_table(headers, body)
+
+
+# ---------------------------------------------------------------------------- local network
+
+
+def window_records(miner_records: Mapping[str, list[dict[str, Any]]], skip_first: int) -> list[dict[str, float]]:
+    """Timings of every trained window of every miner, dropping each miner's first
+    ``skip_first`` windows (start-up: catch-up, first compile, registration)."""
+    out = []
+    for records in miner_records.values():
+        trained = [r for r in records if r.get("event") == "window" and r.get("trained")]
+        for r in trained[skip_first:]:
+            timings = r.get("timings") or {}
+            out.append({k: float(timings.get(k, 0.0)) for k in PHASES})
+    return out
+
+
+def breakdown(windows: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    """Median seconds per phase, the window total and the shares that are not training."""
+    if not windows:
+        raise ValueError("no trained window with timings: the miners wrote no metrics")
+    med = {k: statistics.median(w[k] for w in windows) for k in PHASES}
+    totals = [sum(w.values()) for w in windows]
+    total = statistics.median(totals)
+    busy = med["compress"] + med["upload"] + med["sync"] + med["checkpoint"]
+    overhead = statistics.median(1 - w["train"] / sum(w.values()) for w in windows)
+    return {
+        "windows": len(windows), "median_s": med, "window_s": total,
+        "overhead_share": overhead,
+        # the protocol's own work, without idling for the chain clock to reach the next window
+        "protocol_share": busy / (busy + med["train"]),
+        "shares": {k: med[k] / total for k in PHASES},
+    }
+
+
+def run_localnet(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Run ``swarmtrain local`` in-process (its nodes are child processes); return the records."""
+    from protocol.data import builtin_corpus
+    from swarmtrain.localnet import LocalNet, LocalNetConfig, default_miners
+
+    subnet = SubnetConfig(preset=args.preset, dataset_hash=builtin_corpus().content_hash,
+                          inner_steps=args.inner_steps, blocks_per_window=args.blocks_per_window)
+    cfg = LocalNetConfig(out=out, miners=default_miners(args.miners), windows=args.windows,
+                         subnet=subnet, block_time=args.block_time, tempo=args.tempo,
+                         timeout_s=args.timeout, device=args.device)
+    with LocalNet(cfg) as net:
+        result = asyncio.run(net.run())
+    return {"miner_records": result.miner_records, "validator_records": result.validator_records,
+            "seconds": result.seconds, "window_s": cfg.window_s, "subnet": subnet.model_dump()}
+
+
+def validator_close_s(records: Sequence[Mapping[str, Any]]) -> float:
+    """Median seconds the validator took to close a window (evaluate, aggregate, apply)."""
+    secs = [float(r["seconds"]) for r in records if "seconds" in r and r.get("submissions")]
+    return statistics.median(secs) if secs else math.nan
+
+
+def print_breakdown(b: Mapping[str, Any], window_s: float) -> None:
+    rows = [[k, round(b["median_s"][k], 3), f"{100 * b['shares'][k]:.1f} %"] for k in PHASES]
+    rows.append(["window (sum)", round(b["window_s"], 3), "100 %"])
+    print(f"chain window: {window_s:.1f} s; {b['windows']} miner-windows measured (medians)")
+    print(bc.markdown_table(["phase", "seconds", "share"], rows))
+
+
+# ---------------------------------------------------------------------------- cli
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    d = SubnetConfig()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--bandwidth-only", action="store_true", help="only the bandwidth table")
+    p.add_argument("--no-bandwidth", action="store_true", help="skip the bandwidth table")
+    p.add_argument("--bandwidth-presets", default=",".join(BANDWIDTH_PRESETS))
+    p.add_argument("--preset", default="tiny", help="model preset of the local network")
+    p.add_argument("--miners", type=int, default=2)
+    p.add_argument("--windows", type=int, default=6, help="windows every miner must finish")
+    p.add_argument("--skip-first", type=int, default=1, help="start-up windows left out per miner")
+    p.add_argument("--inner-steps", type=int, default=d.inner_steps)
+    p.add_argument("--blocks-per-window", type=int, default=d.blocks_per_window)
+    p.add_argument("--block-time", type=float, default=0.5, help="devnet seconds per block")
+    p.add_argument("--tempo", type=int, default=20)
+    p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=bc.DEFAULT_OUT / "window")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    subnet = SubnetConfig()
+    fields: dict[str, Any] = {}
+    record: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    if not args.bandwidth_only:
+        with tempfile.TemporaryDirectory(prefix="bench-window-") as tmp:
+            net = run_localnet(args, Path(tmp) / "local")
+        b = breakdown(window_records(net["miner_records"], args.skip_first))
+        print_breakdown(b, net["window_s"])
+        record.update(localnet=net, breakdown=b)
+        fields.update(overhead_share=b["overhead_share"], protocol_share=b["protocol_share"],
+                      window_s=b["window_s"], train_s=b["median_s"]["train"],
+                      validator_close_s=validator_close_s(net["validator_records"]))
+    if not args.no_bandwidth:
+        rows = bandwidth_table([p.strip() for p in args.bandwidth_presets.split(",") if p.strip()], subnet)
+        print(bandwidth_markdown(rows, subnet))
+        record["bandwidth"] = rows
+        big = rows[-1]
+        fields.update({f"upload_mb_{big['preset']}": big["upload"] / 1e6,
+                       f"download_mb_{big['preset']}": big["download"] / 1e6,
+                       f"compression_ratio_fp32_{big['preset']}": big["dense_fp32"] / big["upload"]})
+    print(f"wrote {bc.write_json(args.out, 'window.json', record)}")
+    print(bc.summary_line(fields))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
