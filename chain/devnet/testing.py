@@ -19,6 +19,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+from chain.devnet.wire import Extrinsic, signing_payload, to_jsonable
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -112,3 +115,15 @@ def run_devnet(state_dir: str | Path, *, block_time: float = 0.2, tempo: int = 1
         yield devnet
     finally:
         devnet.stop()
+
+
+def make_extrinsic(keypair: Any, module: str, function: str, params: dict[str, Any], *,
+                   genesis_hash: str, nonce: int, era_block: int, wait: bool = True
+                   ) -> Extrinsic:
+    """A devnet extrinsic signed by ``keypair`` (anything with ``ss58_address``/``sign``)."""
+    fields = {"genesis_hash": genesis_hash, "module": module, "function": function,
+              "params": to_jsonable(params), "signer": keypair.ss58_address, "nonce": nonce,
+              "era_block": era_block}
+    signature = bytes(keypair.sign(signing_payload(**fields)))
+    return Extrinsic(**fields, signature="0x" + signature.hex(), wait=wait,
+                     crypto_type=int(getattr(keypair, "crypto_type", 1)))
