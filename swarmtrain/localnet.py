@@ -74,7 +74,7 @@ class LocalNetConfig:
     subnet: SubnetConfig
     block_time: float = 0.5
     tempo: int = 20
-    stake_tao: float = 1000.0
+    stake_tao: float = 100.0
     device: str = "cpu"
     timeout_s: float = 900.0  # the whole run, start to emission
     threads_per_node: int = 1  # OMP/torch threads per child: 2 cores are shared by all
