@@ -4,7 +4,7 @@ The body is the binary envelope ``u32 len | Submission JSON | codec payload``.
 It is POSTed to ``/submit`` of every permitted validator over HTTPS pinned to the
 fingerprint that validator committed on chain, signed with the miner's hotkey
 (btauth). A 4xx is a refusal with a reason and is not retried; connection errors,
-timeouts and 5xx are retried with exponential backoff while the deadline allows.
+timeouts, 425 (too early), 429 and 5xx are retried with exponential backoff while the deadline allows.
 
 Example:
     >>> body = build_submission(cfg, window=w, uid=3, hotkey=hk, base_model_hash=h,
@@ -83,8 +83,8 @@ class Poster(Protocol):
 
 
 def is_retryable(status: int) -> bool:
-    """No answer (0), 429 and 5xx are retried; other 4xx are final refusals."""
-    return status == 0 or status == 429 or status >= 500
+    """No answer (0), 425 (window not open yet), 429 and 5xx are retried; other 4xx are final."""
+    return status in (0, 425, 429) or status >= 500
 
 
 class Submitter:

@@ -39,7 +39,7 @@ def test_build_submission_envelope_roundtrip():
 
 
 def test_retry_policy():
-    assert is_retryable(0) and is_retryable(503) and is_retryable(429)
+    assert is_retryable(0) and is_retryable(503) and is_retryable(429) and is_retryable(425)
     assert not any(is_retryable(s) for s in (400, 401, 403, 409, 410, 413, 422, 495))
 
 
