@@ -1,0 +1,261 @@
+"""The devnet as a real subprocess, driven by the real SDK through DevnetSubstrate.
+
+One devnet serves the module (about 2 s to start); every test builds on the
+``populated`` subnet: a validator (uid 0, staked) and two miners (uids 1, 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import bittensor as bt
+import pytest
+import torch
+from bittensor.result import ChainError, ErrorCode, RpcConnectionError
+
+from chain.devnet.substrate import DevnetSubstrate
+from chain.devnet.testing import make_extrinsic, run_devnet
+from protocol.emission import EpochInputs, YumaParams, yuma_epoch
+
+pytestmark = pytest.mark.timeout(120)
+SM = bt.calls.SubtensorModule
+TEMPO = 10
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))  # the SDK caches token symbols under ~/.bittensor
+        with run_devnet(home / "state", block_time=0.1, tempo=TEMPO) as net:
+            yield net, home
+
+
+def make_wallet(home: Path, name: str) -> bt.Wallet:
+    wallet = bt.Wallet(name=name, hotkey="default", path=str(home / "wallets"))
+    wallet.create_new_coldkey(use_password=False, suppress=True, overwrite=True)
+    wallet.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
+    return wallet
+
+
+def client_for(url: str) -> bt.Client:
+    return bt.Client("ws://" + url.removeprefix("devnet://"), substrate=DevnetSubstrate(url))
+
+
+async def epoch_after(client: bt.Client, last_step: int, timeout: float = 20.0) -> int:
+    """Wait until an epoch after ``last_step`` has run; returns its block."""
+    async def poll() -> int:
+        while True:
+            value = int(await client.query(("SubtensorModule", "LastEpochBlock"), [1]))
+            if value > last_step:
+                return value
+            await asyncio.sleep(0.05)
+    return await asyncio.wait_for(poll(), timeout)
+
+
+@pytest.fixture(scope="module")
+def populated(devnet):
+    """Register validator + 2 miners, serve and commit miner 1, stake the validator."""
+    net, home = devnet
+    wallets = {name: make_wallet(home, name) for name in ("val", "m1", "m2")}
+
+    async def setup() -> None:
+        async with client_for(net.url) as client:
+            for wallet in wallets.values():
+                result = await client.submit_call(
+                    SM.burned_register(netuid=1, hotkey=wallet.hotkey.ss58_address), wallet)
+                assert result.success, result.message
+            served = await client.execute(bt.ServeAxon(netuid=1, ip="127.0.0.1", port=8091),
+                                          wallets["m1"])
+            assert served.success, served.message
+            committed = await client.submit_call(
+                bt.calls.Commitments.set_commitment(netuid=1, info={"fields": [{"Raw5": "hello"}]}),
+                wallets["m1"], signer="hotkey")
+            assert committed.success, committed.message
+            staked = await client.execute(bt.AddStake(
+                hotkey_ss58=wallets["val"].hotkey.ss58_address, netuid=1, amount_tao=100),
+                wallets["val"])
+            assert staked.success, staked.message
+            graph = await client.subnets.metagraph(1)
+            await epoch_after(client, graph.last_step)  # the validator gets its permit
+
+    asyncio.run(setup())
+    return net, home, wallets
+
+
+async def test_register_serve_commit_stake_through_the_sdk(populated):
+    net, _home, w = populated
+    async with client_for(net.url) as client:
+        graph = await client.subnets.metagraph(1)
+        assert graph.hotkeys == [w[n].hotkey.ss58_address for n in ("val", "m1", "m2")]
+        assert graph.coldkeys == [w[n].coldkeypub.ss58_address for n in ("val", "m1", "m2")]
+        assert graph.neurons[1].axon == "127.0.0.1:8091" and graph.neurons[0].axon is None
+        assert graph.neurons[1].commitment.value == "hello" and graph.commitments[0] is None
+        assert graph.neurons[0].validator_permit and not graph.neurons[1].validator_permit
+        assert graph.neurons[0].alpha_stake.rao >= 100 * 10**9
+        assert await client.read("uid", hotkey_ss58=w["m2"].hotkey.ss58_address, netuid=1) == 2
+        lite = await client.read("neurons", netuid=1)
+        assert [n.uid for n in lite] == [0, 1, 2] and lite[0].validator_permit
+        params = await client.read("subnet_hyperparameters", netuid=1)
+        assert params["tempo"] == TEMPO and params["commit_reveal_weights_enabled"] is False
+        assert client.token_symbols[1] == "D1"
+
+
+async def test_epoch_emission_equals_yuma_on_the_same_inputs(populated):
+    net, _home, w = populated
+    async with client_for(net.url) as client:
+        result = await client.execute(bt.SetWeights(netuid=1, weights={1: 2.0, 2: 1.0}), w["val"])
+        assert result.success, result.message
+        before = await client.subnets.metagraph(1)
+        rows = dict(await client.query_map(("SubtensorModule", "Weights"), [1]))
+        params = await client.read("subnet_hyperparameters", netuid=1)
+        block = await epoch_after(client, before.last_step)
+        after = await client.subnets.metagraph(1)
+    assert after.last_step == block == before.last_step + TEMPO + 1, "exactly one epoch passed"
+    n = len(before.neurons)
+    weights = torch.zeros(n, n, dtype=torch.float64)
+    for uid, row in rows.items():
+        for dest, value in row:
+            weights[uid, dest] = value
+    inputs = EpochInputs(
+        weights=weights,
+        stake=torch.tensor([x.alpha_stake.rao for x in before.neurons], dtype=torch.float64),
+        last_update=torch.tensor([x.last_update for x in before.neurons]),
+        registered_at=torch.tensor([x.block_at_registration for x in before.neurons]),
+        weights_set_at=torch.tensor([x.last_update if x.uid in rows else 0
+                                     for x in before.neurons]),
+        bonds=torch.zeros(n, n, dtype=torch.float64),  # no weights before: no bonds yet
+        current_block=block,
+        emission_budget=float(bt.Balance.from_tao(1).rao * (block - before.last_step)),
+    )
+    expected = yuma_epoch(inputs, YumaParams(
+        kappa=params["kappa"] / 65535, bond_alpha=1 - params["bonds_moving_avg"] / 1e6,
+        bond_penalty=params["bonds_penalty"] / 65535, activity_cutoff=params["activity_cutoff"],
+        max_allowed_validators=params["max_validators"],
+    ))
+    for i, neuron in enumerate(after.neurons):
+        assert neuron.incentive == pytest.approx(float(expected.incentive[i]), abs=1 / 65535)
+        assert neuron.dividends == pytest.approx(float(expected.dividends[i]), abs=1 / 65535)
+        assert neuron.consensus == pytest.approx(float(expected.consensus[i]), abs=1 / 65535)
+        assert neuron.emission.rao == round(float(expected.emission[i]))
+        assert neuron.alpha_stake.rao == before.neurons[i].alpha_stake.rao + neuron.emission.rao
+    assert after.neurons[1].incentive > after.neurons[2].incentive > 0
+    assert after.neurons[0].dividends == pytest.approx(1.0)
+
+
+async def test_weight_refusals_come_back_as_failed_results_and_change_nothing(populated):
+    net, home, w = populated
+    stranger = make_wallet(home, "stranger")
+    async with client_for(net.url) as client:
+        weights_before = await client.query_map(("SubtensorModule", "Weights"), [1])
+        with pytest.raises(ChainError) as preflight:  # the SDK checks registration first
+            await client.execute(bt.SetWeights(netuid=1, weights={1: 1.0}), stranger)
+        assert preflight.value.code is ErrorCode.NOT_REGISTERED
+
+        def raw(dests: list[int]):
+            return SM.set_mechanism_weights(netuid=1, mecid=0, dests=dests,
+                                            weights=[65535] * len(dests), version_key=0)
+
+        cases = [(stranger, [1], "HotKeyNotRegisteredInSubNet"),
+                 (w["m1"], [2], "NeuronNoValidatorPermit"),
+                 (w["val"], [7], "UidVecContainInvalidOne")]
+        for wallet, dests, name in cases:
+            result = await client.submit_call(raw(dests), wallet, signer="hotkey")
+            assert not result.success and result.error.name == name, result.message
+        assert await client.query_map(("SubtensorModule", "Weights"), [1]) == weights_before
+
+        first = await client.submit_call(raw([1, 2]), w["val"], signer="hotkey")
+        current = await client.query_map(("SubtensorModule", "Weights"), [1])
+        second = await client.submit_call(raw([2]), w["val"], signer="hotkey")
+        assert first.success or first.error.name == "SettingWeightsTooFast"
+        assert not second.success and second.error.name == "SettingWeightsTooFast"
+        assert "rate limit" in second.message
+        assert await client.query_map(("SubtensorModule", "Weights"), [1]) == current
+
+
+class ForgingSigner:
+    """A signer that signs with another key but claims the real one's address."""
+
+    def __init__(self, real, forger):
+        self.ss58_address = real.ss58_address
+        self.crypto_type = 1
+        self._forger = forger
+
+    def sign(self, payload: bytes) -> bytes:
+        return self._forger.sign(payload)
+
+
+async def test_forged_and_replayed_extrinsics_are_refused(populated):
+    net, home, w = populated
+    async with client_for(net.url) as client:
+        axon_before = (await client.subnets.metagraph(1)).neurons[2].axon
+        call = await client.compose(SM.serve_axon(netuid=1, version=1, ip=0x7F000001, port=9999,
+                                                  ip_type=4, protocol=4, placeholder1=0,
+                                                  placeholder2=0))
+        forger = ForgingSigner(w["m2"].hotkey, w["m1"].hotkey)
+        forged = await client._substrate.submit(call, forger)
+        assert not forged.success and forged.error.name == "BadProof"
+        info = await client._substrate._rpc("chain_info", {})
+        good = make_extrinsic(w["m2"].hotkey, "SubtensorModule", "serve_axon", call.params,
+                              genesis_hash=info["genesis_hash"],
+                              nonce=await client._substrate.account_next_index(
+                                  w["m2"].hotkey.ss58_address),
+                              era_block=info["head"])
+        first = await client._substrate.submit_signed(good.model_dump_json().encode(), None)
+        assert first.success
+        replay = await client._substrate.submit_signed(good.model_dump_json().encode(), None)
+        assert not replay.success and replay.error.name == "Stale"
+        graph = await client.subnets.metagraph(1)
+    assert axon_before is None and graph.neurons[2].axon == "127.0.0.1:9999"
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/rpc", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_malformed_rpc_requests_get_clear_errors(populated):
+    net, _home, _w = populated
+    before = post(net.http_url, b'{"method": "runtime_call", "params": {"api": '
+                  b'"SubnetInfoRuntimeApi", "method": "get_metagraph", "params": [1]}}')[1]
+    cases = [
+        (b"not json", 400, "ParseError"),
+        (b'{"params": {}}', 400, "InvalidRequest"),
+        (b'{"method": "query", "params": {}, "extra": 1}', 400, "InvalidRequest"),
+        (b'{"method": "drop_tables", "params": {}}', 400, "MethodNotFound"),
+        (b'{"method": "query", "params": {"module": 5}}', 400, "InvalidParams"),
+        (b'{"method": "query", "params": {"module": "SubtensorModule", '
+         b'"storage_function": "Uids", "params": [1]}}', 400, "BadParams"),
+        (b'{"method": "query", "params": {"module": "Nope", "storage_function": "X"}}', 200,
+         "NotImplemented"),
+        (b'{"method": "submit", "params": {"extrinsic": {"module": "x"}}}', 400,
+         "InvalidExtrinsic"),
+        (b'{"method": "block_hash", "params": {"block": 99999999}}', 200, "UnknownBlock"),
+        (b'{"method": "query", "params": {"pad": "' + b"x" * (2 << 20) + b'"}}', 413,
+         "TooLarge"),
+    ]
+    for body, status, code in cases:
+        got_status, answer = post(net.http_url, body)
+        assert (got_status, answer["error"]["code"]) == (status, code), body[:60]
+        assert answer["error"]["message"]
+    after = post(net.http_url, b'{"method": "runtime_call", "params": {"api": '
+                 b'"SubnetInfoRuntimeApi", "method": "get_metagraph", "params": [1]}}')[1]
+    assert after["result"]["hotkeys"] == before["result"]["hotkeys"]
+
+
+async def test_unreachable_devnet_raises_a_connection_error():
+    sub = DevnetSubstrate("devnet://127.0.0.1:9", timeout=2.0)
+    with pytest.raises(RpcConnectionError, match="unreachable"):
+        await sub.connect()
+    assert sub._session is None
+    with pytest.raises(ValueError):
+        DevnetSubstrate("ftp://example")
