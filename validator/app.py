@@ -102,9 +102,9 @@ class HttpsServer:
 
     @classmethod
     async def start(cls, app: web.Application, identity: TlsIdentity, host: str, port: int) -> HttpsServer:
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=server_context(identity), shutdown_timeout=2.0)
+        site = web.TCPSite(runner, host, port, ssl_context=server_context(identity))
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("HTTPS API on %s:%d (certificate sha256 %s)", host, bound, identity.fingerprint)
