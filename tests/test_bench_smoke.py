@@ -1,0 +1,136 @@
+"""The benchmark scripts parse their arguments and run end to end on toy sizes.
+
+Never asserts performance: only that the scripts work and their arithmetic is right.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """Import a script module from scripts/ by name."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+@pytest.fixture
+def toy_dataset():
+    from protocol.data import TokenDataset
+
+    rng = np.random.default_rng(0)
+    return TokenDataset.from_arrays("toy", rng.integers(0, 256, 40_000).astype(np.uint16),
+                                    rng.integers(0, 256, 4_000).astype(np.uint16))
+
+
+@pytest.mark.parametrize("script", ["bench_convergence.py", "bench_window.py", "bench_validator.py"])
+def test_help_runs_from_a_fresh_checkout(script: str, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+
+
+def test_summary_line_and_links(bench) -> None:
+    bc = bench("_bench_common")
+    assert bc.summary_line({"a": 1.23456, "b": 3, "c": "x"}) == "a=1.235 b=3 c=x"
+    assert bc.transfer_seconds(1_250_000, 10) == pytest.approx(1.0)
+    assert bc.human_bytes(1536) == "1.5 KiB"
+
+
+def test_convergence_quick_args_and_equal_tokens(bench) -> None:
+    conv = bench("bench_convergence")
+    exp = conv.experiment_from(conv.parse_args(["--quick", "--miners", "3", "--inner-steps", "5"]))
+    s = exp.subnet
+    assert (exp.miners, s.inner_steps, s.preset) == (3, 5, "tiny")
+    assert exp.tokens_per_window == 3 * 5 * s.batch_size * s.seq_len
+    with pytest.raises(SystemExit):
+        conv.main(["--variants", "adamw,nope"])
+
+
+def test_convergence_tiny_run_in_process(bench, toy_dataset, monkeypatch, tmp_path: Path) -> None:
+    conv = bench("bench_convergence")
+    monkeypatch.setattr(conv, "builtin_corpus", lambda: toy_dataset)
+    args = conv.parse_args(["--quick", "--windows", "2", "--miners", "2", "--inner-steps", "2",
+                            "--batch-size", "2", "--seq-len", "16", "--val-samples", "8",
+                            "--out", str(tmp_path)])
+    record = conv.run(conv.experiment_from(args), conv.VARIANTS, tmp_path)
+    summary = record["summary"]
+    curves = record["curves"]
+    # every variant evaluated at the same token counts: equal tokens by construction
+    assert curves["adamw"]["tokens"] == curves["dense"]["tokens"] == curves["network"]["tokens"]
+    assert curves["adamw"]["tokens"][-1] == 2 * 2 * 2 * 2 * 16
+    ratio = curves["network"]["val_loss"][-1] / curves["adamw"]["val_loss"][-1]
+    assert summary["loss_ratio_vs_adamw"] == pytest.approx(ratio)
+    assert summary["compression_ratio_fp32"] > 1
+    assert (tmp_path / "convergence.json").exists()
+
+
+def test_window_breakdown_shares(bench) -> None:
+    win = bench("bench_window")
+    recs = {"m1": [
+        {"event": "window", "trained": True, "timings": {"train": 9.0, "compress": 1.0}},  # start-up, skipped
+        {"event": "window", "trained": True,
+         "timings": {"train": 8.0, "compress": 0.5, "upload": 0.5, "wait": 0.5, "sync": 0.5}},
+        {"event": "window", "trained": False, "timings": {"wait": 10.0}},
+    ]}
+    b = win.breakdown(win.window_records(recs, skip_first=1))
+    assert b["windows"] == 1
+    assert b["window_s"] == pytest.approx(10.0)
+    assert b["overhead_share"] == pytest.approx(0.2)
+    assert b["protocol_share"] == pytest.approx(1.5 / 9.5)
+    with pytest.raises(ValueError):
+        win.breakdown([])
+
+
+def test_bandwidth_tiny_uses_the_real_encoders(bench) -> None:
+    from node.aggregate_payload import encode_aggregate
+    from protocol import codec
+    from protocol.model import build_model, param_spec, preset
+
+    win = bench("bench_window")
+    ccfg = codec.CodecConfig()
+    row = win.preset_bandwidth("tiny", ccfg, top_g=2)
+    model = build_model(preset("tiny"))
+    spec = param_spec(model)
+    assert row["dense_fp32"] == 4 * sum(p.numel() for p in model.parameters())
+    import torch
+
+    gen = torch.Generator().manual_seed(5)
+    sparse = codec.compress({k: torch.randn(s, generator=gen) for k, s in spec.items()}, ccfg)
+    real_upload = len(codec.encode(sparse, ccfg))
+    assert abs(row["upload"] - real_upload) / real_upload < 0.02  # only Rice-code gaps vary
+    one = codec.decompress(sparse, spec)
+    assert row["download"] >= len(encode_aggregate(one, spec))  # a union of 2 is at least one
+
+
+def test_validator_capacity_arithmetic(bench) -> None:
+    val = bench("bench_validator")
+    c = val.Costs(inner_step=0.1, verify=0.01, evaluate_per_miner=0.09, evaluate_fixed=0.5,
+                  aggregate=0.3, val_loss=0.2)
+    assert c.per_miner == pytest.approx(0.1)
+    assert val.capacity(c, window_s=240.0, train_share=0.95) == 110  # (12 - 1) / 0.1
+    assert val.capacity(c, window_s=10.0, train_share=0.95) == 0
+
+
+def test_validator_measure_in_process(bench, toy_dataset) -> None:
+    from protocol.subnet import SubnetConfig
+
+    val = bench("bench_validator")
+    cfg = SubnetConfig(seq_len=16, batch_size=2, inner_steps=2, eval_samples=2)
+    import torch
+
+    costs = val.measure(cfg, toy_dataset, k=2, repeats=1, device=torch.device("cpu"))
+    assert costs.inner_step > 0 and costs.verify > 0 and costs.aggregate > 0
