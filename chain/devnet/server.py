@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import signal
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -234,7 +235,10 @@ class DevnetServer:
         while True:
             await asyncio.sleep(max(next_at - loop.time(), 0.0))
             next_at = max(next_at + period, loop.time())  # no burst after a stall
-            self.produce_one()
+            try:
+                self.produce_one()
+            except sqlite3.Error:  # the block was rolled back; the state is still consistent
+                log.exception("block production failed; retrying next block")
 
     def produce_one(self) -> BlockReport:
         """Produce a block now and answer the submitters it includes."""
@@ -244,7 +248,10 @@ class DevnetServer:
             if future is not None and not future.done():
                 future.set_result(included.to_json())
         if self.on_block is not None:
-            self.on_block(report)
+            try:
+                self.on_block(report)
+            except OSError:  # a closed stdout must not stop the chain
+                log.exception("block callback failed")
         return report
 
 

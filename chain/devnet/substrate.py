@@ -61,6 +61,8 @@ class DevnetSubstrate:
         self._session: aiohttp.ClientSession | None = None
         self._info: dict[str, Any] = {}
         self._ids = 0
+        # one submission at a time per signer: the nonce read and its use must not interleave
+        self._signer_locks: dict[str, asyncio.Lock] = {}
 
     def balance(self, rao: int, netuid: int = 0) -> Balance:
         symbol = self.token_symbols.get(netuid) if netuid else None
@@ -249,8 +251,13 @@ class DevnetSubstrate:
                      period: int | None = None, wait_for_inclusion: bool = True,
                      wait_for_finalization: bool = True) -> ExtrinsicResult:
         wait = wait_for_inclusion or wait_for_finalization
-        ext = await self._signed(await self.compose(call), keypair, nonce, wait)
-        return await self._send(ext)
+        lock = self._signer_locks.setdefault(keypair.ss58_address, asyncio.Lock())
+        async with lock:
+            try:
+                ext = await self._signed(await self.compose(call), keypair, nonce, wait)
+            except (TypeError, ValueError) as error:
+                raise ChainError(f"cannot build the extrinsic: {error}") from error
+            return await self._send(ext)
 
     async def submit_signed(self, extrinsic: Any, keypair: Any, *,
                             wait_for_inclusion: bool = True,
