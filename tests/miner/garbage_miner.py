@@ -2,8 +2,8 @@
 
 Run as ``python -m tests.miner.garbage_miner <swarmtrain miner flags>`` from the
 repository root. Even windows send random bytes (not a codec payload at all); odd
-windows send a well-formed codec payload whose values are NaN, built by hand so the
-codec's own encoder cannot refuse it. A validator must refuse both.
+windows send a well-formed codec payload whose value table holds a NaN, patched in
+after encoding (the codec's encoder refuses NaN). A validator must refuse both.
 """
 
 from __future__ import annotations
@@ -16,26 +16,31 @@ import numpy as np
 from torch import Tensor
 
 from miner.service import Miner
+from protocol import codec
 from swarmtrain.commands import miner as miner_command
 
 
-def nan_payload(payload: bytes) -> bytes:
-    """A codec payload with its last 4 bytes (part of a value section) set to a float NaN."""
-    return payload[:-4] + np.float32("nan").tobytes()
+def nan_payload(update: codec.SparseUpdate, cfg: codec.CodecConfig) -> bytes:
+    """The encoded ``update`` with the first value-table entry of its last tensor set to NaN.
+
+    The payload ends with the last tensor's table (2**(bits-1) f32) and its packed codes
+    (docs/codec.md), so the table's offset follows from that tensor's value count.
+    """
+    payload = codec.encode(update, cfg)
+    last = list(update.values())[-1]
+    codes = (len(last.values) * cfg.bits + 7) // 8
+    start = len(payload) - codes - 4 * 2 ** (cfg.bits - 1)
+    return payload[:start] + np.float32("nan").tobytes() + payload[start + 4 :]
 
 
 class GarbageMiner(Miner):
-    """Sends random bytes or a NaN-poisoned payload instead of its real update."""
+    """Trains, then sends random bytes (even windows) or a NaN-poisoned payload (odd)."""
 
     def encode_update(self, delta: dict[str, Tensor]) -> bytes:
-        honest = super().encode_update(delta)
-        if self.clock_window % 2 == 0:
-            return os.urandom(len(honest))
-        return nan_payload(honest)
-
-    @property
-    def clock_window(self) -> int:
-        return int(self.model.window)
+        update = self.error_feedback.step(delta, self.codec_cfg)
+        if self.model.window % 2 == 0:
+            return os.urandom(len(codec.encode(update, self.codec_cfg)))
+        return nan_payload(update, self.codec_cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
