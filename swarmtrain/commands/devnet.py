@@ -38,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from rich.console import Console
 
-    from chain.devnet.ledger import BlockReport, Devnet
     from chain.devnet.params import DevnetConfig
-    from chain.devnet.server import serve
 
     console = Console(highlight=False)
     logging.basicConfig(level=logging.WARNING)
@@ -53,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         console.print(f"[red]invalid devnet settings:[/red] {error.errors()[0]['msg']}")
         return 2
+    from chain.devnet.ledger import BlockReport, Devnet  # heavy (torch, bittensor): after checks
+    from chain.devnet.server import serve
+
     devnet = Devnet.open(args.state, cfg)
 
     def on_block(report: BlockReport) -> None:
