@@ -16,27 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import bittensor as bt
 from bittensor import storage as st
 from bittensor.keyfiles import KeyfileError
 from bittensor.settings import NETWORKS
 
 from chain.errors import (
+    TRANSPORT_ERRORS,
     ChainConnectionError,
     ChainError,
     ChainTimeoutError,
     NotRegisteredError,
     RateLimitedError,
     UnknownNetworkError,
-    WalletError,
+    domain_error,
 )
-from chain.types import Metagraph, SubnetHyperparams
+from chain.types import Metagraph, SubnetHyperparams, hyperparams_from_raw, metagraph_from_sdk
 from chain.wallets import coldkey_address, hotkey_address
 
 T = TypeVar("T")
@@ -46,9 +45,6 @@ REAL_NETWORKS = ("finney", "test", "local")
 # Commitments pallet: each Raw field holds at most 128 bytes; the runtime allows 3 fields.
 COMMIT_FIELD_BYTES = 128
 COMMIT_MAX_FIELDS = 3
-_RETRY_BLOCKS = re.compile(r"retry in ~?(\d+) blocks", re.IGNORECASE)
-# Transport failures that mean "could not reach the endpoint" (vs. the chain saying no).
-_TRANSPORT_ERRORS = (OSError, aiohttp.ClientError, bt.RpcConnectionError, bt.ConnectionNotReady)
 
 
 def network_url(network: str) -> str:
@@ -131,36 +127,6 @@ def rate_limit_remaining(block: int, last_update: int, rate_limit: int) -> int:
     return max(0, rate_limit - (block - last_update))
 
 
-def domain_error(err: BaseException, what: str) -> ChainError:
-    """Map an SDK or transport exception to our domain error, keeping the chain's reason."""
-    if isinstance(err, ChainError):
-        return err
-    if isinstance(err, asyncio.TimeoutError | TimeoutError):
-        return ChainTimeoutError(f"{what} timed out", reason=str(err) or None)
-    if isinstance(err, bt.ChainError):
-        return _from_sdk_chain_error(err, what)
-    if isinstance(err, KeyfileError):
-        return WalletError(f"{what}: cannot unlock the signing key", reason=str(err))
-    if isinstance(err, _TRANSPORT_ERRORS):
-        return ChainConnectionError(
-            f"{what}: chain unreachable", reason=str(err) or type(err).__name__
-        )
-    return ChainError(f"{what} failed", reason=str(err) or type(err).__name__)
-
-
-def _from_sdk_chain_error(err: bt.ChainError, what: str) -> ChainError:
-    reason = err.message if not err.name else f"{err.name}: {err.message}"
-    if err.code == bt.ErrorCode.NOT_REGISTERED:
-        return NotRegisteredError(f"{what}: hotkey not registered", reason=reason)
-    if err.code == bt.ErrorCode.RATE_LIMITED:
-        match = _RETRY_BLOCKS.search(err.message)
-        blocks = int(match.group(1)) if match else None
-        return RateLimitedError(f"{what}: rate limited", blocks=blocks, reason=reason)
-    result = ChainError(f"{what} failed", reason=reason)
-    result.name = err.name
-    return result
-
-
 class Chain:
     """Typed async access to one chain; every call has a timeout and raises domain errors.
 
@@ -190,7 +156,7 @@ class Chain:
         client = _build_client(url, timeout)
         try:
             await asyncio.wait_for(client.connect(), timeout)
-        except (asyncio.TimeoutError, *_TRANSPORT_ERRORS, bt.BittensorError) as err:
+        except (asyncio.TimeoutError, *TRANSPORT_ERRORS, bt.BittensorError) as err:
             await _quiet_close(client)
             raise _connect_error(url, err) from err
         return cls(client, url, timeout=timeout)
@@ -214,7 +180,7 @@ class Chain:
             return await asyncio.wait_for(aw, timeout or self.timeout)
         except ChainError:
             raise
-        except (asyncio.TimeoutError, bt.BittensorError, KeyfileError, *_TRANSPORT_ERRORS) as err:
+        except (asyncio.TimeoutError, bt.BittensorError, KeyfileError, *TRANSPORT_ERRORS) as err:
             raise domain_error(err, what) from err
 
     async def _submit(self, what: str, aw: Awaitable[bt.ExtrinsicResult]) -> bt.ExtrinsicResult:
@@ -324,18 +290,23 @@ class Chain:
         await self._submit(f"register on netuid {netuid}", aw)
 
     async def _register_pow(self, wallet: Any, netuid: int, hotkey: str, timeout: float) -> None:
-        try:
-            intent = await self.client.mine_pow_registration(
-                netuid, hotkey, coldkey_address(wallet), workers=2, max_seconds=timeout
-            )
-        except (ValueError, TimeoutError, RuntimeError) as err:
-            raise ChainError(
-                f"proof-of-work registration on netuid {netuid}", reason=str(err)
-            ) from err
-        await self._submit(
-            f"pow register on netuid {netuid}",
-            self.client.execute(intent, wallet, wait_for_finalization=False),
+        what = f"proof-of-work registration on netuid {netuid}"
+        allowed = await self._call(
+            "read pow allowed",
+            self.client.query(st.SubtensorModule.NetworkPowRegistrationAllowed, [netuid]),
         )
+        if not allowed:
+            raise ChainError(
+                what, reason="the subnet owner has not enabled PoW; register with a burn"
+            )
+        mine = self.client.mine_pow_registration(
+            netuid, hotkey, coldkey_address(wallet), workers=2, max_seconds=timeout
+        )
+        try:
+            intent = await self._call(what, mine, timeout=timeout + self.timeout)
+        except (ValueError, RuntimeError) as err:  # the SDK's miner: refused or found nothing
+            raise ChainError(what, reason=str(err)) from err
+        await self._submit(what, self.client.execute(intent, wallet, wait_for_finalization=False))
 
     async def _mev_shield_active(self) -> bool:
         if self.is_devnet:
@@ -451,45 +422,6 @@ _HYPERPARAM_ITEMS: dict[str, Any] = {
     "burn": st.SubtensorModule.Burn,
     "pow_registration_allowed": st.SubtensorModule.NetworkPowRegistrationAllowed,
 }
-_BOOL_PARAMS = ("commit_reveal_enabled", "pow_registration_allowed")
-
-
-def hyperparams_from_raw(netuid: int, raw: Mapping[str, Any]) -> SubnetHyperparams:
-    """Build ``SubnetHyperparams`` from raw storage values (missing values read as 0)."""
-    ints = {k: int(v or 0) for k, v in raw.items() if k not in _BOOL_PARAMS and k != "burn"}
-    return SubnetHyperparams(
-        netuid=netuid,
-        burn=int(raw.get("burn") or 0) / 1e9,
-        commit_reveal_enabled=bool(raw.get("commit_reveal_enabled")),
-        pow_registration_allowed=bool(raw.get("pow_registration_allowed")),
-        **ints,
-    )
-
-
-def metagraph_from_sdk(graph: bt.Metagraph) -> Metagraph:
-    """Our frozen ``Metagraph`` from the SDK's: plain floats/ints/bools/strings."""
-    neurons = list(graph.neurons)
-    commitments = {
-        n.hotkey: n.commitment.value
-        for n in neurons
-        if n.commitment is not None and n.commitment.value is not None
-    }
-    return Metagraph(
-        netuid=graph.netuid,
-        block=graph.block,
-        uids=[n.uid for n in neurons],
-        hotkeys=[n.hotkey for n in neurons],
-        coldkeys=[n.coldkey for n in neurons],
-        stake=[float(n.total_stake.amount) for n in neurons],
-        validator_permit=[bool(n.validator_permit) for n in neurons],
-        axons=[n.axon for n in neurons],
-        last_update=[int(n.last_update) for n in neurons],
-        incentive=[float(n.incentive) for n in neurons],
-        dividends=[float(n.dividends) for n in neurons],
-        emission=[float(n.emission.amount) for n in neurons],
-        consensus=[float(n.consensus) for n in neurons],
-        commitments=commitments,
-    )
 
 
 def _build_client(url: str, timeout: float) -> bt.Client:
@@ -517,7 +449,7 @@ async def _quiet_close(client: bt.Client) -> None:
     """Close a client that may be half-open; a failing close must not hide the real error."""
     try:
         await asyncio.wait_for(client.close(), 5.0)
-    except (asyncio.TimeoutError, *_TRANSPORT_ERRORS, bt.BittensorError) as err:
+    except (asyncio.TimeoutError, *TRANSPORT_ERRORS, bt.BittensorError) as err:
         _log_close_failure(err)
 
 

@@ -10,6 +10,15 @@ Callers catch these instead of the SDK's exceptions, e.g.::
 
 from __future__ import annotations
 
+import asyncio
+import re
+
+import aiohttp
+import bittensor as bt
+from bittensor.keyfiles import KeyfileError
+
+_RETRY_BLOCKS = re.compile(r"retry in ~?(\d+) blocks", re.IGNORECASE)
+
 
 class ChainError(Exception):
     """A chain call failed; ``reason`` is the chain's (or SDK's) explanation.
@@ -58,3 +67,35 @@ class WalletNotFoundError(WalletError):
 
 class WalletExistsError(WalletError):
     """Refusing to overwrite an existing wallet (pass overwrite=True)."""
+
+
+# Transport failures that mean "could not reach the endpoint" (vs. the chain saying no).
+TRANSPORT_ERRORS = (OSError, aiohttp.ClientError, bt.RpcConnectionError, bt.ConnectionNotReady)
+
+
+def domain_error(err: BaseException, what: str) -> ChainError:
+    """Map an SDK or transport exception to our domain error, keeping the chain's reason."""
+    if isinstance(err, ChainError):
+        return err
+    if isinstance(err, asyncio.TimeoutError | TimeoutError):
+        return ChainTimeoutError(f"{what} timed out", reason=str(err) or None)
+    if isinstance(err, bt.ChainError):
+        return _from_sdk_chain_error(err, what)
+    if isinstance(err, KeyfileError):
+        return WalletError(f"{what}: cannot unlock the signing key", reason=str(err))
+    if isinstance(err, TRANSPORT_ERRORS):
+        return ChainConnectionError(
+            f"{what}: chain unreachable", reason=str(err) or type(err).__name__
+        )
+    return ChainError(f"{what} failed", reason=str(err) or type(err).__name__)
+
+
+def _from_sdk_chain_error(err: bt.ChainError, what: str) -> ChainError:
+    reason = err.message if not err.name else f"{err.name}: {err.message}"
+    if err.code == bt.ErrorCode.NOT_REGISTERED:
+        return NotRegisteredError(f"{what}: hotkey not registered", reason=reason)
+    if err.code == bt.ErrorCode.RATE_LIMITED:
+        match = _RETRY_BLOCKS.search(err.message)
+        blocks = int(match.group(1)) if match else None
+        return RateLimitedError(f"{what}: rate limited", blocks=blocks, reason=reason)
+    return ChainError(f"{what} failed", reason=reason, name=err.name)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import bittensor as bt
 
 
 @dataclass(frozen=True)
@@ -102,3 +106,44 @@ class SubnetHyperparams:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_BOOL_PARAMS = ("commit_reveal_enabled", "pow_registration_allowed")
+
+
+def hyperparams_from_raw(netuid: int, raw: Mapping[str, Any]) -> SubnetHyperparams:
+    """Build ``SubnetHyperparams`` from raw storage values (missing values read as 0)."""
+    ints = {k: int(v or 0) for k, v in raw.items() if k not in _BOOL_PARAMS and k != "burn"}
+    return SubnetHyperparams(
+        netuid=netuid,
+        burn=int(raw.get("burn") or 0) / 1e9,
+        commit_reveal_enabled=bool(raw.get("commit_reveal_enabled")),
+        pow_registration_allowed=bool(raw.get("pow_registration_allowed")),
+        **ints,
+    )
+
+
+def metagraph_from_sdk(graph: bt.Metagraph) -> Metagraph:
+    """Our frozen ``Metagraph`` from the SDK's: plain floats/ints/bools/strings."""
+    neurons = list(graph.neurons)
+    commitments = {
+        n.hotkey: n.commitment.value
+        for n in neurons
+        if n.commitment is not None and n.commitment.value is not None
+    }
+    return Metagraph(
+        netuid=graph.netuid,
+        block=graph.block,
+        uids=[n.uid for n in neurons],
+        hotkeys=[n.hotkey for n in neurons],
+        coldkeys=[n.coldkey for n in neurons],
+        stake=[float(n.total_stake.amount) for n in neurons],
+        validator_permit=[bool(n.validator_permit) for n in neurons],
+        axons=[n.axon for n in neurons],
+        last_update=[int(n.last_update) for n in neurons],
+        incentive=[float(n.incentive) for n in neurons],
+        dividends=[float(n.dividends) for n in neurons],
+        emission=[float(n.emission.amount) for n in neurons],
+        consensus=[float(n.consensus) for n in neurons],
+        commitments=commitments,
+    )

@@ -129,6 +129,13 @@ async def test_stake_gives_permit_weights_and_rate_limit(chain: Chain, wallets):
     assert mg.incentive[mg.uids.index(m_uid)] > 0  # the epoch paid the weighted miner
 
 
+async def test_pow_register_refused_where_subnet_disallows_it(chain: Chain, wallets):
+    hp = await chain.hyperparameters(NETUID)
+    assert hp.pow_registration_allowed is False  # the devnet's genesis subnet takes burns only
+    with pytest.raises(ChainError, match="proof-of-work registration.*not enabled PoW"):
+        await chain.register(wallets("pow"), NETUID, pow=True, pow_timeout=10)
+
+
 async def test_wait_for_block_times_out(chain: Chain):
     now = await chain.block()
     with pytest.raises(ChainTimeoutError):

@@ -13,9 +13,6 @@ from chain.client import (
     DEVNET_DEFAULT_URL,
     commitment_fields,
     devnet_http_url,
-    domain_error,
-    hyperparams_from_raw,
-    metagraph_from_sdk,
     network_url,
     normalize_weights,
     rate_limit_remaining,
@@ -29,8 +26,9 @@ from chain.errors import (
     UnknownNetworkError,
     WalletExistsError,
     WalletNotFoundError,
+    domain_error,
 )
-from chain.types import Metagraph
+from chain.types import Metagraph, hyperparams_from_raw, metagraph_from_sdk
 from chain.wallets import coldkey_address, create_wallet, hotkey_address, load_wallet
 
 
