@@ -151,13 +151,23 @@ def _shape_of(shape: object) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------- compress
 
 
-def _topk_blocks(x: Tensor, lay: _Layout, cfg: CodecConfig) -> tuple[Tensor, Tensor]:
+def _block_magnitudes(name: str, mat: Tensor, lay: _Layout) -> Tensor:
+    """|mat| rearranged to (nblocks, bh*bw); raises on NaN/Inf (amax propagates both)."""
+    mag = mat.abs()
+    if not bool(torch.isfinite(mag.amax())):
+        raise CodecError(f"tensor {name!r} holds NaN or Inf; refusing to compress it")
+    nbr, nbc = -(-lay.rows // lay.bh), lay.nbc
+    pad_r, pad_c = nbr * lay.bh - lay.rows, nbc * lay.bw - lay.cols
+    if pad_r or pad_c:  # padding gets magnitude -1: never chosen before a real entry
+        mag = F.pad(mag, (0, pad_c, 0, pad_r), value=-1.0)
+    return mag.view(nbr, lay.bh, nbc, lay.bw).permute(0, 2, 1, 3).reshape(nbr * nbc, lay.bh * lay.bw)
+
+
+def _topk_blocks(name: str, x: Tensor, lay: _Layout) -> tuple[Tensor, Tensor]:
     """Top-quota entries of every block, in canonical order -> (flat indices, values)."""
     mat = x.reshape(lay.rows, lay.cols)
-    nbr, nbc = -(-lay.rows // lay.bh), lay.nbc
-    # Padding gets magnitude -1 so it is never chosen before a real entry.
-    mag = F.pad(mat.abs(), (0, nbc * lay.bw - lay.cols, 0, nbr * lay.bh - lay.rows), value=-1.0)
-    mag = mag.view(nbr, lay.bh, nbc, lay.bw).permute(0, 2, 1, 3).reshape(nbr * nbc, lay.bh * lay.bw)
+    nbc = lay.nbc
+    mag = _block_magnitudes(name, mat, lay)
     k = int(lay.quotas.max())
     _, pos = torch.topk(mag, k, dim=1, sorted=True)  # (nblocks, k) padded-block positions
     quotas = torch.from_numpy(lay.quotas).to(x.device)
@@ -166,7 +176,7 @@ def _topk_blocks(x: Tensor, lay: _Layout, cfg: CodecConfig) -> tuple[Tensor, Ten
     pos = torch.where(keep, pos, lay.bh * lay.bw).sort(dim=1).values
     keep = keep.sort(dim=1, descending=True).values
     pos = pos[keep]
-    block = torch.arange(nbr * nbc, device=x.device)[:, None].expand_as(keep)[keep]
+    block = torch.arange(lay.nblocks, device=x.device)[:, None].expand_as(keep)[keep]
     row = (block // nbc) * lay.bh + pos // lay.bw
     col = (block % nbc) * lay.bw + pos % lay.bw
     flat = row * lay.cols + col
@@ -210,13 +220,11 @@ def compress(tensors: Mapping[str, Tensor], cfg: CodecConfig) -> SparseUpdate:
     out: SparseUpdate = {}
     for name, t in tensors.items():
         x = t.detach().float()
-        if not bool(torch.isfinite(x).all()):
-            raise CodecError(f"tensor {name!r} holds NaN or Inf; refusing to compress it")
         lay = _layout(tuple(x.shape), cfg.chunk, cfg.topk)
         if x.numel() == 0:
             flat, vals = torch.zeros(0, dtype=torch.int64), torch.zeros(0)
         else:
-            flat, vals = _topk_blocks(x, lay, cfg)
+            flat, vals = _topk_blocks(name, x, lay)
         out[name] = SparseTensor(tuple(x.shape), flat, _quantize(vals, cfg.bits))
     return out
 
@@ -243,11 +251,17 @@ def decompress(update: Mapping[str, SparseTensor], spec: Mapping[str, tuple[int,
 # ---------------------------------------------------------------------------- bit packing
 
 
+def _field_bytes(width: int) -> int:
+    """Bytes that hold one field of ``width`` bits when unpacked (1, 2 or 4)."""
+    return 1 if width <= 8 else 2 if width <= 16 else 4
+
+
 def _pack(values: np.ndarray, width: int) -> bytes:
     """Fixed-width unsigned fields, least significant bit first, padded to a byte."""
     if width == 0 or values.size == 0:
         return b""
-    bits = ((values.astype(np.uint64)[:, None] >> np.arange(width, dtype=np.uint64)) & 1).astype(np.uint8)
+    raw = values.astype("<u4").view(np.uint8).reshape(-1, 4)  # (count, 4) little-endian bytes
+    bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :width]  # (count, width)
     return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
 
@@ -257,8 +271,11 @@ def _unpack(buf: bytes, count: int, width: int) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), bitorder="little")
     if bits[count * width:].any():
         raise CodecError("non-zero padding bits after a packed field")
-    fields = bits[: count * width].reshape(count, width).astype(np.int64)
-    return (fields << np.arange(width, dtype=np.int64)).sum(axis=1)
+    nbytes = _field_bytes(width)
+    fields = np.zeros((count, 8 * nbytes), dtype=np.uint8)
+    fields[:, :width] = bits[: count * width].reshape(count, width)
+    packed = np.packbits(fields, axis=1, bitorder="little")  # (count, nbytes)
+    return packed.view(f"<u{nbytes}").reshape(count).astype(np.int64)
 
 
 def _packed_len(count: int, width: int) -> int:
@@ -275,9 +292,11 @@ def _unary(q: np.ndarray) -> bytes:
 
 def _read_unary(buf: bytes, count: int) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), bitorder="little")
+    zeros = bits.size - int(bits.sum(dtype=np.int64))
+    # Exactly `count` terminators, plus at most 7 zero padding bits.
+    if not count <= zeros < count + 8:
+        raise CodecError(f"index stream holds {zeros} codes, expected {count}")
     ends = np.flatnonzero(bits == 0)[:count]
-    if len(ends) < count:
-        raise CodecError(f"index stream holds {len(ends)} codes, expected {count}")
     used = int(ends[-1]) + 1 if count else 0
     if len(buf) != (used + 7) // 8 or bits[used:].any():
         raise CodecError("index stream has trailing bytes or non-zero padding")
@@ -463,6 +482,9 @@ def _read_positions(r: _Reader, lay: _Layout, counts: np.ndarray, p: int, name: 
         raise CodecError(f"tensor {name!r}: rice parameter {p} too large")
     low = _unpack(r.take(_packed_len(n, p), "index low bits"), n, p)
     (high_len,) = r.unpack("I", "index stream length")
+    # sum(q) <= sum(gaps) >> p <= numel >> p, plus one terminator per value.
+    if high_len > _packed_len(n + ((lay.rows * lay.cols) >> p), 1):
+        raise CodecError(f"tensor {name!r}: index stream longer than any valid one")
     q = _read_unary(r.take(high_len, "index high bits"), n)
     if q.size and int(q.max()) > (max_size >> p):
         raise CodecError(f"tensor {name!r}: index gap out of range")
