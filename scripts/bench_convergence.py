@@ -309,10 +309,12 @@ def summarize(exp: Experiment, curves: dict[str, Curve], traffic: Traffic, n_par
         "final_loss": {k: c.final for k, c in curves.items()},
         "seconds": {k: round(c.seconds, 1) for k, c in curves.items()},
         "params": n_params,
+        "miners": exp.miners,
         "dense_fp32_bytes": dense_bytes,
         "upload_bytes_per_miner_window": upload,
         "download_bytes_per_window": download,
         "download_ratio_fp32": dense_bytes / download,
+        "contributors_mean": statistics.mean(traffic.contributors) if traffic.contributors else math.nan,
         "tokens_total": exp.windows * exp.tokens_per_window,
     }
 
@@ -324,7 +326,8 @@ def print_table(curves: dict[str, Curve], stats: dict[str, Any]) -> None:
     print(f"params={stats['params']} tokens={stats['tokens_total']} "
           f"upload/miner/window={bc.human_bytes(stats['upload_bytes_per_miner_window'])} "
           f"download/window={bc.human_bytes(stats['download_bytes_per_window'])} "
-          f"dense fp32={bc.human_bytes(stats['dense_fp32_bytes'])}")
+          f"dense fp32={bc.human_bytes(stats['dense_fp32_bytes'])} "
+          f"contributors/window={stats['contributors_mean']:.2f} of {stats['miners']}")
 
 
 # ---------------------------------------------------------------------------- cli
@@ -395,7 +398,10 @@ def run(exp: Experiment, variants: Sequence[str], out: Path) -> dict[str, Any]:
             curves[name] = run_dense(exp, ds, val)
         else:
             curves[name], traffic = run_network(exp, ds, val)
-        print(f"{name}: final val loss {curves[name].final:.4f} in {curves[name].seconds:.1f}s", flush=True)
+        extra = (f", {statistics.mean(traffic.contributors):.2f} contributors/window"
+                 if name == "network" and traffic.contributors else "")
+        print(f"{name}: final val loss {curves[name].final:.4f} in {curves[name].seconds:.1f}s{extra}",
+              flush=True)
     n_params = count_params(build_model(preset(s.preset)))
     record: dict[str, Any] = {"experiment": _exp_dict(exp), "machine": bc.machine_info(torch.device(exp.device)),
                               "curves": {k: asdict(c) for k, c in curves.items()}}
