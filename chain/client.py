@@ -335,8 +335,15 @@ class Chain:
         return uid
 
     async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None:
-        """Publish the hotkey's endpoint ip:port on the subnet."""
-        await self._require_uid(netuid, hotkey_address(wallet))
+        """Publish the hotkey's endpoint ip:port on the subnet (no-op when already published).
+
+        Skipping an unchanged endpoint keeps restarts clear of the chain's serving rate limit.
+        """
+        hotkey = hotkey_address(wallet)
+        mg = await self._registered_view(netuid, hotkey)
+        position = mg.uids.index(mg.uid_of(hotkey))
+        if mg.axons[position] == f"{ip}:{port}":
+            return
         intent = bt.ServeAxon(netuid=netuid, ip=ip, port=port)
         await self._submit(
             f"serve on netuid {netuid}",
@@ -344,15 +351,29 @@ class Chain:
         )
 
     async def commit(self, wallet: Any, netuid: int, data: str) -> None:
-        """Publish ``data`` as the hotkey's commitment (read back via ``metagraph().commitments``)."""
-        await self._require_uid(netuid, hotkey_address(wallet))
-        call = bt.calls.Commitments.set_commitment(
-            netuid=netuid, info={"fields": commitment_fields(data)}
-        )
+        """Publish ``data`` as the hotkey's commitment (no-op when it is already the commitment).
+
+        Read it back via ``metagraph(netuid).commitments[hotkey]``; an unchanged commitment
+        is not re-sent (each commit spends the hotkey's per-epoch commitment space).
+        """
+        fields = commitment_fields(data)
+        hotkey = hotkey_address(wallet)
+        mg = await self._registered_view(netuid, hotkey)
+        if mg.commitments.get(hotkey) == data:
+            return
+        call = bt.calls.Commitments.set_commitment(netuid=netuid, info={"fields": fields})
         await self._submit(
             f"commit on netuid {netuid}",
             self.client.submit_call(call, wallet, signer="hotkey", wait_for_finalization=False),
         )
+
+    async def _registered_view(self, netuid: int, hotkey: str) -> Metagraph:
+        """The metagraph, after checking that ``hotkey`` holds a uid on it."""
+        await self._require_uid(netuid, hotkey)
+        mg = await self.metagraph(netuid)
+        if mg.uid_of(hotkey) is None:  # deregistered between the two reads
+            raise NotRegisteredError(f"hotkey {hotkey} is not registered on netuid {netuid}")
+        return mg
 
     async def set_weights(self, wallet: Any, netuid: int, weights: dict[int, float]) -> None:
         """Set normalized weights (commit-reveal when the subnet enables it).

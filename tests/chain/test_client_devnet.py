@@ -77,7 +77,7 @@ async def test_register_two_wallets_idempotent(chain: Chain, wallets):
         assert len(column) == n
 
 
-async def test_serve_and_commit_read_back(chain: Chain, wallets):
+async def test_serve_and_commit_read_back(chain: Chain, wallets, monkeypatch):
     w = wallets("server")
     uid = await chain.register(w, NETUID)
     text = json.dumps({"v": 1, "fp": "ab" * 32, "crit": "cd" * 32}, separators=(",", ":"))
@@ -86,6 +86,22 @@ async def test_serve_and_commit_read_back(chain: Chain, wallets):
     mg = await chain.metagraph(NETUID)
     assert mg.axons[mg.uids.index(uid)] == "127.0.0.1:8443"
     assert mg.commitments[hotkey_address(w)] == text
+
+    sent = []  # unchanged endpoint/commitment: nothing is sent again (restarts stay cheap)
+    for name in ("execute", "submit_call"):
+        original = getattr(chain.client, name)
+        monkeypatch.setattr(
+            chain.client, name, lambda *a, _o=original, **k: sent.append(a) or _o(*a, **k)
+        )
+    await chain.serve(w, NETUID, "127.0.0.1", 8443)
+    await chain.commit(w, NETUID, text)
+    assert sent == []
+    await chain.serve(w, NETUID, "127.0.0.1", 8444)
+    await chain.commit(w, NETUID, "changed")
+    assert len(sent) == 2
+    mg = await chain.metagraph(NETUID)
+    assert mg.axons[mg.uids.index(uid)] == "127.0.0.1:8444"
+    assert mg.commitments[hotkey_address(w)] == "changed"
 
 
 async def test_unregistered_hotkey_gets_not_registered(chain: Chain, wallets):
@@ -154,5 +170,7 @@ async def test_connect_to_nothing_says_start_a_devnet():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(ChainConnectionError, match="no devnet at .* start one with `swarmtrain devnet`"):
+    with pytest.raises(
+        ChainConnectionError, match="no devnet at .* start one with `swarmtrain devnet`"
+    ):
         await Chain.connect(f"devnet://127.0.0.1:{port}", timeout=5)
