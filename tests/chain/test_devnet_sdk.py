@@ -46,11 +46,12 @@ def client_for(url: str) -> bt.Client:
     return bt.Client("ws://" + url.removeprefix("devnet://"), substrate=DevnetSubstrate(url))
 
 
-async def epoch_after(client: bt.Client, last_step: int, timeout: float = 20.0) -> int:
-    """Wait until an epoch after ``last_step`` has run; returns its block."""
+async def epoch_after(client: bt.Client, last_step: int, netuid: int = 1,
+                      timeout: float = 20.0) -> int:
+    """Wait until an epoch of ``netuid`` after ``last_step`` has run; returns its block."""
     async def poll() -> int:
         while True:
-            value = int(await client.query(("SubtensorModule", "LastEpochBlock"), [1]))
+            value = int(await client.query(("SubtensorModule", "LastEpochBlock"), [netuid]))
             if value > last_step:
                 return value
             await asyncio.sleep(0.05)
@@ -105,16 +106,41 @@ async def test_register_serve_commit_stake_through_the_sdk(populated):
         assert client.token_symbols[1] == "D1"
 
 
-async def test_epoch_emission_equals_yuma_on_the_same_inputs(populated):
-    net, _home, w = populated
+async def fresh_subnet(client: bt.Client, home: Path, tag: str, stakes: list[int],
+                       miners: int) -> tuple[int, list[bt.Wallet]]:
+    """A new subnet with staked validators (uids 0..) then miners; validators hold permits."""
+    owner = make_wallet(home, f"{tag}-owner")
+    created = await client.submit_call(SM.register_network(hotkey=owner.hotkey.ss58_address), owner)
+    assert created.success, created.message
+    netuid = int(await client.query(("SubtensorModule", "TotalNetworks")))
+    wallets = [make_wallet(home, f"{tag}-{i}") for i in range(len(stakes) + miners)]
+    for wallet in wallets:
+        done = await client.submit_call(
+            SM.burned_register(netuid=netuid, hotkey=wallet.hotkey.ss58_address), wallet)
+        assert done.success, done.message
+    for wallet, tao in zip(wallets, stakes, strict=False):
+        done = await client.execute(bt.AddStake(hotkey_ss58=wallet.hotkey.ss58_address,
+                                                netuid=netuid, amount_tao=tao), wallet)
+        assert done.success, done.message
+    last = int(await client.query(("SubtensorModule", "LastEpochBlock"), [netuid]))
+    await epoch_after(client, last, netuid)
+    return netuid, wallets
+
+
+async def test_epoch_emission_equals_yuma_on_the_same_inputs(devnet):
+    net, home = devnet
     async with client_for(net.url) as client:
-        result = await client.execute(bt.SetWeights(netuid=1, weights={1: 2.0, 2: 1.0}), w["val"])
-        assert result.success, result.message
-        before = await client.subnets.metagraph(1)
-        rows = dict(await client.query_map(("SubtensorModule", "Weights"), [1]))
-        params = await client.read("subnet_hyperparameters", netuid=1)
-        block = await epoch_after(client, before.last_step)
-        after = await client.subnets.metagraph(1)
+        netuid, w = await fresh_subnet(client, home, "yuma", stakes=[100, 50], miners=3)
+        # set weights right after an epoch, so the next epoch is the first that sees them
+        await epoch_after(client, (await client.subnets.metagraph(netuid)).last_step, netuid)
+        for wallet, weights in ((w[0], {2: 2.0, 3: 1.0}), (w[1], {2: 1.0, 3: 1.0, 4: 1.0})):
+            done = await client.execute(bt.SetWeights(netuid=netuid, weights=weights), wallet)
+            assert done.success, done.message
+        before = await client.subnets.metagraph(netuid)
+        rows = dict(await client.query_map(("SubtensorModule", "Weights"), [netuid]))
+        params = await client.read("subnet_hyperparameters", netuid=netuid)
+        block = await epoch_after(client, before.last_step, netuid)
+        after = await client.subnets.metagraph(netuid)
     assert after.last_step == block == before.last_step + TEMPO + 1, "exactly one epoch passed"
     n = len(before.neurons)
     weights = torch.zeros(n, n, dtype=torch.float64)
@@ -143,8 +169,9 @@ async def test_epoch_emission_equals_yuma_on_the_same_inputs(populated):
         assert neuron.consensus == pytest.approx(float(expected.consensus[i]), abs=1 / 65535)
         assert neuron.emission.rao == round(float(expected.emission[i]))
         assert neuron.alpha_stake.rao == before.neurons[i].alpha_stake.rao + neuron.emission.rao
-    assert after.neurons[1].incentive > after.neurons[2].incentive > 0
-    assert after.neurons[0].dividends == pytest.approx(1.0)
+    incentive = [x.incentive for x in after.neurons]
+    assert incentive[2] > incentive[3] > incentive[4] >= 0 and incentive[:2] == [0.0, 0.0]
+    assert after.neurons[0].dividends > after.neurons[1].dividends > 0
 
 
 async def test_weight_refusals_come_back_as_failed_results_and_change_nothing(populated):
@@ -160,11 +187,12 @@ async def test_weight_refusals_come_back_as_failed_results_and_change_nothing(po
             return SM.set_mechanism_weights(netuid=1, mecid=0, dests=dests,
                                             weights=[65535] * len(dests), version_key=0)
 
-        cases = [(stranger, [1], "HotKeyNotRegisteredInSubNet"),
-                 (w["m1"], [2], "NeuronNoValidatorPermit"),
-                 (w["val"], [7], "UidVecContainInvalidOne")]
-        for wallet, dests, name in cases:
-            result = await client.submit_call(raw(dests), wallet, signer="hotkey")
+        cases = [(stranger, "hotkey", [1], "HotKeyNotRegisteredInSubNet"),
+                 (w["val"], "coldkey", [1], "HotKeyNotRegisteredInSubNet"),  # wrong key
+                 (w["m1"], "hotkey", [2], "NeuronNoValidatorPermit"),
+                 (w["val"], "hotkey", [7], "UidVecContainInvalidOne")]
+        for wallet, signer, dests, name in cases:
+            result = await client.submit_call(raw(dests), wallet, signer=signer)
             assert not result.success and result.error.name == name, result.message
         assert await client.query_map(("SubtensorModule", "Weights"), [1]) == weights_before
 
