@@ -89,6 +89,15 @@ def devnet_http_url(url: str) -> str:
     return f"http://{host}:{port}"
 
 
+def poll_interval_for(block_time: float) -> float:
+    """Seconds between polls while waiting for a block: a quarter block, within [0.05, 3].
+
+    >>> poll_interval_for(12.0), poll_interval_for(0.2)
+    (3.0, 0.05)
+    """
+    return min(3.0, max(0.05, block_time / 4))
+
+
 def normalize_weights(weights: Mapping[int, float]) -> dict[int, float]:
     """Weights scaled to sum 1, zeros dropped; ValueError on negatives, NaN or all zero.
 
@@ -156,10 +165,11 @@ class Chain:
         client = _build_client(url, timeout)
         try:
             await asyncio.wait_for(client.connect(), timeout)
+            block_time = await asyncio.wait_for(client.block_time(), timeout)
         except (asyncio.TimeoutError, *TRANSPORT_ERRORS, bt.BittensorError) as err:
             await _quiet_close(client)
             raise _connect_error(url, err) from err
-        return cls(client, url, timeout=timeout)
+        return cls(client, url, timeout=timeout, poll_interval=poll_interval_for(block_time))
 
     async def close(self) -> None:
         await _quiet_close(self.client)

@@ -15,6 +15,7 @@ from chain.client import (
     devnet_http_url,
     network_url,
     normalize_weights,
+    poll_interval_for,
     rate_limit_remaining,
 )
 from chain.errors import (
@@ -62,6 +63,11 @@ def test_network_url_unknown_is_a_clear_error(bad):
 
 def test_devnet_http_url():
     assert devnet_http_url("devnet://127.0.0.1:9946") == "http://127.0.0.1:9946"
+
+
+def test_poll_interval_follows_block_time():
+    assert poll_interval_for(12.0) == 3.0 and poll_interval_for(0.2) == 0.05
+    assert poll_interval_for(1.0) == 0.25
 
 
 def test_normalize_weights_sums_to_one_and_drops_zeros():
