@@ -74,6 +74,14 @@ def should_checkpoint(window: int, every: int) -> bool:
     return window % every == 0
 
 
+def _gains(ev: criteria.Evaluation) -> dict[str, float]:
+    """Relative loss gains on own and random data (what the score is made of)."""
+    return {
+        "own": round(criteria.relative_gain(ev.own_before, ev.own_after), 6),
+        "random": round(criteria.relative_gain(ev.random_before, ev.random_after), 6),
+    }
+
+
 class Validator:
     """One validator node: state, HTTPS API, and the window loop."""
 
@@ -273,6 +281,7 @@ class Validator:
             "evaluated": sorted(result.evaluations),
             "copies": {str(k): v for k, v in result.copies.items()},
             "scores": {str(k): round(v, 6) for k, v in result.scores.items()},
+            "gains": {str(k): _gains(e) for k, e in result.evaluations.items()},
             "ema": {str(k): round(v, 6) for k, v in ema.items()},
             "model_hash": header.next_model_hash,
             "refusals": dict(self.intake.refusals),
