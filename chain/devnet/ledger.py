@@ -25,7 +25,7 @@ import bittensor_core
 from chain.devnet import pallets
 from chain.devnet.calls import ALICE, CallRejected, parse_call
 from chain.devnet.epoch import EpochSummary, epoch_due, run_epoch
-from chain.devnet.params import GENESIS_NETUID, DevnetConfig
+from chain.devnet.params import GENESIS_NETUID, DevnetConfig, default_hyperparams
 from chain.devnet.runtime_api import RuntimeApi
 from chain.devnet.state import ChainState
 from chain.devnet.storage import StorageReader
@@ -91,6 +91,7 @@ class Devnet:
         state = ChainState.open(state_dir)
         if state.head() is None:
             _genesis(state, cfg)
+        _fill_new_hyperparams(state, cfg)
         return cls(state, cfg)
 
     def close(self) -> None:
@@ -258,3 +259,14 @@ def _genesis(state: ChainState, cfg: DevnetConfig) -> None:
         state.set_meta("config", cfg.model_dump_json())
         state.add_block(0, genesis, "0x" + "00" * 32, stamp)
         pallets.create_subnet(state, cfg, GENESIS_NETUID, ALICE, ALICE, 0)
+
+
+def _fill_new_hyperparams(state: ChainState, cfg: DevnetConfig) -> None:
+    """Give subnets stored by an older devnet the hyperparameters added since (defaults)."""
+    defaults = default_hyperparams(cfg)
+    with state.transaction():
+        for netuid in state.netuids():
+            subnet = state.subnet(netuid)
+            if subnet is not None and not defaults.keys() <= subnet.hyperparams.keys():
+                subnet.hyperparams = {**defaults, **subnet.hyperparams}
+                state.put_subnet(subnet)

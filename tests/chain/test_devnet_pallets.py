@@ -299,3 +299,16 @@ def test_state_survives_reopen(tmp_path):
     assert sqlite3.connect(tmp_path / "devnet.sqlite").execute(
         "PRAGMA journal_mode").fetchone()[0] == "wal"
     again.close()
+
+
+def test_reopen_fills_hyperparameters_an_older_devnet_did_not_store(tmp_path):
+    net = Devnet.open(tmp_path, DevnetConfig())
+    subnet = net.state.subnet(1)
+    del subnet.hyperparams["weights_min_stake"]
+    subnet.hyperparams["tempo"] = 7
+    net.state.put_subnet(subnet)
+    net.close()
+    again = Devnet.open(tmp_path, DevnetConfig())
+    params = again.state.subnet(1).hyperparams
+    assert params["weights_min_stake"] == 0 and params["tempo"] == 7
+    again.close()
