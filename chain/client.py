@@ -149,12 +149,15 @@ class Chain:
     """
 
     def __init__(
-        self, client: bt.Client, url: str, *, timeout: float = 30.0, poll_interval: float = 0.1
+        self, client: bt.Client, url: str, *, timeout: float = 30.0, block_time: float = 0.4
     ) -> None:
         self.client = client
         self.url = url
         self.timeout = timeout
-        self.poll_interval = poll_interval  # seconds between polls while waiting for blocks
+        self.block_time = block_time  # seconds per block, as the chain reports it
+        self.poll_interval = poll_interval_for(block_time)  # seconds between block polls
+        # A write waits for inclusion: allow a few blocks even when reads get less.
+        self.write_timeout = max(timeout, 6 * block_time)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class Chain:
         except (asyncio.TimeoutError, *TRANSPORT_ERRORS, bt.BittensorError) as err:
             await _quiet_close(client)
             raise _connect_error(url, err) from err
-        return cls(client, url, timeout=timeout, poll_interval=poll_interval_for(block_time))
+        return cls(client, url, timeout=timeout, block_time=float(block_time))
 
     async def close(self) -> None:
         await _quiet_close(self.client)
@@ -195,7 +198,7 @@ class Chain:
 
     async def _submit(self, what: str, aw: Awaitable[bt.ExtrinsicResult]) -> bt.ExtrinsicResult:
         """Submit and raise the chain's reason when the extrinsic failed."""
-        result = await self._call(what, aw)
+        result = await self._call(what, aw, timeout=self.write_timeout)
         if not result.success:
             raise domain_error(result.error or bt.ChainError(result.message or "failed"), what)
         return result
@@ -334,12 +337,12 @@ class Chain:
     async def _wait_for_uid(self, netuid: int, hotkey: str) -> int:
         """The uid after a successful registration (a shielded call may land a block later)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        deadline = loop.time() + self.write_timeout
         while (uid := await self.uid_of(netuid, hotkey)) is None:
             if loop.time() >= deadline:
                 raise ChainTimeoutError(
                     f"registration of {hotkey} on netuid {netuid} not visible "
-                    f"after {self.timeout:g}s"
+                    f"after {self.write_timeout:g}s"
                 )
             await asyncio.sleep(self.poll_interval)
         return uid
