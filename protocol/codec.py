@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +30,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
+
+from protocol.bitpack import (
+    BitstreamError,
+    ByteReader,
+    pack_fields,
+    pack_unary,
+    packed_len,
+    rice_parameter,
+    unpack_fields,
+    unpack_unary,
+)
 
 MAGIC = b"STUP"
 VERSION = 1
@@ -72,7 +83,13 @@ class CodecConfig(BaseModel):
 
 @dataclass(frozen=True)
 class SparseTensor:
-    """Kept entries of one tensor: flat positions (int64, CPU) and values (float32, CPU)."""
+    """Kept entries of one tensor: flat positions (int64, CPU) and values (float32, CPU).
+
+    Example:
+        >>> st = SparseTensor((2, 3), torch.tensor([1, 5]), torch.tensor([0.5, -0.5]))
+        >>> decompress({"w": st}, {"w": (2, 3)})["w"][1, 2].item()
+        -0.5
+    """
 
     shape: tuple[int, ...]
     indices: Tensor
@@ -248,70 +265,6 @@ def decompress(update: Mapping[str, SparseTensor], spec: Mapping[str, tuple[int,
     return out
 
 
-# ---------------------------------------------------------------------------- bit packing
-
-
-def _field_bytes(width: int) -> int:
-    """Bytes that hold one field of ``width`` bits when unpacked (1, 2 or 4)."""
-    return 1 if width <= 8 else 2 if width <= 16 else 4
-
-
-def _pack(values: np.ndarray, width: int) -> bytes:
-    """Fixed-width unsigned fields, least significant bit first, padded to a byte."""
-    if width == 0 or values.size == 0:
-        return b""
-    raw = values.astype("<u4").view(np.uint8).reshape(-1, 4)  # (count, 4) little-endian bytes
-    bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :width]  # (count, width)
-    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
-
-
-def _unpack(buf: bytes, count: int, width: int) -> np.ndarray:
-    if width == 0 or count == 0:
-        return np.zeros(count, dtype=np.int64)
-    bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), bitorder="little")
-    if bits[count * width:].any():
-        raise CodecError("non-zero padding bits after a packed field")
-    nbytes = _field_bytes(width)
-    fields = np.zeros((count, 8 * nbytes), dtype=np.uint8)
-    fields[:, :width] = bits[: count * width].reshape(count, width)
-    packed = np.packbits(fields, axis=1, bitorder="little")  # (count, nbytes)
-    return packed.view(f"<u{nbytes}").reshape(count).astype(np.int64)
-
-
-def _packed_len(count: int, width: int) -> int:
-    return (count * width + 7) // 8
-
-
-def _unary(q: np.ndarray) -> bytes:
-    """Each q as q one-bits then a zero-bit, LSB first."""
-    ends = np.cumsum(q + 1) - 1  # position of each terminating zero
-    bits = np.ones(int(ends[-1]) + 1 if q.size else 0, dtype=np.uint8)
-    bits[ends] = 0
-    return np.packbits(bits, bitorder="little").tobytes()
-
-
-def _read_unary(buf: bytes, count: int) -> np.ndarray:
-    bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), bitorder="little")
-    zeros = bits.size - int(bits.sum(dtype=np.int64))
-    # Exactly `count` terminators, plus at most 7 zero padding bits.
-    if not count <= zeros < count + 8:
-        raise CodecError(f"index stream holds {zeros} codes, expected {count}")
-    ends = np.flatnonzero(bits == 0)[:count]
-    used = int(ends[-1]) + 1 if count else 0
-    if len(buf) != (used + 7) // 8 or bits[used:].any():
-        raise CodecError("index stream has trailing bytes or non-zero padding")
-    return np.diff(ends, prepend=-1) - 1
-
-
-def _rice_param(gaps: np.ndarray) -> int:
-    """Low-bit width p minimising sum(gap >> p) + n * (p + 1)."""
-    if gaps.size == 0:
-        return 0
-    top = int(gaps.max()).bit_length()
-    costs = [int((gaps >> p).sum()) + gaps.size * (p + 1) for p in range(top + 1)]
-    return int(np.argmin(costs))
-
-
 # ---------------------------------------------------------------------------- encode
 
 
@@ -356,10 +309,10 @@ def _index_section(block: np.ndarray, local: np.ndarray, lay: _Layout) -> tuple[
     first = np.ones(len(block), dtype=bool)
     first[1:] = block[1:] != block[:-1]
     gaps = np.where(first, local, local - np.roll(local, 1) - 1)
-    p = _rice_param(gaps)
-    high = _unary(gaps >> p)
-    body = _pack(counts, _count_width(lay)) if mode == _MODE_COUNTS else b""
-    body += _pack(gaps & ((1 << p) - 1), p) + struct.pack("<I", len(high)) + high
+    p = rice_parameter(gaps)
+    high = pack_unary(gaps >> p)
+    body = pack_fields(counts, _count_width(lay)) if mode == _MODE_COUNTS else b""
+    body += pack_fields(gaps & ((1 << p) - 1), p) + struct.pack("<I", len(high)) + high
     return mode, p, body
 
 
@@ -377,7 +330,7 @@ def _value_section(name: str, vals: np.ndarray, bits: int) -> bytes:
                          f"of {bits}-bit values (values must come from compress)")
     table = np.concatenate([mags, np.full(levels - len(mags), mags[-1] if len(mags) else 0.0)])
     codes = np.searchsorted(mags, np.abs(vals)) | (np.signbit(vals).astype(np.int64) << (bits - 1))
-    return table.astype("<f4").tobytes() + _pack(codes, bits)
+    return table.astype("<f4").tobytes() + pack_fields(codes, bits)
 
 
 def _encode_tensor(name: str, st: SparseTensor, cfg: CodecConfig) -> _Record:
@@ -415,23 +368,7 @@ def payload_stats(update: Mapping[str, SparseTensor], cfg: CodecConfig) -> dict[
 # ---------------------------------------------------------------------------- decode
 
 
-class _Reader:
-    """Bounds-checked cursor over untrusted bytes."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = memoryview(data), 0
-
-    def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise CodecError(f"payload truncated reading {what} ({n} bytes at offset {self.pos})")
-        self.pos += n
-        return bytes(self.data[self.pos - n : self.pos])
-
-    def unpack(self, fmt: str, what: str) -> tuple[int, ...]:
-        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))
-
-
-def _read_header(r: _Reader, cfg: CodecConfig, n_spec: int) -> None:
+def _read_header(r: ByteReader, cfg: CodecConfig, n_spec: int) -> None:
     if r.take(4, "magic") != MAGIC:
         raise CodecError("not a swarmtrain update (bad magic)")
     version, chunk, topk, bits, n = r.unpack("BIIBI", "header")
@@ -444,7 +381,7 @@ def _read_header(r: _Reader, cfg: CodecConfig, n_spec: int) -> None:
         raise CodecError(f"payload has {n} tensors, the model has {n_spec}")
 
 
-def _read_name_shape(r: _Reader, spec: Mapping[str, tuple[int, ...]], seen: set[str]) -> tuple[str, tuple[int, ...]]:
+def _read_name_shape(r: ByteReader, spec: Mapping[str, tuple[int, ...]], seen: set[str]) -> tuple[str, tuple[int, ...]]:
     (name_len,) = r.unpack("H", "name length")
     try:
         name = r.take(name_len, "name").decode("utf-8")
@@ -460,12 +397,12 @@ def _read_name_shape(r: _Reader, spec: Mapping[str, tuple[int, ...]], seen: set[
     return name, shape
 
 
-def _read_counts(r: _Reader, lay: _Layout, mode: int, n: int, name: str) -> np.ndarray:
+def _read_counts(r: ByteReader, lay: _Layout, mode: int, n: int, name: str) -> np.ndarray:
     if mode == _MODE_FULL:
         counts = lay.quotas
     elif mode == _MODE_COUNTS:
         w = _count_width(lay)
-        counts = _unpack(r.take(_packed_len(lay.nblocks, w), "block counts"), lay.nblocks, w)
+        counts = unpack_fields(r.take(packed_len(lay.nblocks, w), "block counts"), lay.nblocks, w)
         if np.any(counts > lay.quotas):
             raise CodecError(f"tensor {name!r}: a block count exceeds its quota")
     else:
@@ -475,17 +412,17 @@ def _read_counts(r: _Reader, lay: _Layout, mode: int, n: int, name: str) -> np.n
     return counts
 
 
-def _read_positions(r: _Reader, lay: _Layout, counts: np.ndarray, p: int, name: str) -> np.ndarray:
+def _read_positions(r: ByteReader, lay: _Layout, counts: np.ndarray, p: int, name: str) -> np.ndarray:
     n = int(counts.sum())
     max_size = int(lay.sizes.max()) if lay.nblocks else 0
     if p > max(max_size - 1, 0).bit_length():
         raise CodecError(f"tensor {name!r}: rice parameter {p} too large")
-    low = _unpack(r.take(_packed_len(n, p), "index low bits"), n, p)
+    low = unpack_fields(r.take(packed_len(n, p), "index low bits"), n, p)
     (high_len,) = r.unpack("I", "index stream length")
     # sum(q) <= sum(gaps) >> p <= numel >> p, plus one terminator per value.
-    if high_len > _packed_len(n + ((lay.rows * lay.cols) >> p), 1):
+    if high_len > packed_len(n + ((lay.rows * lay.cols) >> p), 1):
         raise CodecError(f"tensor {name!r}: index stream longer than any valid one")
-    q = _read_unary(r.take(high_len, "index high bits"), n)
+    q = unpack_unary(r.take(high_len, "index high bits"), n)
     if q.size and int(q.max()) > (max_size >> p):
         raise CodecError(f"tensor {name!r}: index gap out of range")
     block = np.repeat(np.arange(lay.nblocks, dtype=np.int64), counts)
@@ -498,14 +435,14 @@ def _read_positions(r: _Reader, lay: _Layout, counts: np.ndarray, p: int, name: 
     return _to_global(lay, block, local)
 
 
-def _read_values(r: _Reader, n: int, bits: int, name: str) -> np.ndarray:
+def _read_values(r: ByteReader, n: int, bits: int, name: str) -> np.ndarray:
     if bits == RAW_BITS:
         vals = np.frombuffer(r.take(4 * n, "values"), dtype="<f4")
     else:
         table = np.frombuffer(r.take(4 << (bits - 1), "value table"), dtype="<f4")
         if not np.isfinite(table).all() or np.any(table < 0):
             raise CodecError(f"tensor {name!r}: value table must be finite and non-negative")
-        codes = _unpack(r.take(_packed_len(n, bits), "values"), n, bits)
+        codes = unpack_fields(r.take(packed_len(n, bits), "values"), n, bits)
         mags = table[codes & ((1 << (bits - 1)) - 1)]
         vals = np.where(codes >> (bits - 1) == 1, -mags, mags)
     if not np.isfinite(vals).all():
@@ -513,7 +450,7 @@ def _read_values(r: _Reader, n: int, bits: int, name: str) -> np.ndarray:
     return vals.astype(np.float32)
 
 
-def _read_tensor(r: _Reader, spec: Mapping[str, tuple[int, ...]], seen: set[str],
+def _read_tensor(r: ByteReader, spec: Mapping[str, tuple[int, ...]], seen: set[str],
                  cfg: CodecConfig) -> tuple[str, SparseTensor]:
     name, shape = _read_name_shape(r, spec, seen)
     n, mode, p = r.unpack("IBB", "tensor counts")
@@ -532,10 +469,12 @@ def decode(data: bytes, spec: Mapping[str, tuple[int, ...]], cfg: CodecConfig) -
     if len(data) > cfg.max_payload_bytes:
         raise CodecError(f"payload is {len(data)} bytes, over max_payload_bytes={cfg.max_payload_bytes}")
     spec = {name: _shape_of(shape) for name, shape in spec.items()}
-    r, seen = _Reader(bytes(data)), set()
+    r, seen = ByteReader(bytes(data)), set()
     try:
         _read_header(r, cfg, len(spec))
         update = dict(_read_tensor(r, spec, seen, cfg) for _ in range(len(spec)))
+    except BitstreamError as e:
+        raise CodecError(str(e)) from e
     except (struct.error, OverflowError, IndexError, MemoryError) as e:  # belt and braces
         raise CodecError(f"malformed payload: {e}") from e
     if r.pos != len(data):
@@ -583,7 +522,8 @@ class ErrorFeedback:
 # ---------------------------------------------------------------------------- similarity
 
 
-def _pairs(a: Mapping[str, SparseTensor], b: Mapping[str, SparseTensor]):  # noqa: ANN202
+def _pairs(a: Mapping[str, SparseTensor], b: Mapping[str, SparseTensor]) -> Iterator[tuple[np.ndarray, ...]]:
+    """(indices_a, values_a, indices_b, values_b) for each tensor name both hold."""
     for name in a.keys() & b.keys():
         yield a[name].indices.numpy(), a[name].values.numpy(), b[name].indices.numpy(), b[name].values.numpy()
 

@@ -11,6 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from protocol.bitpack import BitstreamError, pack_fields, pack_unary, unpack_fields, unpack_unary
 from protocol.codec import (
     CodecConfig,
     CodecError,
@@ -136,6 +137,27 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError):
         CodecConfig(bits=12)
     assert CodecConfig(bits=32).bits == 32
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 31).flatmap(lambda w: st.tuples(st.just(w), st.lists(st.integers(0, 2**w - 1), max_size=50))))
+def test_bit_fields_round_trip(case: tuple[int, list[int]]) -> None:
+    width, values = case
+    data = pack_fields(np.array(values, dtype=np.int64), width)
+    assert len(data) == (len(values) * width + 7) // 8
+    assert unpack_fields(data, len(values), width).tolist() == values
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=50))
+def test_unary_round_trip_and_strictness(q: list[int]) -> None:
+    data = pack_unary(np.array(q, dtype=np.int64))
+    assert unpack_unary(data, len(q)).tolist() == q
+    with pytest.raises(BitstreamError):
+        unpack_unary(data + b"\0", len(q))
+    if q:
+        with pytest.raises(BitstreamError):
+            unpack_unary(data, len(q) + 8)
 
 
 # ---------------------------------------------------------------------------- error feedback
