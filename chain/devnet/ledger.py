@@ -13,12 +13,13 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import bittensor_core
 
@@ -32,6 +33,10 @@ from chain.devnet.storage import StorageReader
 from chain.devnet.wire import Extrinsic
 
 ERA_PERIOD = 256  # an extrinsic signed against a block older than this is refused
+
+
+class StateInUseError(RuntimeError):
+    """Another devnet process holds this state directory."""
 
 
 class PoolRejection(Exception):
@@ -77,9 +82,10 @@ def block_hash_of(genesis: str, number: int, parent: str, timestamp_ms: int) -> 
 class Devnet:
     """The chain: pool + block producer + reads. Not thread-safe; one event loop drives it."""
 
-    def __init__(self, state: ChainState, cfg: DevnetConfig):
+    def __init__(self, state: ChainState, cfg: DevnetConfig, lock: IO[bytes] | None = None):
         self.state = state
         self.cfg = cfg
+        self._lock = lock
         self.pool: list[Extrinsic] = []
         self.storage = StorageReader(state, cfg, self.head)
         self.runtime = RuntimeApi(state, cfg, self.head)
@@ -88,14 +94,18 @@ class Devnet:
     @classmethod
     def open(cls, state_dir: str | Path, cfg: DevnetConfig) -> Devnet:
         """Open (or create, with genesis) the chain stored under ``state_dir``."""
+        lock = _lock_state_dir(Path(state_dir))
         state = ChainState.open(state_dir)
         if state.head() is None:
             _genesis(state, cfg)
         _fill_new_hyperparams(state, cfg)
-        return cls(state, cfg)
+        return cls(state, cfg, lock)
 
     def close(self) -> None:
         self.state.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     # Reads --------------------------------------------------------------------
 
@@ -270,3 +280,16 @@ def _fill_new_hyperparams(state: ChainState, cfg: DevnetConfig) -> None:
             if subnet is not None and not defaults.keys() <= subnet.hyperparams.keys():
                 subnet.hyperparams = {**defaults, **subnet.hyperparams}
                 state.put_subnet(subnet)
+
+
+def _lock_state_dir(state_dir: Path) -> IO[bytes]:
+    """An exclusive lock on the state directory for this process's lifetime (the OS drops it
+    when the process dies, so a kill -9 never leaves a stale lock)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / "devnet.lock", "wb")  # noqa: SIM115 - held until close()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StateInUseError(f"another devnet is running on {state_dir}") from None
+    return handle

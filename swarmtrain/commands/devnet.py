@@ -51,10 +51,14 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         console.print(f"[red]invalid devnet settings:[/red] {error.errors()[0]['msg']}")
         return 2
-    from chain.devnet.ledger import BlockReport, Devnet  # heavy (torch, bittensor): after checks
+    from chain.devnet.ledger import BlockReport, Devnet, StateInUseError  # heavy: after checks
     from chain.devnet.server import serve
 
-    devnet = Devnet.open(args.state, cfg)
+    try:
+        devnet = Devnet.open(args.state, cfg)
+    except StateInUseError as error:
+        console.print(f"[red]{error}[/red]")
+        return 1
 
     def on_block(report: BlockReport) -> None:
         if args.quiet:

@@ -11,7 +11,7 @@ import torch
 from chain.devnet import epoch as epoch_mod
 from chain.devnet.calls import CallRejected, normalize_fields, parse_call
 from chain.devnet.epoch import blocks_until_epoch, epoch_due, epoch_inputs, yuma_params
-from chain.devnet.ledger import Devnet, PoolRejection
+from chain.devnet.ledger import Devnet, PoolRejection, StateInUseError
 from chain.devnet.params import RAO_PER_TAO, U16_MAX, DevnetConfig
 from chain.devnet.testing import make_extrinsic
 from protocol.emission import yuma_epoch
@@ -312,3 +312,11 @@ def test_reopen_fills_hyperparameters_an_older_devnet_did_not_store(tmp_path):
     params = again.state.subnet(1).hyperparams
     assert params["weights_min_stake"] == 0 and params["tempo"] == 7
     again.close()
+
+
+def test_one_devnet_per_state_directory(tmp_path):
+    first = Devnet.open(tmp_path, DevnetConfig())
+    with pytest.raises(StateInUseError, match="another devnet"):
+        Devnet.open(tmp_path, DevnetConfig())
+    first.close()
+    Devnet.open(tmp_path, DevnetConfig()).close()  # free again once closed
