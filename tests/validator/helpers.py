@@ -49,13 +49,15 @@ def codec_cfg(cfg: SubnetConfig = CFG) -> codec.CodecConfig:
     return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
 
 
-def honest_delta(state: ModelState, ds: TokenDataset, uid: int, cfg: SubnetConfig = CFG) -> dict[str, torch.Tensor]:
-    """Δ = θ_w − θ_local after H AdamW steps on the uid's assigned samples."""
+def honest_delta(
+    state: ModelState, ds: TokenDataset, uid: int, cfg: SubnetConfig = CFG, *, epochs: int = 1
+) -> dict[str, torch.Tensor]:
+    """Δ = θ_w − θ_local after ``epochs`` x H AdamW steps on the uid's assigned samples."""
     torch.manual_seed(uid)
     model = state.clone_model().train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.inner_lr, weight_decay=0.0)
     idx = assigned_samples(cfg.seed_bytes, state.window, uid, cfg.samples_per_window, ds.num_samples(cfg.seq_len))
-    for step in range(cfg.inner_steps):
+    for step in [s for _ in range(epochs) for s in range(cfg.inner_steps)]:
         batch = ds.batch(idx[step * cfg.batch_size : (step + 1) * cfg.batch_size], cfg.seq_len)
         opt.zero_grad()
         lm_loss(model, batch).backward()
