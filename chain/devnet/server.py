@@ -97,6 +97,10 @@ class DevnetServer:
         except RpcFailure as failure:
             body = {"id": req_id, "error": {"code": failure.code, "message": failure.message}}
             return web.json_response(body, status=failure.status)
+        except Exception as bug:  # a devnet bug: report it to the caller and in the log
+            log.exception("RPC %s failed", request.path)
+            body = {"id": req_id, "error": {"code": "Internal", "message": repr(bug)}}
+            return web.json_response(body, status=500)
         return web.json_response({"id": req_id, "result": result})
 
     async def _parse(self, request: web.Request) -> RpcRequest:

@@ -102,9 +102,11 @@ class DevnetSubstrate:
         try:
             async with self._session.post(self.url + "/rpc", json=body, timeout=limit) as resp:
                 answer = await resp.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as error:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             detail = str(error) or type(error).__name__
             raise RpcConnectionError(f"devnet at {self.url} unreachable: {detail}") from error
+        except json.JSONDecodeError as error:
+            raise RpcConnectionError(f"devnet at {self.url} sent invalid JSON: {error}") from error
         if not isinstance(answer, dict):
             raise RpcConnectionError(f"devnet at {self.url} sent a non-object answer")
         if answer.get("error"):
