@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from chain.devnet.params import DevnetConfig
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     logging.basicConfig(level=logging.WARNING)
     try:
         cfg = DevnetConfig(
