@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 NAME = "devnet"
@@ -36,48 +37,65 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from pydantic import ValidationError
-    from rich.console import Console
 
-    from chain.devnet.params import DevnetConfig
-
-    console = Console(highlight=False, soft_wrap=True)
     logging.basicConfig(level=logging.WARNING)
     try:
-        cfg = DevnetConfig(
-            block_time=args.block_time, tempo=args.tempo, faucet_tao=args.faucet_tao,
-            emission_tao_per_block=args.emission_tao_per_block, burn_tao=args.burn_tao,
-            max_allowed_uids=args.max_allowed_uids, immunity_period=args.immunity_period,
-        )
+        cfg = _config(args)
     except ValidationError as error:
-        console.print(f"[red]invalid devnet settings:[/red] {error.errors()[0]['msg']}")
+        _say(f"invalid devnet settings: {error.errors()[0]['msg']}", err=True)
         return 2
-    from chain.devnet.ledger import BlockReport, Devnet, StateInUseError  # heavy: after checks
+    from chain.devnet.ledger import Devnet, StateInUseError  # heavy (torch): after the checks
     from chain.devnet.server import serve
 
     try:
         devnet = Devnet.open(args.state, cfg)
     except StateInUseError as error:
-        console.print(f"[red]{error}[/red]")
+        _say(str(error), err=True)
         return 1
-
-    def on_block(report: BlockReport) -> None:
-        if args.quiet:
-            return
-        for epoch in report.epochs:
-            console.print(
-                f"block {epoch.block}: epoch netuid {epoch.netuid}: {epoch.neurons} uids, "
-                f"{epoch.validators} permits, {epoch.emitted_rao / 1e9:.3f} α emitted"
-            )
+    head, printer = devnet.head(), _EpochPrinter(quiet=args.quiet)
 
     def on_ready(url: str) -> None:
-        console.print(f"devnet ready at {url} (state {args.state}, head block {devnet.head()}, "
-                      f"block time {cfg.block_time}s)")
+        _say(f"devnet ready at {url} (state {args.state}, head block {head}, "
+             f"block time {cfg.block_time}s)")
 
     try:
-        asyncio.run(serve(devnet, host=args.host, port=args.port, on_block=on_block,
+        asyncio.run(serve(devnet, host=args.host, port=args.port, on_block=printer.on_block,
                           on_ready=on_ready))
     except OSError as error:
-        console.print(f"[red]devnet could not listen on {args.host}:{args.port}:[/red] {error}")
+        _say(f"devnet could not listen on {args.host}:{args.port}: {error}", err=True)
         return 1
-    console.print("devnet stopped")
+    _say("devnet stopped")
     return 0
+
+
+def _config(args: argparse.Namespace):
+    from chain.devnet.params import DevnetConfig
+
+    return DevnetConfig(
+        block_time=args.block_time, tempo=args.tempo, faucet_tao=args.faucet_tao,
+        emission_tao_per_block=args.emission_tao_per_block, burn_tao=args.burn_tao,
+        max_allowed_uids=args.max_allowed_uids, immunity_period=args.immunity_period,
+    )
+
+
+def _say(text: str, *, err: bool = False) -> bool:
+    """Print one line; False once the stream is gone (a closed pipe must not stop the chain)."""
+    try:
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    except OSError:
+        return False
+    return True
+
+
+class _EpochPrinter:
+    """One line per epoch, until stdout goes away."""
+
+    def __init__(self, quiet: bool):
+        self.enabled = not quiet
+
+    def on_block(self, report) -> None:
+        for epoch in report.epochs if self.enabled else ():
+            self.enabled = _say(
+                f"block {epoch.block}: epoch netuid {epoch.netuid}: {epoch.neurons} uids, "
+                f"{epoch.validators} permits, {epoch.emitted_rao / 1e9:.3f} alpha emitted"
+            )

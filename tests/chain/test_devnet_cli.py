@@ -9,7 +9,7 @@ from swarmtrain.cli import main
 
 def test_invalid_settings_are_refused_with_exit_code_2(tmp_path, capsys):
     assert main(["devnet", "--state", str(tmp_path), "--block-time", "0"]) == 2
-    assert "invalid devnet settings" in capsys.readouterr().out
+    assert "invalid devnet settings" in capsys.readouterr().err
     assert not (tmp_path / "devnet.sqlite").exists()
 
 
@@ -20,4 +20,4 @@ def test_a_port_in_use_is_reported_not_raised(tmp_path, capsys):
         port = busy.getsockname()[1]
         code = main(["devnet", "--state", str(tmp_path), "--port", str(port), "--quiet"])
     assert code == 1
-    assert f"could not listen on 127.0.0.1:{port}" in capsys.readouterr().out
+    assert f"could not listen on 127.0.0.1:{port}" in capsys.readouterr().err
