@@ -7,7 +7,10 @@ Two parts:
   processes on 127.0.0.1), lets it run, and reads the timings each miner writes per
   window: inner compute (``train``), ``compress``, ``upload``, ``wait`` (for the chain to
   leave the window), ``sync`` (wait for the validator's aggregate, download it, apply
-  it, check its hash) and ``checkpoint``. ``overhead_share`` = 1 − train / window.
+  it, check its hash) and ``checkpoint``. ``overhead_share`` = the share of the miner's
+  busy time (all but ``wait``) that is not training; ``idle_share`` = wait / window;
+  ``overhead_share_at_chain_window`` = those protocol seconds over the real chain's
+  window (blocks_per_window x 12 s), i.e. the overhead when H is sized to fill it.
 * **bandwidth** — bytes each miner uploads (one codec payload) and downloads (one
   aggregate) per window for every preset, computed with the real codec and aggregate
   encoder on random-normal tensors of each preset's shapes, beside dense fp32, and the
@@ -19,7 +22,7 @@ Usage:
     python scripts/bench_window.py                         # local network + table
     python scripts/bench_window.py --miners 2 --windows 6 --inner-steps 60
 
-Last line: ``overhead_share=<x> protocol_share=<x> ...``.
+Last line: ``overhead_share=<x> idle_share=<x> ... overhead_share_at_chain_window=<x> ...``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from protocol.subnet import SubnetConfig  # noqa: E402
 BANDWIDTH_PRESETS = ("tiny", "small", "150m", "1b")
 LINKS_MBIT = (10, 100)
 PHASES = ("train", "compress", "upload", "wait", "sync", "checkpoint")
+CHAIN_BLOCK_S = 12.0  # Bittensor's block time, for the projection to a real window
 
 # ---------------------------------------------------------------------------- bandwidth
 
@@ -127,32 +131,41 @@ def bandwidth_markdown(rows: Sequence[Mapping[str, Any]], subnet: SubnetConfig) 
 # ---------------------------------------------------------------------------- local network
 
 
-def window_records(miner_records: Mapping[str, list[dict[str, Any]]], skip_first: int) -> list[dict[str, float]]:
-    """Timings of every trained window of every miner, dropping each miner's first
-    ``skip_first`` windows (start-up: catch-up, first compile, registration)."""
-    out = []
+def window_records(miner_records: Mapping[str, list[dict[str, Any]]],
+                   skip_first: int) -> tuple[list[dict[str, float]], int]:
+    """(timings of every submitted window of every miner, count of trained-but-late windows),
+    dropping each miner's first ``skip_first`` windows (start-up: catch-up, registration)."""
+    out, late = [], 0
     for records in miner_records.values():
         trained = [r for r in records if r.get("event") == "window" and r.get("trained")]
         for r in trained[skip_first:]:
+            if not r.get("submitted", True) or not r.get("accepted", [0]):
+                late += 1  # training overran the window, or no validator accepted it
+                continue
             timings = r.get("timings") or {}
             out.append({k: float(timings.get(k, 0.0)) for k in PHASES})
-    return out
+    return out, late
 
 
 def breakdown(windows: Sequence[Mapping[str, float]]) -> dict[str, Any]:
-    """Median seconds per phase, the window total and the shares that are not training."""
+    """Median seconds per phase and the shares of the window that are not training.
+
+    ``overhead_share``: of the miner's busy time (everything but ``wait``, the idle time
+    until the chain reaches the next window, which only says the window was sized longer
+    than H steps), the part that is not training: compress, upload, sync (waiting for the
+    validator's aggregate, downloading and applying it), checkpoint.
+    ``idle_share``: ``wait`` over the whole window.
+    """
     if not windows:
-        raise ValueError("no trained window with timings: the miners wrote no metrics")
+        raise ValueError("no submitted window with timings: the miners wrote no usable metrics")
     med = {k: statistics.median(w[k] for w in windows) for k in PHASES}
-    totals = [sum(w.values()) for w in windows]
-    total = statistics.median(totals)
-    busy = med["compress"] + med["upload"] + med["sync"] + med["checkpoint"]
-    overhead = statistics.median(1 - w["train"] / sum(w.values()) for w in windows)
+    total = statistics.median(sum(w.values()) for w in windows)
+    busy = [sum(w.values()) - w["wait"] for w in windows]
     return {
         "windows": len(windows), "median_s": med, "window_s": total,
-        "overhead_share": overhead,
-        # the protocol's own work, without idling for the chain clock to reach the next window
-        "protocol_share": busy / (busy + med["train"]),
+        "overhead_share": statistics.median(1 - w["train"] / b for w, b in zip(windows, busy, strict=True)),
+        "idle_share": statistics.median(w["wait"] / sum(w.values()) for w in windows),
+        "protocol_s": statistics.median(b - w["train"] for w, b in zip(windows, busy, strict=True)),
         "shares": {k: med[k] / total for k in PHASES},
     }
 
@@ -218,11 +231,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.bandwidth_only:
         with tempfile.TemporaryDirectory(prefix="bench-window-") as tmp:
             net = run_localnet(args, Path(tmp) / "local")
-        b = breakdown(window_records(net["miner_records"], args.skip_first))
+        windows, late = window_records(net["miner_records"], args.skip_first)
+        b = breakdown(windows)
         print_breakdown(b, net["window_s"])
-        record.update(localnet=net, breakdown=b)
-        fields.update(overhead_share=b["overhead_share"], protocol_share=b["protocol_share"],
-                      window_s=b["window_s"], train_s=b["median_s"]["train"],
+        real_window = SubnetConfig().blocks_per_window * CHAIN_BLOCK_S
+        projected = b["protocol_s"] / real_window
+        print(f"late or refused windows: {late}; protocol seconds per window {b['protocol_s']:.2f} "
+              f"= {100 * projected:.2f} % of the real chain's {real_window:.0f} s window")
+        record.update(localnet=net, breakdown=b, late_windows=late)
+        fields.update(overhead_share=b["overhead_share"], idle_share=b["idle_share"],
+                      protocol_s=b["protocol_s"], train_s=b["median_s"]["train"],
+                      overhead_share_at_chain_window=projected, late_windows=late,
                       validator_close_s=validator_close_s(net["validator_records"]))
     if not args.no_bandwidth:
         rows = bandwidth_table([p.strip() for p in args.bandwidth_presets.split(",") if p.strip()], subnet)

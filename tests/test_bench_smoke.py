@@ -80,17 +80,21 @@ def test_convergence_tiny_run_in_process(bench, toy_dataset, monkeypatch, tmp_pa
 
 def test_window_breakdown_shares(bench) -> None:
     win = bench("bench_window")
+    ok = {"event": "window", "trained": True, "submitted": True, "accepted": [0],
+          "timings": {"train": 8.0, "compress": 0.5, "upload": 0.5, "wait": 0.5, "sync": 0.5}}
     recs = {"m1": [
-        {"event": "window", "trained": True, "timings": {"train": 9.0, "compress": 1.0}},  # start-up, skipped
-        {"event": "window", "trained": True,
-         "timings": {"train": 8.0, "compress": 0.5, "upload": 0.5, "wait": 0.5, "sync": 0.5}},
+        {**ok, "timings": {"train": 9.0, "compress": 1.0}},  # start-up window, skipped
+        ok,
+        {**ok, "submitted": False, "accepted": []},  # trained past the window's end
         {"event": "window", "trained": False, "timings": {"wait": 10.0}},
     ]}
-    b = win.breakdown(win.window_records(recs, skip_first=1))
-    assert b["windows"] == 1
+    windows, late = win.window_records(recs, skip_first=1)
+    assert (len(windows), late) == (1, 1)
+    b = win.breakdown(windows)
     assert b["window_s"] == pytest.approx(10.0)
-    assert b["overhead_share"] == pytest.approx(0.2)
-    assert b["protocol_share"] == pytest.approx(1.5 / 9.5)
+    assert b["overhead_share"] == pytest.approx(1.5 / 9.5)  # busy time excludes the idle wait
+    assert b["idle_share"] == pytest.approx(0.05)
+    assert b["protocol_s"] == pytest.approx(1.5)
     with pytest.raises(ValueError):
         win.breakdown([])
 
