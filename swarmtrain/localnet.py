@@ -311,17 +311,22 @@ class LocalNet:
     def honest(self) -> list[MinerSpec]:
         return [m for m in self.cfg.miners if m.honest]
 
-    def trained_windows(self, name: str) -> list[int]:
-        return sorted({int(r["window"]) for r in read_metrics(self.miner_metrics(name)) if r.get("event") == "window"})
+    def miner_windows(self, name: str, *, submitted_only: bool = False) -> list[int]:
+        """Windows the miner finished (optionally only those it submitted an update in)."""
+        records = [r for r in read_metrics(self.miner_metrics(name)) if r.get("event") == "window"]
+        return sorted({int(r["window"]) for r in records if r.get("submitted") or not submitted_only})
 
     def progress(self) -> tuple[int | None, int]:
-        """(first window every honest miner trained, windows since then closed by all)."""
-        per_miner = [self.trained_windows(m.name) for m in self.honest()]
-        if not per_miner or any(not ws for ws in per_miner):
+        """(first window every honest miner submitted in, windows since then closed by all)."""
+        honest = [m.name for m in self.honest()]
+        submitted = [self.miner_windows(n, submitted_only=True) for n in honest]
+        if not submitted or any(not ws for ws in submitted):
             return None, 0
-        first = max(ws[0] for ws in per_miner)
+        first = max(ws[0] for ws in submitted)
+        finished = [set(self.miner_windows(n)) for n in honest]
         closed = {int(r["window"]) for r in read_metrics(self.validator_metrics()) if "window" in r}
-        done = [w for w in range(first, first + self.cfg.windows) if w in closed and all(w in ws for ws in per_miner)]
+        window_range = range(first, first + self.cfg.windows)
+        done = [w for w in window_range if w in closed and all(w in ws for ws in finished)]
         return first, len(done)
 
     async def wait_for_windows(self, count: int) -> int:

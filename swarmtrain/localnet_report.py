@@ -41,6 +41,7 @@ def window_rows(result: LocalRunResult) -> list[dict[str, Any]]:
         name: {int(r["window"]): r.get("model_hash") for r in recs if r.get("event") == "window"}
         for name, recs in result.miner_records.items()
     }
+    refusals = _refusals(result)
     honest = [m.name for m in result.cfg.miners if m.honest]
     rows = []
     for w in range(result.first_window, result.first_window + result.cfg.windows):
@@ -55,11 +56,24 @@ def window_rows(result: LocalRunResult) -> list[dict[str, Any]]:
             "val_loss_before": rec.get("val_loss_before"),
             "contributors": _uid_list(rec.get("contributors")),
             "scores": _uid_map(rec.get("scores") or rec.get("window_scores")),
+            "refused": refusals.get(w, {}),
             "model_hash": val_hash,
             "miners_reporting": sorted(seen),
             "hash_agree": bool(val_hash) and all(h == val_hash for h in seen.values()),
         })
     return rows
+
+
+def _refusals(result: LocalRunResult) -> dict[int, dict[int, str]]:
+    """{window: {uid: "status code"}} from what the miners were told."""
+    out: dict[int, dict[int, str]] = {}
+    for name, records in result.miner_records.items():
+        uid = result.uids.get(name)
+        for r in records:
+            if uid is not None and r.get("event") == "window" and r.get("refused"):
+                first = r["refused"][0]
+                out.setdefault(int(r["window"]), {})[uid] = f"{first['status']} {first['code']}"
+    return out
 
 
 def build_summary(result: LocalRunResult) -> dict[str, Any]:
@@ -105,7 +119,10 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def window_table(summary: Mapping[str, Any]) -> Table:
-    """Window | val loss | contributors | one score column per miner | hashes agree."""
+    """Window | val loss | contributors | one score column per miner | hashes agree.
+
+    A miner's cell is its window score, ``-`` when not evaluated, or the refusal it got.
+    """
     names = {int(k): v for k, v in summary["names"].items()}
     miner_uids = sorted(uid for uid, name in names.items() if name != VALIDATOR)
     table = Table(title="swarmtrain local: per window")
@@ -116,9 +133,10 @@ def window_table(summary: Mapping[str, Any]) -> Table:
     table.add_column("hashes agree")
     for row in summary["windows"]:
         scores = {int(k): v for k, v in row["scores"].items()}
+        refused = {int(k): v for k, v in row.get("refused", {}).items()}
         table.add_row(
             str(row["window"]), _fmt(row["val_loss"]), ",".join(map(str, row["contributors"])) or "-",
-            *[_fmt(scores.get(uid), 3) for uid in miner_uids],
+            *[refused.get(uid) or _fmt(scores.get(uid), 3) for uid in miner_uids],
             "yes" if row["hash_agree"] else "NO",
         )
     return table

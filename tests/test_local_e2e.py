@@ -42,7 +42,7 @@ def network(tmp_path_factory):
     )
     cfg = LocalNetConfig(
         out=tmp / "out", miners=[MinerSpec("miner1"), MinerSpec("miner2"), GARBAGE], windows=WINDOWS,
-        subnet=subnet, block_time=0.3, tempo=10, timeout_s=150,
+        subnet=subnet, block_time=0.5, tempo=10, timeout_s=150,
         extra_env={"PYTHONPATH": str(ROOT), "HOME": str(tmp / "home"), "SWARMTRAIN_CACHE": CACHE},
     )
     try:

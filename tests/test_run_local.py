@@ -26,6 +26,7 @@ def _result(tmp_path: Path, bad_hash: bool = False) -> LocalRunResult:
     ]
     miner = lambda hashes: [{"event": "window", "window": 5 + i, "model_hash": h} for i, h in enumerate(hashes)]  # noqa: E731
     miners = {"miner1": miner(H), "miner2": miner(H[:2] + (["f" * 64] if bad_hash else H[2:])), "junk": miner(["e" * 64] * 3)}
+    miners["junk"][1]["refused"] = [{"validator": 0, "status": 422, "code": "invalid_payload", "reason": "NaN"}]
     neurons = [{"uid": u, "emission": e, "incentive": i, "dividends": d}
                for u, e, i, d in ((0, 0.5, 0.0, 1.0), (1, 0.2, 0.4, 0.0), (2, 0.3, 0.6, 0.0), (3, 0.0, 0.0, 0.0))]
     return LocalRunResult(cfg=cfg, uids={"validator": 0, "miner1": 1, "miner2": 2, "junk": 3},
@@ -58,6 +59,7 @@ def test_table_and_plot(tmp_path):
     render(summary, console)
     text = console.export_text()
     assert "miner1 (uid 1)" in text and "2.5000" in text and "model hashes agree: True" in text
+    assert "422 invalid_payload" in text  # the garbage miner's refusal in window 6
     png = plot(summary, tmp_path / "local.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
