@@ -1,12 +1,14 @@
 """Distribution `swarmtrain`: a node for a decentralized training subnet."""
 
+from pathlib import Path
+
 from setuptools import setup
 
 setup(
     name="swarmtrain",
     version="0.1.0",
     description="Miner, validator and local devnet for a Bittensor-style decentralized training subnet",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=[
