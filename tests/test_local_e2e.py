@@ -84,11 +84,22 @@ def _validator_hashes(net: LocalNet) -> dict[int, str]:
     return {int(r["window"]): r["model_hash"] for r in read_metrics(net.validator_metrics()) if "model_hash" in r}
 
 
+def _last_window(net: LocalNet, name: str) -> int:
+    return max((r["window"] for r in read_metrics(net.miner_metrics(name)) if "window" in r), default=-1)
+
+
 def test_miner_killed_mid_window_rejoins_with_the_network_hash(network):
     net, result = network
     spec = net.cfg.miners[0]
+    # Just after it finished (and checkpointed) a window it is training the next one: kill it then.
+    before = _last_window(net, spec.name)
+    deadline = time.monotonic() + 30
+    while _last_window(net, spec.name) == before:
+        assert time.monotonic() < deadline, "the miner stopped finishing windows"
+        time.sleep(0.05)
+    killed_at = _last_window(net, spec.name)
+    time.sleep(0.3)
     net.processes[spec.name].kill9()
-    killed_at = max(r["window"] for r in read_metrics(net.miner_metrics(spec.name)) if "window" in r)
     net.start_miner(spec)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
