@@ -36,13 +36,20 @@ def fix_secret(state_dir: Path, secret: bytes = b"fixed-test-secret".ljust(32, b
     (state_dir / "secret.key").write_bytes(secret)
 
 
-def toy_dataset() -> TokenDataset:
-    """~120 KB of this project's own source as bytes: learnable and deterministic."""
-    root = Path(__file__).resolve().parents[2] / "protocol"
-    text = b"".join(sorted(p.read_bytes() for p in root.glob("*.py")))
-    tokens = np.frombuffer(text, dtype=np.uint8).astype(np.uint16)
-    cut = len(tokens) * 9 // 10
-    return TokenDataset.from_arrays("toy", tokens[:cut], tokens[cut:])
+def toy_dataset(seq_len: int = 32, samples: int = 2400, val_samples: int = 300) -> TokenDataset:
+    """Learnable, deterministic tokens whose samples differ: each seq_len block draws from its
+    own 12-byte alphabet (out of a fixed set of 128 bytes). Training on a sample's own block
+    helps it clearly more than a random block (own ~5 % vs random ~3 % relative gain for the
+    tiny preset), so scoring tests stay clear of evaluation noise."""
+    rng = np.random.default_rng(1234)
+    common = rng.choice(256, size=128, replace=False)
+    skew = np.linspace(2, 1, 12) / np.linspace(2, 1, 12).sum()
+
+    def stream(n: int) -> np.ndarray:
+        blocks = [rng.choice(rng.choice(common, size=12, replace=False), size=seq_len, p=skew) for _ in range(n)]
+        return np.concatenate(blocks + [blocks[-1][:1]]).astype(np.uint16)
+
+    return TokenDataset.from_arrays("toy", stream(samples), stream(val_samples))
 
 
 def codec_cfg(cfg: SubnetConfig = CFG) -> codec.CodecConfig:
