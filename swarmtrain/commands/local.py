@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging("INFO")
     console = Console()
+    if not console.is_terminal:  # piped or logged: keep the table's columns readable
+        console = Console(width=120)
     cfg = LocalNetConfig(
         out=args.out, miners=default_miners(args.miners), windows=args.windows,
         subnet=subnet_config(args, builtin_corpus().content_hash), block_time=args.block_time,
