@@ -136,3 +136,35 @@ async def test_missed_windows_close_empty_after_downtime(tmp_path, ds):
         assert chain.weights == []  # nothing positive to set
     finally:
         await v.close()
+
+
+async def test_crash_after_publish_replays_the_published_aggregate(tmp_path, ds, monkeypatch):
+    chain = FakeChain(CFG.netuid, [VAL.ss58_address, MINERS[0].ss58_address], [100.0, 0])
+    v = _make(tmp_path, ds, chain)
+    await v.start()
+    try:
+        assert await _submit(v, MINERS[0], 1, encode_delta(honest_delta(v.state.model, ds, 1)), ds) == 200
+
+        def crash() -> None:
+            raise RuntimeError("simulated crash between publishing Aggregate(0) and saving θ_1")
+
+        monkeypatch.setattr(v.state, "save_model", crash)
+        chain.block_now = CFG.blocks_per_window
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            await v.tick()
+        published = v.state.store.get_aggregate(0)
+        assert published is not None
+    finally:
+        await v.close()
+
+    v2 = _make(tmp_path, ds, chain)
+    assert v2.state.model.window == 0  # θ_1 never reached the disk
+    await v2.start()
+    try:
+        await v2.tick()
+        header, _ = unpack_envelope(published, Aggregate)
+        assert v2.state.model.window == 1 and v2.state.model.hash() == header.next_model_hash
+        assert v2.state.store.get_aggregate(0) == published  # not re-aggregated: history never forks
+        assert [c.uid for c in header.contributors] == [1]
+    finally:
+        await v2.close()
