@@ -45,7 +45,7 @@ from torch import Tensor, nn  # noqa: E402
 from miner.submit import build_submission  # noqa: E402
 from miner.trainer import InnerTrainer  # noqa: E402
 from node.model_state import ModelState, initial_seed  # noqa: E402
-from protocol import codec, windows  # noqa: E402
+from protocol import codec, criteria, windows  # noqa: E402
 from protocol.data import TokenDataset, builtin_corpus  # noqa: E402
 from protocol.messages import Submission, unpack_envelope  # noqa: E402
 from protocol.model import build_model, count_params, lm_loss, preset  # noqa: E402
@@ -67,6 +67,7 @@ class Experiment:
     windows: int  # W windows
     adamw_lr: float  # the baseline's lr (defaults to the inner lr)
     nesterov: bool  # outer Nesterov momentum (only with outer_momentum > 0)
+    aggregate_all: bool  # diagnosis: aggregate every honest miner, whatever its score
     val_samples: int  # fixed validation samples (val split) the curves are measured on
     device: str
 
@@ -100,6 +101,7 @@ class Traffic:
     upload_bytes: list[int] = field(default_factory=list)  # one per miner per window
     download_bytes: list[int] = field(default_factory=list)  # one aggregate per window
     contributors: list[int] = field(default_factory=list)  # aggregated miners per window
+    zero_scores: dict[str, int] = field(default_factory=lambda: {"gate": 0, "gain": 0})  # honest, scored 0
 
 
 # ---------------------------------------------------------------------------- data
@@ -249,7 +251,9 @@ def run_network(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> tuple[C
             traffic.upload_bytes.append(len(subs[-1].payload))
         result = judge.evaluate_window(state, subs, last_evaluated=last_evaluated, secret=b"bench")
         last_evaluated.update({uid: w for uid in result.evaluations})
-        header, payload = build_aggregate(state, result.scores, result.dense,
+        count_zero_scores(result, traffic)
+        scores = {m.uid: 1.0 for m in miners} if exp.aggregate_all else result.scores
+        header, payload = build_aggregate(state, scores, result.dense,
                                           {m.uid: m.hotkey for m in miners}, s)
         traffic.download_bytes.append(len(payload))
         traffic.contributors.append(len(header.contributors))
@@ -257,6 +261,13 @@ def run_network(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> tuple[C
         curve.add((w + 1) * exp.tokens_per_window, _eval_global(evaluator, state.model, val, device))
     curve.seconds = time.perf_counter() - started
     return curve, traffic
+
+
+def count_zero_scores(result: Any, traffic: Traffic) -> None:
+    """Why honest miners got a zero window score: the own-vs-random gate, or no random gain."""
+    for uid, ev in result.evaluations.items():
+        if result.scores.get(uid, 0.0) <= 0:
+            traffic.zero_scores["gain" if criteria.trained_on_assigned_data(ev) else "gate"] += 1
 
 
 def _outer(exp: Experiment) -> OuterOptimizer:
@@ -315,6 +326,7 @@ def summarize(exp: Experiment, curves: dict[str, Curve], traffic: Traffic, n_par
         "download_bytes_per_window": download,
         "download_ratio_fp32": dense_bytes / download,
         "contributors_mean": statistics.mean(traffic.contributors) if traffic.contributors else math.nan,
+        "zero_scores": traffic.zero_scores,
         "tokens_total": exp.windows * exp.tokens_per_window,
     }
 
@@ -357,6 +369,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bits", type=int, default=d.codec_bits)
     p.add_argument("--ef-beta", type=float, default=d.error_feedback_beta)
     p.add_argument("--top-g", type=int, default=d.top_g)
+    p.add_argument("--aggregate-all", action="store_true",
+                   help="diagnosis: aggregate every miner, ignoring the scores' top-G choice")
     p.add_argument("--val-samples", type=int, default=128)
     p.add_argument("--seed", default=d.seed, help="subnet seed (model init and data assignment)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="subset to run (ratios need all)")
@@ -380,6 +394,7 @@ def experiment_from(args: argparse.Namespace) -> Experiment:
     return Experiment(
         subnet=subnet, miners=args.miners or base["miners"], windows=args.windows or base["windows"],
         adamw_lr=args.adamw_lr or args.inner_lr, nesterov=args.nesterov,
+        aggregate_all=args.aggregate_all,
         val_samples=args.val_samples, device=str(bc.pick_device(args.device)),
     )
 
@@ -398,8 +413,8 @@ def run(exp: Experiment, variants: Sequence[str], out: Path) -> dict[str, Any]:
             curves[name] = run_dense(exp, ds, val)
         else:
             curves[name], traffic = run_network(exp, ds, val)
-        extra = (f", {statistics.mean(traffic.contributors):.2f} contributors/window"
-                 if name == "network" and traffic.contributors else "")
+        extra = (f", {statistics.mean(traffic.contributors):.2f} contributors/window, honest "
+                 f"miners scored 0: {traffic.zero_scores}" if name == "network" and traffic.contributors else "")
         print(f"{name}: final val loss {curves[name].final:.4f} in {curves[name].seconds:.1f}s{extra}",
               flush=True)
     n_params = count_params(build_model(preset(s.preset)))
