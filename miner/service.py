@@ -24,12 +24,14 @@ from typing import Any
 
 from torch import Tensor
 
+from chain.errors import ChainError
 from miner.state import MinerState, MinerStateStore
 from miner.submit import SubmitOutcome, Submitter, build_submission
 from miner.sync import SyncError, ValidatorLink, WindowClock, catch_up, poll
 from miner.trainer import InnerTrainer, TrainResult, split_batches
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
+from node.signed_http import NodeHttpError
 from node.validators import ValidatorEndpoint, find_validators
 from protocol import codec
 from protocol.data import TokenDataset
@@ -37,6 +39,9 @@ from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 
 log = logging.getLogger("swarmtrain.miner")
+
+# Errors after which the miner retries the window instead of exiting.
+TRANSIENT: tuple[type[BaseException], ...] = (ChainError, SyncError, NodeHttpError)
 
 
 class MinerError(RuntimeError):
@@ -51,6 +56,7 @@ class MinerOptions:
     poll_interval_s: float = 0.5
     submit_deadline_s: float = 60.0  # retries of one submission stop after this
     log_every_steps: int = 5
+    max_consecutive_failures: int = 10  # transient chain/HTTP errors in a row before giving up
 
 
 @dataclass
@@ -177,13 +183,26 @@ class Miner:
     async def run(self, max_windows: int | None = None) -> None:
         """Mine until cancelled (or ``max_windows`` windows are done)."""
         self.restore()
-        done = 0
+        done = failures = 0
         while max_windows is None or done < max_windows:
-            window = await self.clock.window()
-            await self.sync_to(window)
-            report = await self.work_window(window)
-            await self.finish_window(report)
+            try:
+                await self.one_window()
+            except TRANSIENT as exc:
+                # The chain or a validator hiccuped: the next window starts from a clean slate.
+                failures += 1
+                if failures > self.options.max_consecutive_failures:
+                    raise
+                log.warning("window failed (%s: %s); retrying", type(exc).__name__, exc)
+                await asyncio.sleep(min(30.0, self.options.poll_interval_s * 2**failures))
+                continue
+            failures = 0
             done += 1
+
+    async def one_window(self) -> None:
+        window = await self.clock.window()
+        await self.sync_to(window)
+        report = await self.work_window(window)
+        await self.finish_window(report)
 
     async def sync_to(self, window: int) -> None:
         """Step 1: hold θ_window (catch up from the lead validator when behind)."""

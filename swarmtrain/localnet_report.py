@@ -160,8 +160,8 @@ def render(summary: Mapping[str, Any], console: Console) -> None:
     console.print(emission_table(summary))
     drop = summary.get("val_loss_drop")
     console.print(
-        f"validation loss fell {100 * drop:.1f}% from the first window to the last; "
-        if drop is not None else "validation loss: not enough windows to compare; ",
+        f"validation loss fell {100 * drop:.1f}% from the first window to the last;"
+        if drop is not None else "validation loss: not enough windows to compare;",
         f"model hashes agree: {summary['model_hash_agree']}",
     )
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from chain.errors import ChainError
 from miner.service import Miner, MinerError, MinerOptions
 from miner.state import MinerStateStore
 from miner.trainer import InnerTrainer
@@ -127,3 +128,25 @@ async def test_unregistered_hotkey_is_a_clear_error(tmp_path):
     miner = _miner(tmp_path, Client(CFG, windows=1), StillChain(mg))
     with pytest.raises(MinerError, match="not registered"):
         await miner.run(max_windows=1)
+
+
+class FlakyChain(StillChain):
+    """The first metagraph read fails, as a dropped chain connection would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def metagraph(self, netuid):
+        if self.failures:
+            self.failures -= 1
+            raise ChainError("connection reset", reason="devnet restarting")
+        return await super().metagraph(netuid)
+
+
+async def test_a_transient_chain_error_costs_a_retry_not_the_miner(tmp_path):
+    client = Client(CFG, windows=2)
+    chain = FlakyChain()
+    miner = _miner(tmp_path, client, chain)
+    await miner.run(max_windows=1)
+    assert chain.failures == 0 and len(client.posts) == 1
