@@ -59,9 +59,18 @@ async def test_validator_on_devnet(tmp_path, monkeypatch):
                 await v.close()
 
 
+async def _published_endpoint(chain: Chain, timeout: float = 20.0):
+    """serve/commit are not awaited to finalization: poll until the chain shows both."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (found := find_validators(await chain.metagraph(DEVNET_CFG.netuid))):
+        assert loop.time() < deadline, "validator endpoint not visible on chain"
+        await asyncio.sleep(0.2)
+    return found[0]
+
+
 async def _scenario(chain: Chain, v: Validator, wallets, miner_uid: int, ds) -> None:
-    mg = await chain.metagraph(1)
-    endpoint = find_validators(mg)[0]  # what a miner does: axon + commitment from the chain
+    endpoint = await _published_endpoint(chain)  # what a miner does: axon + commitment from the chain
     assert endpoint.hotkey == v.hotkey and endpoint.fingerprint == v.state.identity.fingerprint
     await v.tick()  # close any windows that passed during setup
     state = v.state.model
