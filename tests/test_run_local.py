@@ -2,7 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -96,3 +99,45 @@ def test_run_local_script_passes_defaults_and_overrides(tmp_path):
     assert args[args.index("--out") + 1] == str(tmp_path / "out")
     assert args[-2:] == ["--windows", "2"]  # the user's flag comes last, so it wins
     assert "--miners" in args and "--preset" in args
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline and int(entry.name) != os.getpid():
+                found.append(int(entry.name))
+    return found
+
+
+def test_swarmtrain_local_stops_every_process_on_sigterm(tmp_path):
+    # Slow-ish (~15 s): starts the real devnet, a validator and a miner, then interrupts.
+    out = tmp_path / "out"
+    cache = os.environ.get("SWARMTRAIN_CACHE") or str(Path.home() / ".cache" / "swarmtrain")
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "SWARMTRAIN_CACHE": cache}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarmtrain", "local", "--miners", "1", "--windows", "100", "--out", str(out),
+         "--block-time", "0.3"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "logs" / "miner1.log").exists():
+            assert proc.poll() is None, "swarmtrain local exited early"
+            assert time.monotonic() < deadline, "the miner was never started"
+            time.sleep(0.2)
+        children = _pids_mentioning(str(out))
+        assert len(children) >= 3  # devnet, validator, miner
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert _pids_mentioning(str(out)) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for pid in _pids_mentioning(str(out)):  # never leave a stray child behind
+            os.kill(pid, signal.SIGKILL)

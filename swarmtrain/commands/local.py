@@ -45,6 +45,16 @@ def subnet_config(args: argparse.Namespace, dataset_hash: str):  # -> SubnetConf
     return SubnetConfig.model_validate({**base.model_dump(), **updates})
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every started process is stopped on the way out."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -57,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from swarmtrain.localnet_report import build_summary, plot, render, write_summary
 
     setup_logging("INFO")
+    _interrupt_on_sigterm()
     console = Console()
     if not console.is_terminal:  # piped or logged: keep the table's columns readable
         console = Console(width=120)
