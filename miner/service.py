@@ -53,7 +53,7 @@ class MinerOptions:
     """Timing knobs (seconds) of the miner loop."""
 
     sync_timeout_s: float = 600.0  # how long to wait for a validator / an aggregate
-    poll_interval_s: float = 0.5
+    poll_interval_s: float = 0.25
     submit_deadline_s: float = 60.0  # retries of one submission stop after this
     log_every_steps: int = 5
     max_consecutive_failures: int = 10  # transient chain/HTTP errors in a row before giving up
