@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "bench_out"
+DEFAULT_OUT = REPO_ROOT / "runs" / "bench"  # runs/ is git-ignored
 MBIT = 1_000_000 / 8  # bytes per second at 1 Mbit/s
 
 

@@ -27,10 +27,12 @@ Last line: ``loss_ratio_vs_adamw=<x> loss_ratio_vs_dense=<x> compression_ratio_f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
-from collections.abc import Sequence
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +51,9 @@ from protocol import codec, criteria, windows  # noqa: E402
 from protocol.data import TokenDataset, builtin_corpus  # noqa: E402
 from protocol.messages import Submission, unpack_envelope  # noqa: E402
 from protocol.model import build_model, count_params, lm_loss, preset  # noqa: E402
-from protocol.outer import OuterOptimizer, aggregate  # noqa: E402
+from protocol.outer import OuterOptimizer, aggregate, clip_to_median_norm  # noqa: E402
 from protocol.subnet import SubnetConfig  # noqa: E402
+from validator import aggregation as validator_aggregation  # noqa: E402
 from validator.aggregation import build_aggregate  # noqa: E402
 from validator.evaluate import Evaluator  # noqa: E402
 from validator.store import StoredSubmission  # noqa: E402
@@ -68,6 +71,7 @@ class Experiment:
     adamw_lr: float  # the baseline's lr (defaults to the inner lr)
     nesterov: bool  # outer Nesterov momentum (only with outer_momentum > 0)
     aggregate_all: bool  # diagnosis: aggregate every honest miner, whatever its score
+    aggregation: str  # "mean" (protocol.outer.aggregate, shipped) or "index-mean" (experiment)
     val_samples: int  # fixed validation samples (val split) the curves are measured on
     device: str
 
@@ -270,6 +274,37 @@ def count_zero_scores(result: Any, traffic: Traffic) -> None:
             traffic.zero_scores["gain" if criteria.trained_on_assigned_data(ev) else "gate"] += 1
 
 
+def index_mean_aggregate(updates: Sequence[Mapping[str, Tensor]],
+                         weights: Sequence[float] | None = None) -> dict[str, Tensor]:
+    """Experiment: clip to the median norm, then average each position over the updates
+    that are non-zero there (sparse updates from different miners rarely share positions,
+    so the plain mean shrinks most of them by 1/G). ``weights`` are ignored (all equal)."""
+    clipped = clip_to_median_norm(updates)
+    out: dict[str, Tensor] = {}
+    for name in sorted(clipped[0]) if clipped else []:
+        total = torch.zeros_like(clipped[0][name])
+        count = torch.zeros_like(total)
+        for u in clipped:
+            total = total + u[name]
+            count = count + (u[name] != 0).float()
+        out[name] = total / count.clamp(min=1.0)
+    return out
+
+
+@contextlib.contextmanager
+def aggregation_rule(name: str) -> Iterator[None]:
+    """Run the validator's aggregation with the chosen rule (``mean`` changes nothing)."""
+    if name == "mean":
+        yield
+        return
+    original = validator_aggregation.outer
+    validator_aggregation.outer = types.SimpleNamespace(aggregate=index_mean_aggregate)
+    try:
+        yield
+    finally:
+        validator_aggregation.outer = original
+
+
 def _outer(exp: Experiment) -> OuterOptimizer:
     s = exp.subnet
     return OuterOptimizer(s.outer_lr, s.outer_momentum, exp.nesterov and s.outer_momentum > 0)
@@ -371,6 +406,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-g", type=int, default=d.top_g)
     p.add_argument("--aggregate-all", action="store_true",
                    help="diagnosis: aggregate every miner, ignoring the scores' top-G choice")
+    p.add_argument("--aggregation", choices=("mean", "index-mean"), default="mean",
+                   help="mean: the shipped protocol.outer.aggregate; index-mean (experiment): each "
+                        "position averaged over the contributors that sent it")
     p.add_argument("--val-samples", type=int, default=128)
     p.add_argument("--seed", default=d.seed, help="subnet seed (model init and data assignment)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="subset to run (ratios need all)")
@@ -394,7 +432,7 @@ def experiment_from(args: argparse.Namespace) -> Experiment:
     return Experiment(
         subnet=subnet, miners=args.miners or base["miners"], windows=args.windows or base["windows"],
         adamw_lr=args.adamw_lr or args.inner_lr, nesterov=args.nesterov,
-        aggregate_all=args.aggregate_all,
+        aggregate_all=args.aggregate_all, aggregation=args.aggregation,
         val_samples=args.val_samples, device=str(bc.pick_device(args.device)),
     )
 
@@ -412,7 +450,8 @@ def run(exp: Experiment, variants: Sequence[str], out: Path) -> dict[str, Any]:
         elif name == "dense":
             curves[name] = run_dense(exp, ds, val)
         else:
-            curves[name], traffic = run_network(exp, ds, val)
+            with aggregation_rule(exp.aggregation):
+                curves[name], traffic = run_network(exp, ds, val)
         extra = (f", {statistics.mean(traffic.contributors):.2f} contributors/window, honest "
                  f"miners scored 0: {traffic.zero_scores}" if name == "network" and traffic.contributors else "")
         print(f"{name}: final val loss {curves[name].final:.4f} in {curves[name].seconds:.1f}s{extra}",
