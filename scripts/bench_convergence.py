@@ -268,10 +268,13 @@ def run_network(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> tuple[C
 
 
 def count_zero_scores(result: Any, traffic: Traffic) -> None:
-    """Why honest miners got a zero window score: the own-vs-random gate, or no random gain."""
+    """Why honest miners got a zero window score: no gain on random data, else the
+    own-vs-random test (where the criteria version zeroes the score for it)."""
     for uid, ev in result.evaluations.items():
         if result.scores.get(uid, 0.0) <= 0:
-            traffic.zero_scores["gain" if criteria.trained_on_assigned_data(ev) else "gate"] += 1
+            no_gain = criteria.relative_gain(ev.random_before, ev.random_after) <= 0
+            reason = "gain" if no_gain else "gate" if not criteria.trained_on_assigned_data(ev) else "other"
+            traffic.zero_scores[reason] = traffic.zero_scores.get(reason, 0) + 1
 
 
 def index_mean_aggregate(updates: Sequence[Mapping[str, Tensor]],
