@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-CRITERIA_VERSION = 1
+CRITERIA_VERSION = 2
 
 # (index overlap, cosine) of two miners' updates, see ``index_overlap`` and ``update_cosine``
 Similarity = tuple[float, float]
@@ -46,6 +46,10 @@ class CriteriaParams:
     copy_overlap_threshold / copy_cosine_threshold: an update sharing at least this share
         of top-k positions AND this cosine with an earlier one is a copy.
     score_alpha: EMA rate of the per-miner score.
+    assigned_alpha: EMA rate of the "trained on its assigned data" win rate; pay is the
+        score EMA times this win rate, because one window's own-vs-random comparison is noisy
+        (early in training both gains are nearly equal), while over many windows an honest
+        miner wins it at least as often as it loses and one that trains elsewhere does not.
     missing_decay: factor applied to the score of a registered miner that did not submit.
     random_eval_share: share of the evaluation budget drawn at random (the rest goes to
         the least recently evaluated), so no miner can predict it will be skipped.
@@ -56,6 +60,7 @@ class CriteriaParams:
     copy_overlap_threshold: float = 0.4
     copy_cosine_threshold: float = 0.95
     score_alpha: float = 0.2
+    assigned_alpha: float = 0.1
     missing_decay: float = 0.75
     random_eval_share: float = 0.25
 
@@ -130,18 +135,26 @@ def trained_on_assigned_data(ev: Evaluation, params: CriteriaParams = DEFAULT_PA
 def window_score(ev: Evaluation, is_copy: bool, params: CriteriaParams = DEFAULT_PARAMS) -> float:
     """A miner's score for one window, in [0, 1].
 
-    0 for a wrong base model, a non-finite loss, a copy, an update that does not help its
-    own data more than random data, or a random-data gain not above ``min_relative_gain``;
-    otherwise the relative loss improvement on random data.
+    0 for a wrong base model, a non-finite loss, a copy, or a random-data gain not above
+    ``min_relative_gain``; otherwise the relative loss improvement on random data. Whether it
+    trained on its own data is judged over many windows by ``assignment_check``.
     """
     if not ev.base_hash_ok or is_copy or not _losses_finite(ev):
-        return 0.0
-    if not trained_on_assigned_data(ev, params):
         return 0.0
     gain = relative_gain(ev.random_before, ev.random_after)
     if gain <= params.min_relative_gain:
         return 0.0
     return min(gain, 1.0)
+
+
+def assignment_check(ev: Evaluation, is_copy: bool, params: CriteriaParams = DEFAULT_PARAMS) -> float:
+    """1.0 if this window's update helped the miner's own data more than random data, else 0.0.
+
+    A copy, a wrong base model or a non-finite loss counts as 0.0.
+    """
+    if not ev.base_hash_ok or is_copy:
+        return 0.0
+    return 1.0 if trained_on_assigned_data(ev, params) else 0.0
 
 
 # ---- copies -----------------------------------------------------------------------------
@@ -215,6 +228,7 @@ class MinerScore:
     windows_seen: int = 0  # windows in which it was evaluated
     last_window: int = -1  # last window this record was updated
     last_evaluated: int = -1  # last window it was evaluated (-1: never)
+    assigned: float = 0.5  # EMA of assignment_check (0/1): own-vs-random win rate, 0.5 = no evidence
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,7 +240,8 @@ class MinerScore:
             return cls(hotkey=str(data["hotkey"]), ema=float(data["ema"]),
                        windows_seen=int(data["windows_seen"]),
                        last_window=int(data["last_window"]),
-                       last_evaluated=int(data.get("last_evaluated", -1)))
+                       last_evaluated=int(data.get("last_evaluated", -1)),
+                       assigned=float(data.get("assigned", 0.5)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed miner score record: {exc}") from exc
 
@@ -241,27 +256,34 @@ def load_scores(data: Mapping[str, Mapping[str, Any]]) -> dict[int, MinerScore]:
     return {int(uid): MinerScore.from_dict(record) for uid, record in data.items()}
 
 
-def _advance(rec: MinerScore, window: int, result: float | None, submitted: bool,
-             params: CriteriaParams) -> MinerScore:
+def _ema(rate: float, value: float, prev: float) -> float:
+    return rate * value + (1.0 - rate) * prev
+
+
+def _advance(rec: MinerScore, window: int, result: float | None, check: float | None,
+             submitted: bool, params: CriteriaParams) -> MinerScore:
     """One window's update of one record (a new object; the input is not modified)."""
-    ema, seen, last_eval = rec.ema, rec.windows_seen, rec.last_evaluated
+    ema, seen, last_eval, assigned = rec.ema, rec.windows_seen, rec.last_evaluated, rec.assigned
     if result is not None:
-        value = result if math.isfinite(result) else 0.0
-        ema = params.score_alpha * value + (1.0 - params.score_alpha) * ema
+        ema = _ema(params.score_alpha, result if math.isfinite(result) else 0.0, ema)
         seen, last_eval = seen + 1, window
     elif not submitted:
         ema = ema * params.missing_decay
-    return MinerScore(rec.hotkey, ema, seen, window, last_eval)
+    if check is not None:
+        assigned = _ema(params.assigned_alpha, max(0.0, min(1.0, check)), assigned)
+    return MinerScore(rec.hotkey, ema, seen, window, last_eval, assigned)
 
 
 def update_scores(
     prev: Mapping[int, MinerScore], window: int, results: Mapping[int, float],
     submitted: Iterable[int], hotkeys: Mapping[int, str], params: CriteriaParams = DEFAULT_PARAMS,
+    checks: Mapping[int, float] | None = None,
 ) -> dict[int, MinerScore]:
     """Scores after ``window`` for every registered uid (``hotkeys``: uid -> hotkey now).
 
     Evaluated uids move their EMA toward the window score; registered uids that did not
-    submit decay by ``missing_decay``; submitted but unevaluated ones keep their score. A
+    submit decay by ``missing_decay``; submitted but unevaluated ones keep their score.
+    ``checks`` (uid -> 0/1 from ``assignment_check``) move the ``assigned`` win rate. A
     uid whose hotkey changed (re-registration) starts from zero; deregistered uids drop out;
     results for unregistered uids are ignored. A record already updated for this window or
     a later one is kept as is, so replaying a window after a restart changes nothing.
@@ -275,7 +297,8 @@ def update_scores(
         if rec.last_window >= window:
             out[uid] = rec
             continue
-        out[uid] = _advance(rec, window, results.get(uid), uid in submitted_set, params)
+        check = None if checks is None else checks.get(uid)
+        out[uid] = _advance(rec, window, results.get(uid), check, uid in submitted_set, params)
     return out
 
 
@@ -306,8 +329,10 @@ def select_for_evaluation(
 
 
 def weights_from_scores(scores: Mapping[int, MinerScore]) -> dict[int, float]:
-    """uid -> weight ∝ max(ema, 0), summing to 1; no positive score gives ``{}``."""
-    positive = {uid: s.ema for uid, s in scores.items() if math.isfinite(s.ema) and s.ema > 0}
+    """uid -> weight ∝ max(ema, 0) · assigned win rate, summing to 1; none positive gives ``{}``."""
+    pay = {uid: s.ema * s.assigned for uid, s in scores.items()}
+    positive = {uid: v for uid, v in pay.items()
+                if math.isfinite(v) and v > 0 and scores[uid].ema > 0}
     total = sum(positive.values())
     if total <= 0:
         return {}
@@ -322,7 +347,7 @@ def top_contributors(window_scores: Mapping[int, float], g: int) -> list[int]:
 
 __all__ = [
     "CRITERIA_VERSION", "CriteriaParams", "DEFAULT_PARAMS", "Evaluation", "MinerScore",
-    "criteria_hash", "dump_scores", "find_copies", "index_overlap", "load_scores",
+    "assignment_check", "criteria_hash", "dump_scores", "find_copies", "index_overlap", "load_scores",
     "relative_gain", "select_for_evaluation", "top_contributors", "trained_on_assigned_data",
     "update_cosine", "update_scores", "weights_from_scores", "window_score",
 ]

@@ -42,7 +42,7 @@ class SubnetConfig(BaseModel):
     outer_lr: float = Field(1.0, gt=0, le=10.0)
     outer_momentum: float = Field(0.0, ge=0, lt=1.0)
     top_g: int = Field(8, ge=1, le=1024, description="contributors aggregated per window")
-    eval_samples: int = Field(8, ge=1, le=4096, description="samples per own/random evaluation batch")
+    eval_samples: int = Field(32, ge=1, le=4096, description="samples per own/random evaluation batch (fewer make the own-vs-random test noisy)")
     max_evaluations: int = Field(16, ge=1, description="miners evaluated per window at most")
     checkpoint_every: int = Field(5, ge=1, description="K: full checkpoint every K windows")
 

@@ -38,7 +38,7 @@ def network(tmp_path_factory):
     os.environ["SWARMTRAIN_CACHE"] = CACHE
     subnet = SubnetConfig(
         preset="tiny", dataset_hash=builtin_corpus(CACHE).content_hash, seq_len=64, batch_size=8,
-        inner_steps=10, inner_lr=1e-2, blocks_per_window=10, eval_samples=8, checkpoint_every=2,
+        inner_steps=10, inner_lr=1e-2, blocks_per_window=10, eval_samples=32, checkpoint_every=2,
     )
     cfg = LocalNetConfig(
         out=tmp / "out", miners=[MinerSpec("miner1"), MinerSpec("miner2"), GARBAGE], windows=WINDOWS,

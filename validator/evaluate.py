@@ -39,6 +39,7 @@ class WindowEvaluation:
     evaluations: dict[int, criteria.Evaluation] = field(default_factory=dict)
     copies: dict[int, int] = field(default_factory=dict)  # copier -> original
     scores: dict[int, float] = field(default_factory=dict)  # window score of evaluated uids
+    checks: dict[int, float] = field(default_factory=dict)  # ±1 criteria.assignment_check
     dense: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # decoded Δ (CPU) of submitters
 
 
@@ -85,6 +86,7 @@ class Evaluator:
             ev = self.measure(base, work, by_uid[uid], out.dense[uid], window, entropy, state.hash())
             out.evaluations[uid] = ev
             out.scores[uid] = criteria.window_score(ev, uid in out.copies, self.params)
+            out.checks[uid] = criteria.assignment_check(ev, uid in out.copies, self.params)
         return out
 
     def find_copies(self, subs: Sequence[StoredSubmission]) -> dict[int, int]:

@@ -50,10 +50,13 @@ class ScoreBook:
         atomic_write_json(self.path, doc)
 
     def update(
-        self, window: int, results: Mapping[int, float], submitted: Iterable[int], hotkeys: Mapping[int, str]
+        self, window: int, results: Mapping[int, float], submitted: Iterable[int],
+        hotkeys: Mapping[int, str], checks: Mapping[int, float] | None = None,
     ) -> dict[int, MinerScore]:
-        """Roll one window's results in (idempotent per window) and save."""
-        self.scores = criteria.update_scores(self.scores, window, results, submitted, hotkeys, self.params)
+        """Roll one window's results (and ±1 assignment checks) in, idempotent per window; save."""
+        self.scores = criteria.update_scores(
+            self.scores, window, results, submitted, hotkeys, self.params, checks=checks
+        )
         self.last_window = max(self.last_window, window)
         self.save()
         return self.scores

@@ -221,7 +221,7 @@ class Validator:
 
     def update_scores(self, window: int, result: WindowEvaluation, submitted: list[int]) -> None:
         hotkeys = self.view.hotkeys or {s: h for s, h in ((e.uid, e.hotkey) for e in result.evaluations.values())}
-        self.state.scores.update(window, result.scores, submitted, hotkeys)
+        self.state.scores.update(window, result.scores, submitted, hotkeys, result.checks)
 
     async def aggregate_for(self, window: int, result: WindowEvaluation) -> bytes | None:
         """The envelope of Aggregate(window): stored already, built (lead), or fetched (follower)."""

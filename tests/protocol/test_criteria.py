@@ -15,6 +15,7 @@ from protocol.criteria import (
     CriteriaParams,
     Evaluation,
     MinerScore,
+    assignment_check,
     criteria_hash,
     dump_scores,
     find_copies,
@@ -54,8 +55,8 @@ def test_relative_gain_table(before, after, expected) -> None:
         ({}, True, 0.0),  # a later copy of someone else's update
         ({"own_after": NAN}, False, 0.0),  # NaN loss
         ({"random_after": INF}, False, 0.0),  # diverged
-        ({"own_after": 3.6}, False, 0.0),  # own gain .1 == random gain .1: not its own data
-        ({"own_after": 3.8}, False, 0.0),  # own gain .05 < random gain .1
+        ({"own_after": 3.6}, False, 0.1),  # not its own data: scored, but assignment_check -1
+        ({"own_after": 3.8}, False, 0.1),  # own gain .05 < random gain .1: idem
         ({"own_after": 3.9, "random_after": 4.2}, False, 0.0),  # own beats random; random worse
         ({"random_after": 4.0}, False, 0.0),  # no gain on random data
     ],
@@ -200,12 +201,41 @@ def test_selection_prefers_never_evaluated_and_is_deterministic() -> None:
 
 
 def test_weights_from_scores_normalized() -> None:
-    scores = {1: MinerScore("a", 0.3), 2: MinerScore("b", 0.1), 3: MinerScore("c", 0.0),
-              4: MinerScore("d", -0.2), 5: MinerScore("e", NAN)}
+    scores = {1: MinerScore("a", 0.3, assigned=0.5), 2: MinerScore("b", 0.1, assigned=0.5),
+              3: MinerScore("c", 0.0, assigned=0.5), 4: MinerScore("d", -0.2, assigned=0.5),
+              5: MinerScore("e", NAN, assigned=0.5), 6: MinerScore("f", 0.4, assigned=0.0)}
     weights = weights_from_scores(scores)
     assert weights == {1: pytest.approx(0.75), 2: pytest.approx(0.25)}
     assert sum(weights.values()) == pytest.approx(1.0)
-    assert weights_from_scores({1: MinerScore("a", 0.0)}) == {}
+    assert weights_from_scores({1: MinerScore("a", 0.0, assigned=1.0)}) == {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "is_copy", "expected"),
+    [
+        ({}, False, 1.0),  # own gain .25 beats random gain .1
+        ({"own_after": 3.6}, False, 0.0),  # equal gains: no sign it trained on its own data
+        ({"own_after": 3.8}, False, 0.0),  # own gain below random gain
+        ({}, True, 0.0),  # a copy
+        ({"base_hash_ok": False}, False, 0.0),  # wrong base model
+        ({"own_after": NAN}, False, 0.0),  # NaN loss
+    ],
+)
+def test_assignment_check_table(changes, is_copy, expected) -> None:
+    assert assignment_check(replace(HONEST, **changes), is_copy) == expected
+
+
+def test_win_rate_pays_the_miner_who_mostly_wins_more_than_one_who_rarely_does() -> None:
+    hotkeys = {1: "honest", 2: "elsewhere", 3: "new"}
+    scores: dict[int, MinerScore] = {}
+    # the honest miner wins the noisy own-vs-random test 2 windows in 3; the other 1 in 6
+    for window in range(30):
+        checks = {1: 0.0 if window % 3 == 2 else 1.0, 2: 1.0 if window % 6 == 0 else 0.0}
+        scores = update_scores(scores, window, {1: 0.1, 2: 0.1}, {1, 2}, hotkeys, checks=checks)
+    assert scores[1].assigned > 0.6 and scores[2].assigned < 0.3
+    assert scores[3].assigned == 0.5  # never evaluated: no evidence either way
+    weights = weights_from_scores(scores)
+    assert weights[1] > 2.5 * weights[2]
 
 
 def test_top_contributors() -> None:
@@ -228,7 +258,7 @@ def test_criteria_hash_is_version_and_canonical_params() -> None:
 def test_criteria_hash_golden() -> None:
     # If this fails, the published rules changed: bump CRITERIA_VERSION, update
     # docs/criteria.md, then this value.
-    assert criteria_hash() == "5a94801df020f32611db72e85f633ce5c5ce4bea0d1e6ca8a3a47ab87afaf004"
+    assert criteria_hash() == "69c6f273d2f0a48ed628a284ee2a2426360b11d892a7c67459f5f2ef365af5a0"
 
 
 def test_bad_params_raise() -> None:
