@@ -69,6 +69,7 @@ class Experiment:
     miners: int  # M simulated miners (uids 0..M-1)
     windows: int  # W windows
     adamw_lr: float  # the baseline's lr (defaults to the inner lr)
+    dense_outer_lr: float  # the dense variant's outer lr (defaults to the subnet's)
     nesterov: bool  # outer Nesterov momentum (only with outer_momentum > 0)
     aggregate_all: bool  # diagnosis: aggregate every honest miner, whatever its score
     aggregation: str  # "mean" (protocol.outer.aggregate, shipped) or "index-mean" (experiment)
@@ -218,7 +219,7 @@ def run_dense(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> Curve:
     """DiLoCo-style: every miner's dense Δ, clipped to the median norm, averaged, outer step."""
     s, device = exp.subnet, torch.device(exp.device)
     state = ModelState.initial(s)
-    state.outer = _outer(exp)
+    state.outer = _outer(exp, exp.dense_outer_lr)
     miners = [SimMiner(exp, uid) for uid in range(exp.miners)]
     evaluator = build_model(preset(s.preset)).to(device)
     curve, started = Curve(), time.perf_counter()
@@ -308,9 +309,9 @@ def aggregation_rule(name: str) -> Iterator[None]:
         validator_aggregation.outer = original
 
 
-def _outer(exp: Experiment) -> OuterOptimizer:
+def _outer(exp: Experiment, lr: float | None = None) -> OuterOptimizer:
     s = exp.subnet
-    return OuterOptimizer(s.outer_lr, s.outer_momentum, exp.nesterov and s.outer_momentum > 0)
+    return OuterOptimizer(lr or s.outer_lr, s.outer_momentum, exp.nesterov and s.outer_momentum > 0)
 
 
 def _eval_global(evaluator: nn.Module, model: nn.Module, val: list[Tensor], device: torch.device) -> float:
@@ -400,6 +401,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inner-lr", type=float, default=d.inner_lr)
     p.add_argument("--adamw-lr", type=float, help="baseline lr (default: --inner-lr)")
     p.add_argument("--outer-lr", type=float, default=d.outer_lr)
+    p.add_argument("--dense-outer-lr", type=float,
+                   help="outer lr of the dense variant (default: --outer-lr), to compare each at its best")
     p.add_argument("--outer-momentum", type=float, default=d.outer_momentum)
     p.add_argument("--nesterov", action="store_true", help="Nesterov outer momentum")
     p.add_argument("--chunk", type=int, default=d.codec_chunk)
@@ -435,6 +438,7 @@ def experiment_from(args: argparse.Namespace) -> Experiment:
     return Experiment(
         subnet=subnet, miners=args.miners or base["miners"], windows=args.windows or base["windows"],
         adamw_lr=args.adamw_lr or args.inner_lr, nesterov=args.nesterov,
+        dense_outer_lr=args.dense_outer_lr or args.outer_lr,
         aggregate_all=args.aggregate_all, aggregation=args.aggregation,
         val_samples=args.val_samples, device=str(bc.pick_device(args.device)),
     )
@@ -466,7 +470,8 @@ def run(exp: Experiment, variants: Sequence[str], out: Path) -> dict[str, Any]:
         record["summary"] = summarize(exp, curves, traffic, n_params)
         print_table(curves, record["summary"])
     title = (f"{s.preset}: M={exp.miners} H={s.inner_steps} B={s.batch_size} T={s.seq_len} "
-             f"W={exp.windows}, topk {s.codec_topk}/{s.codec_chunk}² {s.codec_bits}-bit")
+             f"W={exp.windows}, topk {s.codec_topk}/{s.codec_chunk}² {s.codec_bits}-bit, "
+             f"EF β={s.error_feedback_beta}, outer lr {s.outer_lr} ({exp.aggregation})")
     record["png"] = str(plot_curves(curves, title, out / "convergence.png"))
     record["json"] = str(bc.write_json(out, "convergence.json", record))
     return record
