@@ -5,8 +5,10 @@ size (413) → btauth signature, receiver, freshness, replay (401) → envelope 
 schema (400) → subnet (400) → signer is the claimed hotkey (403) → hotkey registered
 at the claimed uid (403) → window open (410 closed / 425 not yet) → one per
 (window, hotkey) (409) → base model is θ_w (422) → data digest of the assignment
-(422) → payload decodes to the model's exact shapes, all finite (422). Nothing stored
-is touched by a refusal. Concurrency is bounded and each body read has a timeout, so
+(422) → payload decodes to the model's exact shapes, all finite (422). An accepted
+submission is written to the state directory before the 200 answer (503 ``storage`` if
+that fails), and ``restore`` re-validates what a restart reads back the same way.
+Nothing stored is touched by a refusal. Concurrency is bounded and each body read has a timeout, so
 one slow or bad client cannot stall the others.
 
 Example:
@@ -30,7 +32,13 @@ from protocol.messages import MessageError, Submission, SubmitAccepted, data_dig
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 from validator.settings import ValidatorSettings
-from validator.store import DuplicateSubmission, StoredSubmission, SubmissionStore, WindowFull
+from validator.store import (
+    DuplicateSubmission,
+    JournalRecord,
+    StoredSubmission,
+    SubmissionStore,
+    WindowFull,
+)
 
 log = logging.getLogger("swarmtrain.validator.intake")
 
@@ -95,15 +103,54 @@ class Intake:
         self._check_content(header)
         update = await asyncio.to_thread(self._decode, payload)
         sub = StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
+        self._add(sub)
+        try:
+            await asyncio.to_thread(self.store.persist, sub)  # on disk before we say 200
+        except OSError as exc:
+            self.store.discard(sub)
+            log.error("cannot store submission of uid %d: %s", sub.uid, exc)
+            raise RequestRefused(503, "storage", "the validator could not store the submission; retry") from exc
+        log.info("accepted window %d uid %d (%d bytes)", header.window, header.uid, len(payload))
+        accepted = SubmitAccepted(window=header.window, uid=header.uid, payload_sha256=header.payload_sha256)
+        return web.json_response(text=accepted.model_dump_json())
+
+    def _add(self, sub: StoredSubmission) -> None:
         try:
             self.store.add(sub)
         except DuplicateSubmission as exc:
             raise RequestRefused(409, "duplicate", str(exc)) from exc
         except WindowFull as exc:
             raise RequestRefused(429, "window_full", str(exc)) from exc
-        log.info("accepted window %d uid %d (%d bytes)", header.window, header.uid, len(payload))
-        accepted = SubmitAccepted(window=header.window, uid=header.uid, payload_sha256=header.payload_sha256)
-        return web.json_response(text=accepted.model_dump_json())
+
+    def restore(self, records: list[JournalRecord], window: int) -> int:
+        """Re-validate stored submissions of ``window`` (the open one) and add them; returns how many.
+
+        The checks a fresh POST gets, except the signature (verified when it arrived) and
+        the registration check while the metagraph is unknown; a failing record is logged
+        and skipped.
+        """
+        restored = 0
+        for record in sorted(records, key=lambda r: r.arrival):
+            try:
+                sub = self._revalidate(record, window)
+                self.store.restore(sub)
+            except (RequestRefused, DuplicateSubmission, WindowFull) as exc:
+                log.warning("skipping stored submission %s: %s", record.path, exc)
+                continue
+            restored += 1
+        return restored
+
+    def _revalidate(self, record: JournalRecord, window: int) -> StoredSubmission:
+        header, payload = self._parse(record.envelope)
+        if header.window != window or record.path.stem != str(header.uid):
+            raise RequestRefused(400, "malformed", f"stored as {record.path.stem} of window {window}, "
+                                 f"but names uid {header.uid} window {header.window}")
+        if self.view.hotkeys:
+            self._check_identity(header, header.hotkey)
+        self._check_content(header)
+        update = self._decode(payload)
+        return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update,
+                                received_at=record.received_at, arrival=record.arrival)
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.settings.max_body_bytes

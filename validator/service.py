@@ -27,10 +27,10 @@ from chain.errors import ChainError, RateLimitedError
 from chain.wallets import hotkey_address
 from node.commitment import ValidatorCommitment
 from node.logs import progress_line
-from node.validators import lead_validator
+from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import TokenDataset
-from protocol.messages import Aggregate, pack_envelope, unpack_envelope
+from protocol.messages import Aggregate, MessageError, pack_envelope, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
@@ -40,9 +40,12 @@ from validator.follower import LeadLink
 from validator.intake import Intake, IntakeView
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
-from validator.store import SubmissionStore
+from validator.store import SubmissionJournal, SubmissionStore
 
 log = logging.getLogger("swarmtrain.validator")
+
+SUBMISSIONS_DIR = "submissions"  # <state>/submissions/<window>/<uid>.bin (validator.store)
+FOLLOWER_POLL_S = 0.25  # tick period while a follower waits for the lead's aggregate
 
 
 class ChainLike(Protocol):
@@ -74,6 +77,11 @@ def should_checkpoint(window: int, every: int) -> bool:
     return window % every == 0
 
 
+def same_endpoint(a: ValidatorEndpoint, b: ValidatorEndpoint) -> bool:
+    """Same validator at the same address and certificate (stake changes every epoch)."""
+    return (a.hotkey, a.url, a.fingerprint) == (b.hotkey, b.url, b.fingerprint)
+
+
 def _gains(ev: criteria.Evaluation) -> dict[str, float]:
     """Relative loss gains on own and random data (what the score is made of)."""
     return {
@@ -95,7 +103,10 @@ class Validator:
         self.hotkey = hotkey or hotkey_address(wallet)
         self.state = ValidatorState.open(settings, cfg, params)
         self.view = IntakeView()
-        self.subs = SubmissionStore(max_per_window=settings.max_submissions_per_window)
+        self.subs = SubmissionStore(
+            max_per_window=settings.max_submissions_per_window,
+            journal=SubmissionJournal(self.state.root / SUBMISSIONS_DIR),
+        )
         self.evaluator = Evaluator(cfg, dataset, device=settings.device, params=params)
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
@@ -112,17 +123,31 @@ class Validator:
         self.windows_closed = 0
         self._evaluated: dict[int, WindowEvaluation] = {}
         self._hashed_window = -1
+        self.waiting_for_lead = False
 
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Serve HTTPS, publish endpoint + commitment on chain, load the metagraph."""
+        """Reload the open window's submissions, serve HTTPS, publish endpoint + commitment."""
+        await self.sync_chain()  # the server is not up yet: nothing can arrive while we reload
+        self.restore_submissions()
         app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes)
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
         await self.publish_endpoint()
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
         await self.sync_chain()
         self.refresh_view()
+
+    def restore_submissions(self) -> int:
+        """Re-validate and re-add the stored submissions of θ's window; drop other windows."""
+        journal, window = self.subs.journal, self.state.model.window
+        if journal is None:
+            return 0
+        journal.prune(keep=window)
+        restored = self.intake.restore(list(journal.read_window(window)), window)
+        if restored:
+            log.info("restored %d submission(s) of window %d from disk", restored, window)
+        return restored
 
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
@@ -145,14 +170,20 @@ class Validator:
             await self.tick()
             if max_windows is not None and self.windows_closed >= max_windows:
                 return
+            # a follower waiting for the lead's aggregate asks again soon: intake is shut meanwhile
+            period = self.settings.poll_interval_s
+            if self.waiting_for_lead:
+                period = min(period, FOLLOWER_POLL_S)
             with contextlib.suppress(asyncio.TimeoutError):  # the poll period elapsed
-                await asyncio.wait_for(stop.wait(), self.settings.poll_interval_s)
+                await asyncio.wait_for(stop.wait(), period)
 
     async def tick(self) -> None:
         """One pass of the loop: sync → close finished windows → weights."""
         await self.sync_chain()
+        self.waiting_for_lead = False
         while should_close_window(self.state.model.window, window_of(self.block, self.cfg.blocks_per_window)):
             if not await self.close_window():
+                self.waiting_for_lead = True
                 break  # follower waiting for the lead's aggregate
         if should_set_weights(self.block, self.last_weights_block, self.tempo):
             await self.set_weights()
@@ -179,8 +210,15 @@ class Validator:
             mg = self.metagraph
             self.view.hotkeys = {int(u): str(h) for u, h in zip(mg.uids, mg.hotkeys, strict=True)}
 
+    def lead_endpoint(self) -> ValidatorEndpoint | None:
+        """The lead as miners see it: the highest-stake permitted validator, or, before any
+        permit exists (first epoch), the highest-stake validator with an endpoint on chain."""
+        if self.metagraph is None:
+            return None
+        return lead_validator(self.metagraph) or lead_validator(self.metagraph, require_permit=False)
+
     def is_lead(self) -> bool:
-        lead = lead_validator(self.metagraph) if self.metagraph is not None else None
+        lead = self.lead_endpoint()
         return lead is None or lead.hotkey == self.hotkey
 
     async def close_window(self) -> bool:
@@ -239,17 +277,35 @@ class Validator:
         return envelope
 
     async def fetch_from_lead(self, window: int) -> bytes | None:
-        lead = lead_validator(self.metagraph)
+        """The lead's Aggregate(window) once it applies to our θ_w (stored then), else None."""
+        lead = self.lead_endpoint()
         if lead is None:
             return None
-        if self.lead is None or self.lead.endpoint != lead:
+        if self.lead is None or not same_endpoint(self.lead.endpoint, lead):
             if self.lead is not None:
                 await self.lead.close()
             self.lead = LeadLink(self.wallet, lead, timeout=self.settings.chain_timeout_s)
         envelope = await self.lead.aggregate(window)
-        if envelope is not None:
-            self.state.store.put_aggregate(window, envelope)
+        if envelope is None or not self.fits_model(window, envelope):
+            return None
+        self.state.store.put_aggregate(window, envelope)
         return envelope
+
+    def fits_model(self, window: int, envelope: bytes) -> bool:
+        """The lead's envelope is Aggregate(window) of our subnet and builds on our θ_w."""
+        try:
+            header, _ = unpack_envelope(envelope, Aggregate)
+        except MessageError as exc:
+            log.warning("lead sent a malformed aggregate for window %d: %s", window, exc)
+            return False
+        ours = self.view.model_hash if self._hashed_window == self.state.model.window else self.state.model.hash()
+        if header.window != window or header.netuid != self.cfg.netuid or header.base_model_hash != ours:
+            log.error(
+                "lead's aggregate (window %d, base %s) does not build on our θ_%d (%s): not applied",
+                header.window, header.base_model_hash[:12], window, ours[:12],
+            )
+            return False
+        return True
 
     def after_apply(self, window: int) -> None:
         """Persist θ_{w+1} (once caught up), checkpoint every K, open the next window."""
