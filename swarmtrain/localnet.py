@@ -1,11 +1,13 @@
 """``swarmtrain local``: a whole network on one machine, as separate processes.
 
-Starts the devnet, makes wallets, registers every neuron, stakes the validator,
-writes the subnet config, starts one validator and the miners (each a process
-with its own log under ``OUT/logs``), waits for N trained windows and one tempo
-of emission, then collects what the nodes wrote (metrics JSONL, the metagraph)
-for ``localnet_report``. Every process it starts is stopped on the way out —
-also on Ctrl-C or failure (terminate, then kill).
+Starts the devnet, makes wallets, registers every neuron, stakes the validators
+(the first, ``validator``, with the most stake: it is the lead), writes the subnet
+config, starts the validators and the miners (each a process with its own log under
+``OUT/logs``), waits for N trained windows and one tempo of emission, then collects
+what the nodes wrote (metrics JSONL, the metagraph) for ``localnet_report``. Every
+process it starts is stopped on the way out — also on Ctrl-C or failure (terminate,
+then kill) — and, on Linux, dies with this process even when it is killed with
+SIGKILL (``PR_SET_PDEATHSIG``, see ``die_with_parent``).
 
 Example:
     >>> cfg = LocalNetConfig(out=Path("runs/local"), miners=default_miners(3), windows=8,
@@ -17,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -37,7 +40,7 @@ from protocol.subnet import SubnetConfig
 
 log = logging.getLogger("swarmtrain.local")
 
-VALIDATOR = "validator"
+VALIDATOR = "validator"  # the lead validator's name; the others are validator2, validator3, ...
 HOTKEY = "default"
 MINER_METRICS = "metrics.jsonl"
 VALIDATOR_METRICS = "metrics.jsonl"
@@ -64,6 +67,46 @@ def default_miners(count: int) -> list[MinerSpec]:
     return [MinerSpec(f"miner{i}") for i in range(1, count + 1)]
 
 
+def validator_names(count: int) -> list[str]:
+    """``validator``, ``validator2``, ...: the first is the lead (it gets the most stake)."""
+    return [VALIDATOR] + [f"{VALIDATOR}{i}" for i in range(2, count + 1)]
+
+
+def is_validator_name(name: str) -> bool:
+    """True for the names ``validator_names`` makes."""
+    rest = name[len(VALIDATOR):]
+    return name.startswith(VALIDATOR) and (rest == "" or rest.isdigit())
+
+
+def validator_stake(index: int, lead_stake: float) -> float:
+    """Stake of the ``index``-th validator (0 = lead): lead_stake / (index + 1), strictly decreasing."""
+    return lead_stake / (index + 1)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of every child: Linux sends it SIGTERM when its parent dies (even by SIGKILL).
+
+    The signal fires when the *thread* that forked the child exits, so children are started
+    from the main thread. Elsewhere (no ``prctl``) this does nothing; ``stop_all`` still
+    stops every child on a normal exit, Ctrl-C or SIGTERM.
+    """
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: no prctl
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect: do not start at all
+        os._exit(1)
+
+
+def _preexec() -> Any:
+    return die_with_parent if sys.platform.startswith("linux") else None
+
+
 @dataclass(frozen=True)
 class LocalNetConfig:
     """Everything ``swarmtrain local`` needs (paths, sizes, timing)."""
@@ -74,7 +117,8 @@ class LocalNetConfig:
     subnet: SubnetConfig
     block_time: float = 0.5
     tempo: int = 20
-    stake_tao: float = 100.0
+    stake_tao: float = 100.0  # the lead validator's stake; validator k (1-based) gets stake_tao / k
+    validators: int = 1
     device: str = "cpu"
     timeout_s: float = 900.0  # the whole run, start to emission
     threads_per_node: int = 1  # OMP/torch threads per child: 2 cores are shared by all
@@ -83,6 +127,10 @@ class LocalNetConfig:
     @property
     def window_s(self) -> float:
         return self.subnet.blocks_per_window * self.block_time
+
+    @property
+    def validator_names(self) -> list[str]:
+        return validator_names(self.validators)
 
 
 def free_port() -> int:
@@ -106,7 +154,9 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as fh:
             fh.write(f"\n=== start {' '.join(self.argv)}\n".encode())
-            self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(
+                self.argv, stdout=fh, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_preexec()
+            )
         log.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
         return self
 
@@ -148,11 +198,12 @@ class LocalRunResult:
 
     cfg: LocalNetConfig
     uids: dict[str, int]  # process name -> uid
-    validator_records: list[dict[str, Any]]
+    validator_records: list[dict[str, Any]]  # the lead validator's metrics lines
     miner_records: dict[str, list[dict[str, Any]]]
     metagraph: dict[str, Any]
     first_window: int
     seconds: float
+    other_validators: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> metrics lines
 
 
 class LocalNet:
@@ -187,8 +238,8 @@ class LocalNet:
     def miner_metrics(self, name: str) -> Path:
         return self.state_dir(name) / MINER_METRICS
 
-    def validator_metrics(self) -> Path:
-        return self.state_dir(VALIDATOR) / VALIDATOR_METRICS
+    def validator_metrics(self, name: str = VALIDATOR) -> Path:
+        return self.state_dir(name) / VALIDATOR_METRICS
 
     # ---- processes ----------------------------------------------------------------------
     def __enter__(self) -> LocalNet:
@@ -210,8 +261,9 @@ class LocalNet:
         return proc
 
     def stop_all(self) -> None:
-        """Miners first, then the validator, then the chain; every one of them."""
-        order = [n for n in self.processes if n not in (VALIDATOR, "devnet")] + [VALIDATOR, "devnet"]
+        """Miners first, then the validators, then the chain; every one of them."""
+        validators = [n for n in self.processes if is_validator_name(n)]
+        order = [n for n in self.processes if n not in validators and n != "devnet"] + validators + ["devnet"]
         for name in order:
             proc = self.processes.get(name)
             if proc is not None:
@@ -232,14 +284,14 @@ class LocalNet:
         ]
         return self.spawn("devnet", argv)
 
-    def start_validator(self) -> ManagedProcess:
+    def start_validator(self, name: str = VALIDATOR) -> ManagedProcess:
         argv = [
-            self.python, "-m", "swarmtrain", "validator", *self.chain_args(VALIDATOR),
+            self.python, "-m", "swarmtrain", "validator", *self.chain_args(name),
             "--port", str(free_port()), "--host", "127.0.0.1",
-            "--subnet-config", str(self.subnet_path), "--state", str(self.state_dir(VALIDATOR)),
+            "--subnet-config", str(self.subnet_path), "--state", str(self.state_dir(name)),
             "--device", self.cfg.device,
         ]
-        return self.spawn(VALIDATOR, argv)
+        return self.spawn(name, argv)
 
     def miner_argv(self, spec: MinerSpec) -> list[str]:
         entry = list(spec.entry) or [self.python, "-m", "swarmtrain", "miner"]
@@ -280,13 +332,30 @@ class LocalNet:
         return create_wallet(name, HOTKEY, self.wallet_path)
 
     async def register_all(self, chain: Chain) -> None:
-        """Register the validator and every miner, then stake the validator."""
-        names = [VALIDATOR, *[m.name for m in self.cfg.miners]]
+        """Register the validators and every miner, then stake the validators (lead: the most)."""
+        names = [*self.cfg.validator_names, *[m.name for m in self.cfg.miners]]
         for name in names:
             wallet = self.wallet(name)
             self.uids[name] = await chain.register(wallet, self.cfg.subnet.netuid)
             log.info("registered %s as uid %d (%s)", name, self.uids[name], hotkey_address(wallet))
-        await chain.add_stake(self.wallet(VALIDATOR), self.cfg.subnet.netuid, self.cfg.stake_tao)
+        for i, name in enumerate(self.cfg.validator_names):
+            await chain.add_stake(self.wallet(name), self.cfg.subnet.netuid, validator_stake(i, self.cfg.stake_tao))
+
+    async def wait_for_validators(self, chain: Chain, timeout: float = 180.0) -> None:
+        """Wait until every validator's endpoint and commitment are on chain, so the miners
+        started next see all of them (and the same lead) from their first window."""
+        from node.validators import find_validators
+
+        wanted = {hotkey_address(self.wallet(n)) for n in self.cfg.validator_names}
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            mg = await chain.metagraph(self.cfg.subnet.netuid)
+            if wanted <= {v.hotkey for v in find_validators(mg, require_permit=False)}:
+                return
+            if time.monotonic() > deadline:
+                raise LocalNetError(f"the validators did not publish their endpoints within {timeout:.0f}s")
+            await asyncio.sleep(0.5)
 
     # ---- the run ----------------------------------------------------------------------------
     async def run(self) -> LocalRunResult:
@@ -298,7 +367,9 @@ class LocalNet:
         chain = await self.connect()
         try:
             await self.register_all(chain)
-            self.start_validator()
+            for name in self.cfg.validator_names:
+                self.start_validator(name)
+            await self.wait_for_validators(chain)
             for spec in self.cfg.miners:
                 self.start_miner(spec)
             first = await self.wait_for_windows(self.cfg.windows)
@@ -324,13 +395,16 @@ class LocalNet:
             return None, 0
         first = max(ws[0] for ws in submitted)
         finished = [set(self.miner_windows(n)) for n in honest]
-        closed = {int(r["window"]) for r in read_metrics(self.validator_metrics()) if "window" in r}
+        closed = set.intersection(*[
+            {int(r["window"]) for r in read_metrics(self.validator_metrics(v)) if "window" in r}
+            for v in self.cfg.validator_names
+        ])
         window_range = range(first, first + self.cfg.windows)
         done = [w for w in window_range if w in closed and all(w in ws for ws in finished)]
         return first, len(done)
 
     async def wait_for_windows(self, count: int) -> int:
-        """Wait until ``count`` windows are closed by the validator and every honest miner."""
+        """Wait until ``count`` windows are closed by every validator and every honest miner."""
         deadline = time.monotonic() + self.cfg.timeout_s
         last = (None, -1)
         while True:
@@ -346,18 +420,23 @@ class LocalNet:
             await asyncio.sleep(0.5)
 
     async def wait_for_emission(self, chain: Chain) -> None:
-        """Wait past the next tempo boundary (+ margin) so the epoch pays the weights set."""
+        """Wait past the next tempo boundary (+ margin) so the epoch pays the weights set;
+        then up to three more tempos until a miner earns and every validator has dividends."""
         target = await chain.block() + self.cfg.tempo + 2
         timeout = (self.cfg.tempo + 10) * max(self.cfg.block_time, 0.05) * 4 + 30
         log.info("waiting for the next epoch (block %d) so emission is paid", target)
         await chain.wait_for_block(target, timeout=timeout)
-        for _ in range(self.cfg.tempo * 2):
-            mg = await chain.metagraph(self.cfg.subnet.netuid)
-            if any(mg.emission[self.uids[m.name]] > 0 for m in self.honest()):
+        for _ in range(self.cfg.tempo * 3):
+            if self.paid(await chain.metagraph(self.cfg.subnet.netuid)):
                 return
             self.check_alive()
             await asyncio.sleep(self.cfg.block_time)
-        log.warning("no miner has emission yet after waiting an extra tempo")
+        log.warning("no miner has emission (or a validator no dividends) after waiting three more tempos")
+
+    def paid(self, mg: Any) -> bool:
+        """Some honest miner has emission and every validator has dividends."""
+        miners = any(mg.emission[self.uids[m.name]] > 0 for m in self.honest())
+        return miners and all(mg.dividends[self.uids[v]] > 0 for v in self.cfg.validator_names)
 
     def collect(self, metagraph: dict[str, Any], first: int, seconds: float) -> LocalRunResult:
         miners = {m.name: read_metrics(self.miner_metrics(m.name)) for m in self.cfg.miners}
@@ -369,4 +448,5 @@ class LocalNet:
             metagraph=metagraph,
             first_window=first,
             seconds=seconds,
+            other_validators={v: read_metrics(self.validator_metrics(v)) for v in self.cfg.validator_names[1:]},
         )

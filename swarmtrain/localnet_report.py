@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from swarmtrain.localnet import VALIDATOR, LocalRunResult
+from swarmtrain.localnet import VALIDATOR, LocalRunResult, is_validator_name
 
 
 def _uid_list(value: Any) -> list[int]:
@@ -34,13 +34,23 @@ def _uid_map(value: Any) -> dict[int, float]:
     return {int(k): float(v) for k, v in (value or {}).items()}
 
 
+def _validator_hashes(records: Sequence[Mapping[str, Any]]) -> dict[int, str | None]:
+    """{window: θ_{w+1} hash} from a validator's metrics lines."""
+    return {int(r["window"]): r.get("model_hash") or r.get("next_model_hash") for r in records if "window" in r}
+
+
 def window_rows(result: LocalRunResult) -> list[dict[str, Any]]:
-    """One row per trained window: loss, contributors, scores, hash agreement."""
+    """One row per trained window (the lead's view): loss, contributors, scores, hash agreement.
+
+    ``hash_agree``: every honest miner and every other validator that closed the window
+    reports the lead's θ_{w+1} hash; a validator that never closed it counts as disagreeing.
+    """
     by_window = {int(r["window"]): r for r in result.validator_records if "window" in r}
     miner_hashes = {
         name: {int(r["window"]): r.get("model_hash") for r in recs if r.get("event") == "window"}
         for name, recs in result.miner_records.items()
     }
+    others = {name: _validator_hashes(recs) for name, recs in result.other_validators.items()}
     refusals = _refusals(result)
     honest = [m.name for m in result.cfg.miners if m.honest]
     rows = []
@@ -50,6 +60,7 @@ def window_rows(result: LocalRunResult) -> list[dict[str, Any]]:
             continue
         val_hash = rec.get("model_hash") or rec.get("next_model_hash")
         seen = {n: miner_hashes[n][w] for n in honest if w in miner_hashes.get(n, {})}
+        validators = {n: hashes.get(w) for n, hashes in others.items()}
         rows.append({
             "window": w,
             "val_loss": rec.get("val_loss"),
@@ -59,7 +70,8 @@ def window_rows(result: LocalRunResult) -> list[dict[str, Any]]:
             "refused": refusals.get(w, {}),
             "model_hash": val_hash,
             "miners_reporting": sorted(seen),
-            "hash_agree": bool(val_hash) and all(h == val_hash for h in seen.values()),
+            "validator_hashes": validators,
+            "hash_agree": bool(val_hash) and all(h == val_hash for h in [*seen.values(), *validators.values()]),
         })
     return rows
 
@@ -94,6 +106,7 @@ def build_summary(result: LocalRunResult) -> dict[str, Any]:
         "names": names,
         "honest_miners": honest_uids,
         "validator_uid": result.uids.get(VALIDATOR),
+        "validator_uids": sorted(uid for name, uid in result.uids.items() if is_validator_name(name)),
         "model_hash_agree": bool(rows) and len(rows) == result.cfg.windows and all(r["hash_agree"] for r in rows),
         "block": result.metagraph.get("block"),
         "seconds": round(result.seconds, 1),
@@ -124,7 +137,7 @@ def window_table(summary: Mapping[str, Any]) -> Table:
     A miner's cell is its window score, ``-`` when not evaluated, or the refusal it got.
     """
     names = {int(k): v for k, v in summary["names"].items()}
-    miner_uids = sorted(uid for uid, name in names.items() if name != VALIDATOR)
+    miner_uids = sorted(uid for uid, name in names.items() if not is_validator_name(name))
     table = Table(title="swarmtrain local: per window")
     for col in ("window", "val loss", "contributors"):
         table.add_column(col, justify="right")

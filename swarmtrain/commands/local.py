@@ -1,6 +1,6 @@
-"""`swarmtrain local`: a devnet, one validator and N miners on this machine, end to end.
+"""`swarmtrain local`: a devnet, validators and N miners on this machine, end to end.
 
-    swarmtrain local --miners 3 --windows 8 --preset tiny --out runs/local
+    swarmtrain local --miners 3 --windows 8 --preset tiny --out runs/local [--validators 2]
 
 Prints a per-window table (validation loss, contributors, per-miner scores) and the
 emission per uid; writes OUT/summary.json, OUT/logs/*.log and OUT/local.png.
@@ -17,6 +17,8 @@ HELP = "run a whole network locally (devnet, validator, miners) and report train
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--miners", type=int, default=3, help="number of miners (default 3)")
+    parser.add_argument("--validators", type=int, default=1,
+                        help="number of validators (default 1); the first holds the most stake and leads")
     parser.add_argument("--windows", type=int, default=8, help="trained windows to run (default 8)")
     parser.add_argument("--preset", default="tiny", help="model preset: tiny (default) or small")
     parser.add_argument("--out", type=Path, default=Path("runs/local"), help="output directory")
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from swarmtrain.localnet import LocalNet, LocalNetConfig, LocalNetError, default_miners
     from swarmtrain.localnet_report import build_summary, plot, render, write_summary
 
+    if args.validators < 1:
+        return fail("--validators must be at least 1")
     setup_logging("INFO")
     _interrupt_on_sigterm()
     console = Console()
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = LocalNetConfig(
         out=args.out, miners=default_miners(args.miners), windows=args.windows,
         subnet=subnet_config(args, builtin_corpus().content_hash), block_time=args.block_time,
-        tempo=args.tempo, timeout_s=args.timeout, device=args.device,
+        tempo=args.tempo, timeout_s=args.timeout, device=args.device, validators=args.validators,
     )
     try:
         with LocalNet(cfg) as net:

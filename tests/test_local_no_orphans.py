@@ -1,0 +1,92 @@
+"""`swarmtrain local` killed with SIGKILL leaves no process behind (Linux: PR_SET_PDEATHSIG).
+
+Starts the command as a subprocess, waits until its devnet, validator and miner children
+run, kills the parent with -9 and asserts every child exits within a bounded wait.
+About 20-40 s on 2 cores (most of it the network's start-up).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = os.environ.get("SWARMTRAIN_CACHE") or str(Path.home() / ".cache" / "swarmtrain")
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; prctl is Linux-only")
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) from /proc, or None when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1])
+
+
+def children_of(parent: int) -> dict[int, str]:
+    """{pid: command line} of the live children of ``parent``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(int(entry.name))
+        if stat is None or stat[1] != parent or stat[0] == "Z":
+            continue
+        try:
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie has exited; only its entry is left
+
+
+def _wait_for_children(proc: subprocess.Popen, kinds: tuple[str, ...], timeout: float) -> dict[int, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"swarmtrain local exited early with {proc.returncode}"
+        kids = children_of(proc.pid)
+        if all(any(f"swarmtrain {kind}" in cmd for cmd in kids.values()) for kind in kinds):
+            return kids
+        time.sleep(0.2)
+    pytest.fail(f"children {kinds} did not all start within {timeout}s: {children_of(proc.pid)}")
+
+
+def test_children_die_with_a_killed_parent(tmp_path):
+    env = dict(os.environ, HOME=str(tmp_path / "home"), SWARMTRAIN_CACHE=CACHE, PYTHONPATH=str(ROOT))
+    argv = [
+        sys.executable, "-m", "swarmtrain", "local", "--out", str(tmp_path / "out"), "--miners", "1",
+        "--windows", "50", "--block-time", "0.5", "--tempo", "10", "--timeout", "120",
+    ]
+    with open(tmp_path / "local.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    kids: dict[int, str] = {}
+    try:
+        kids = _wait_for_children(proc, ("devnet", "validator", "miner"), timeout=120)
+        assert len(kids) == 3, kids
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in kids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = {pid: cmd for pid, cmd in kids.items() if _alive(pid)}
+        assert not left, f"orphans outlived the killed parent: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for pid in kids:  # only the pids this test saw started
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,107 @@
+"""Two validators on 127.0.0.1: devnet + lead + follower + 2 honest miners, as processes.
+
+The lead (more stake) publishes every Aggregate(w); the follower scores the same
+submissions, fetches and applies the lead's aggregate and must end each window with
+the same model hash as the lead and the miners. Both set weights, so after a tempo
+both earn dividends and both miners earn incentive. Slow-ish: about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from node.logs import read_metrics
+from protocol.data import builtin_corpus
+from protocol.subnet import SubnetConfig
+from swarmtrain.localnet import LocalNet, LocalNetConfig, MinerSpec
+from swarmtrain.localnet_report import build_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = os.environ.get("SWARMTRAIN_CACHE") or str(Path.home() / ".cache" / "swarmtrain")
+WINDOWS = 2
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local2")
+    old_home = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp / "home")  # the SDK writes under ~/.bittensor
+    os.environ["SWARMTRAIN_CACHE"] = CACHE
+    subnet = SubnetConfig(
+        preset="tiny", dataset_hash=builtin_corpus(CACHE).content_hash, seq_len=64, batch_size=8,
+        inner_steps=8, inner_lr=1e-2, blocks_per_window=10, eval_samples=16, checkpoint_every=2,
+    )
+    cfg = LocalNetConfig(
+        out=tmp / "out", miners=[MinerSpec("miner1"), MinerSpec("miner2")], windows=WINDOWS,
+        subnet=subnet, block_time=0.5, tempo=10, timeout_s=120, validators=2,
+        extra_env={"PYTHONPATH": str(ROOT), "HOME": str(tmp / "home"), "SWARMTRAIN_CACHE": CACHE},
+    )
+    try:
+        with LocalNet(cfg) as net:
+            result = asyncio.run(net.run())
+            yield net, result
+    finally:
+        if old_home is not None:
+            os.environ["HOME"] = old_home
+
+
+def _windows(records: list[dict]) -> dict[int, dict]:
+    return {int(r["window"]): r for r in records if "window" in r}
+
+
+def test_both_validators_accept_every_miners_submissions(network):
+    net, result = network
+    uid = result.uids
+    validators = {uid["validator"], uid["validator2"]}
+    for name in ("miner1", "miner2"):
+        submitted = [r for r in result.miner_records[name] if r.get("submitted")]
+        assert len(submitted) >= WINDOWS, f"{name} submitted only {len(submitted)} times"
+        # every trained window reached both validators
+        both = [r for r in submitted if set(r["accepted"]) >= validators]
+        assert len(both) >= WINDOWS, [(r["window"], r["accepted"], r.get("refused")) for r in submitted]
+    lead, follower = _windows(result.validator_records), _windows(result.other_validators["validator2"])
+    for w in range(result.first_window, result.first_window + WINDOWS):
+        for records in (lead, follower):
+            assert {uid["miner1"], uid["miner2"]} <= set(records[w]["submissions"]), records[w]
+
+
+def test_follower_applies_the_leads_aggregates(network):
+    net, result = network
+    summary = build_summary(result)
+    assert summary["model_hash_agree"] is True, summary["windows"]
+    lead, follower = _windows(result.validator_records), _windows(result.other_validators["validator2"])
+    for row in summary["windows"]:
+        w = row["window"]
+        assert row["validator_hashes"] == {"validator2": row["model_hash"]}
+        assert follower[w]["contributors"] == lead[w]["contributors"]  # the lead's aggregate, not its own
+        assert follower[w]["model_hash"] == lead[w]["model_hash"]
+    # the follower stored the lead's exact bytes; it built none of its own
+    follower_state = net.state_dir("validator2") / "aggregates"
+    lead_state = net.state_dir("validator") / "aggregates"
+    for w in range(result.first_window, result.first_window + WINDOWS):
+        name = f"{w:08d}.bin"
+        assert (follower_state / name).read_bytes() == (lead_state / name).read_bytes()
+    for name in ("validator", "validator2"):
+        log_text = net.processes[name].log_path.read_text(errors="replace")
+        assert "set weights at block" in log_text, f"{name} never set weights"
+
+
+def test_both_validators_earn_dividends_and_both_miners_incentive(network):
+    net, result = network
+    summary = build_summary(result)
+    uid = result.uids
+    assert summary["validator_uids"] == sorted([uid["validator"], uid["validator2"]])
+    neurons = {n["uid"]: n for n in result.metagraph["neurons"]}
+    assert neurons[uid["validator"]]["stake"] > neurons[uid["validator2"]]["stake"] > 0
+    for name in ("validator", "validator2"):
+        assert summary["dividends"][uid[name]] > 0, summary["dividends"]
+    for name in ("miner1", "miner2"):
+        assert summary["incentive"][uid[name]] > 0, summary["incentive"]
+        assert summary["emission"][uid[name]] > 0, summary["emission"]
+    assert set(summary["emission"]) == {uid[n] for n in ("validator", "validator2", "miner1", "miner2")}
+    # the lead's metrics carry the per-window rows; the follower wrote its own
+    assert read_metrics(net.validator_metrics("validator2"))
