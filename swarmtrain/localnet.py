@@ -86,25 +86,34 @@ def validator_stake(index: int, lead_stake: float) -> float:
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+def _load_prctl() -> Any:
+    """libc's ``prctl`` on Linux, else None; resolved in the parent (no dlopen after fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
 def die_with_parent() -> None:
     """``preexec_fn`` of every child: Linux sends it SIGTERM when its parent dies (even by SIGKILL).
 
     The signal fires when the *thread* that forked the child exits, so children are started
-    from the main thread. Elsewhere (no ``prctl``) this does nothing; ``stop_all`` still
-    stops every child on a normal exit, Ctrl-C or SIGTERM.
+    from the main thread. Without ``prctl`` (not Linux) children are started without this
+    hook; ``stop_all`` still stops every child on a normal exit, Ctrl-C or SIGTERM.
     """
     parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: no prctl
-        return
+    _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect: do not start at all
         os._exit(1)
 
 
 def _preexec() -> Any:
-    return die_with_parent if sys.platform.startswith("linux") else None
+    return die_with_parent if _PRCTL is not None else None
 
 
 @dataclass(frozen=True)
