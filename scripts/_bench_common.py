@@ -114,6 +114,19 @@ def write_json(out_dir: Path, name: str, data: Mapping[str, Any]) -> Path:
     return path
 
 
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def fake_hotkey(uid: int) -> str:
+    """A well-formed ss58-looking address per uid (base58 digits; nothing is signed with it)."""
+    digits, n = [], uid
+    while True:
+        n, r = divmod(n, 58)
+        digits.append(_B58[r])
+        if n == 0:
+            return "5F" + "".join(reversed(digits)).rjust(46, "1")
+
+
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A GitHub markdown table; values formatted with ``fmt_value``."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

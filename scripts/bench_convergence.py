@@ -172,7 +172,7 @@ class SimMiner:
     def __init__(self, exp: Experiment, uid: int) -> None:
         s = exp.subnet
         self.uid = uid
-        self.hotkey = fake_hotkey(uid)
+        self.hotkey = bc.fake_hotkey(uid)
         self.trainer = InnerTrainer(preset(s.preset), lr=s.inner_lr,
                                     weight_decay=s.inner_weight_decay, device=exp.device)
         self.feedback = codec.ErrorFeedback(beta=s.error_feedback_beta)
@@ -191,19 +191,6 @@ class SimMiner:
         update = codec.decode(received, state.spec, ccfg)
         return StoredSubmission(window=state.window, uid=self.uid, hotkey=self.hotkey,
                                 header=header, payload=received, update=update)
-
-
-def fake_hotkey(uid: int) -> str:
-    """A well-formed ss58-looking address per uid (base58 digits; nothing is signed here)."""
-    digits, n = [], uid
-    while True:
-        n, r = divmod(n, 58)
-        digits.append(_B58[r])
-        if n == 0:
-            return "5F" + "".join(reversed(digits)).rjust(46, "1")
-
-
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 def codec_config(s: SubnetConfig) -> codec.CodecConfig:
@@ -384,7 +371,7 @@ def print_table(curves: dict[str, Curve], stats: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- cli
 
 QUICK = {"preset": "tiny", "miners": 4, "windows": 40}
-DEFAULT = {"preset": "tiny", "miners": 8, "windows": 150}
+DEFAULT = {"preset": "tiny", "miners": 8, "windows": 100}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

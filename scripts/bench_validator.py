@@ -79,17 +79,6 @@ class Costs:
         return self.evaluate_fixed + self.aggregate + self.val_loss
 
 
-def fake_hotkey(uid: int) -> str:
-    """A well-formed ss58-looking address per uid (nothing is signed in this benchmark)."""
-    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-    digits, n = [], uid
-    while True:
-        n, r = divmod(n, 58)
-        digits.append(alphabet[r])
-        if n == 0:
-            return "5F" + "".join(reversed(digits)).rjust(46, "1")
-
-
 def random_delta(spec: dict[str, tuple[int, ...]], gen: torch.Generator, scale: float) -> dict[str, Tensor]:
     """A pseudo-gradient of the right shapes; evaluation cost does not depend on its content."""
     return {name: torch.randn(shape, generator=gen) * scale for name, shape in spec.items()}
@@ -103,7 +92,7 @@ def make_bodies(cfg: SubnetConfig, state: ModelState, population: int, count: in
     for uid in range(count):
         payload = codec.encode(codec.compress(random_delta(state.spec, gen, 1e-3), ccfg), ccfg)
         indices = assigned_samples(cfg.seed_bytes, state.window, uid, cfg.samples_per_window, population)
-        bodies.append(build_submission(cfg, window=state.window, uid=uid, hotkey=fake_hotkey(uid),
+        bodies.append(build_submission(cfg, window=state.window, uid=uid, hotkey=bc.fake_hotkey(uid),
                                        base_model_hash=state.hash(), indices=indices, payload=payload))
     return bodies
 
