@@ -81,10 +81,17 @@ def _shapes(updates: Sequence[Mapping[str, Tensor]]) -> dict[str, torch.Size]:
 
 
 def aggregate(
-    updates: Sequence[Mapping[str, Tensor]], weights: Sequence[float] | None = None
+    updates: Sequence[Mapping[str, Tensor]], weights: Sequence[float] | None = None,
+    *, per_position: bool = False,
 ) -> Update:
     """Clip to the median norm, then the (weighted) mean; names absent from an update count
-    as zeros there. Empty input gives ``{}``. Output: fp32 CPU tensors, names sorted."""
+    as zeros there. Empty input gives ``{}``. Output: fp32 CPU tensors, names sorted.
+
+    ``per_position``: divide each position by the weight of the updates that are non-zero
+    there instead of by the total. Sparse (top-k) updates from different miners rarely share
+    positions, so the plain mean shrinks most entries by 1/G; this keeps each sent entry at
+    the scale its senders gave it (positions nobody sent stay 0).
+    """
     if not updates:
         return {}
     coefs = _check_weights(weights, len(updates))
@@ -94,10 +101,12 @@ def aggregate(
     out: Update = {}
     for name in sorted(shapes):
         acc = torch.zeros(shapes[name], dtype=torch.float32)
+        mass = torch.zeros(shapes[name], dtype=torch.float32)  # weight of senders per position
         for update, coef in zip(clipped, coefs, strict=True):
             if name in update and coef > 0:
                 acc = acc + update[name] * (coef / total)  # fixed order: contributor order
-        out[name] = acc
+                mass = mass + (update[name] != 0).to(torch.float32) * (coef / total)
+        out[name] = acc / mass.clamp(min=torch.finfo(torch.float32).tiny) if per_position else acc
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,12 +39,13 @@ class SubnetConfig(BaseModel):
     codec_chunk: int = Field(64, ge=1, le=4096, description="chunk side: 2-D tensors cut into chunk x chunk blocks")
     codec_topk: int = Field(64, ge=1, description="values kept per chunk")
     codec_bits: int = Field(2, ge=1, le=8, description="bits per kept value")
-    error_feedback_beta: float = Field(0.95, ge=0, le=1.0)
-    outer_lr: float = Field(1.0, gt=0, le=10.0)
+    error_feedback_beta: float = Field(0.7, ge=0, le=1.0, description="error-feedback decay (tuned with scripts/bench_convergence.py)")
+    outer_lr: float = Field(1.5, gt=0, le=10.0, description="outer SGD step on the aggregate (tuned with scripts/bench_convergence.py)")
     outer_momentum: float = Field(0.0, ge=0, lt=1.0)
+    aggregation: Literal["mean", "per-position"] = Field("per-position", description="how contributors are averaged: plain mean, or each position over the contributors that sent it")
     top_g: int = Field(8, ge=1, le=1024, description="contributors aggregated per window")
     eval_samples: int = Field(32, ge=1, le=4096, description="samples per own/random evaluation batch (fewer make the own-vs-random test noisy)")
-    max_evaluations: int = Field(16, ge=1, description="miners evaluated per window at most")
+    max_evaluations: int = Field(64, ge=1, description="miners evaluated per window at most")
     checkpoint_every: int = Field(5, ge=1, description="K: full checkpoint every K windows")
 
     @property

@@ -8,7 +8,7 @@
                   median-norm clip + mean (``protocol.outer.aggregate``), outer step.
 (c) ``network`` — the network as shipped: (b) plus error feedback, the codec's
                   compress/encode/decode round trip (the bytes a miner uploads), top-G
-                  selection, and the lossless aggregate payload every node downloads.
+                  selection, and the aggregate payload every node downloads.
 
 Equal tokens: in window w, miner ``uid`` trains on ``assigned_samples(seed, w, uid,
 H*B)`` in H batches of B; the AdamW baseline's step h of window w is the concatenation
@@ -27,12 +27,10 @@ Last line: ``loss_ratio_vs_adamw=<x> loss_ratio_vs_dense=<x> compression_ratio_f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import statistics
 import time
-import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +49,8 @@ from protocol import codec, criteria, windows  # noqa: E402
 from protocol.data import TokenDataset, builtin_corpus  # noqa: E402
 from protocol.messages import Submission, unpack_envelope  # noqa: E402
 from protocol.model import build_model, count_params, lm_loss, preset  # noqa: E402
-from protocol.outer import OuterOptimizer, aggregate, clip_to_median_norm  # noqa: E402
+from protocol.outer import OuterOptimizer, aggregate  # noqa: E402
 from protocol.subnet import SubnetConfig  # noqa: E402
-from validator import aggregation as validator_aggregation  # noqa: E402
 from validator.aggregation import build_aggregate  # noqa: E402
 from validator.evaluate import Evaluator  # noqa: E402
 from validator.store import StoredSubmission  # noqa: E402
@@ -69,10 +66,10 @@ class Experiment:
     miners: int  # M simulated miners (uids 0..M-1)
     windows: int  # W windows
     adamw_lr: float  # the baseline's lr (defaults to the inner lr)
-    dense_outer_lr: float  # the dense variant's outer lr (defaults to the subnet's)
+    dense_outer_lr: float  # the dense variant's outer lr (default 1.0, its best)
     nesterov: bool  # outer Nesterov momentum (only with outer_momentum > 0)
     aggregate_all: bool  # diagnosis: aggregate every honest miner, whatever its score
-    aggregation: str  # "mean" (protocol.outer.aggregate, shipped) or "index-mean" (experiment)
+    aggregation: str  # SubnetConfig.aggregation: "per-position" (shipped) or "mean"
     val_samples: int  # fixed validation samples (val split) the curves are measured on
     device: str
 
@@ -224,7 +221,7 @@ def run_dense(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> Curve:
 def run_network(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> tuple[Curve, Traffic]:
     """M miners in one process, sequentially, through the nodes' own code: miner trainer,
     error feedback + codec, submission envelope, validator evaluation and scoring, top-G
-    aggregate with its lossless payload, and ``ModelState.apply_aggregate`` (hash-checked)."""
+    aggregate with its payload, and ``ModelState.apply_aggregate`` (hash-checked)."""
     s, device = exp.subnet, torch.device(exp.device)
     state = ModelState.initial(s)
     state.outer = _outer(exp)
@@ -263,37 +260,6 @@ def count_zero_scores(result: Any, traffic: Traffic) -> None:
             no_gain = criteria.relative_gain(ev.random_before, ev.random_after) <= 0
             reason = "gain" if no_gain else "gate" if not criteria.trained_on_assigned_data(ev) else "other"
             traffic.zero_scores[reason] = traffic.zero_scores.get(reason, 0) + 1
-
-
-def index_mean_aggregate(updates: Sequence[Mapping[str, Tensor]],
-                         weights: Sequence[float] | None = None) -> dict[str, Tensor]:
-    """Experiment: clip to the median norm, then average each position over the updates
-    that are non-zero there (sparse updates from different miners rarely share positions,
-    so the plain mean shrinks most of them by 1/G). ``weights`` are ignored (all equal)."""
-    clipped = clip_to_median_norm(updates)
-    out: dict[str, Tensor] = {}
-    for name in sorted(clipped[0]) if clipped else []:
-        total = torch.zeros_like(clipped[0][name])
-        count = torch.zeros_like(total)
-        for u in clipped:
-            total = total + u[name]
-            count = count + (u[name] != 0).float()
-        out[name] = total / count.clamp(min=1.0)
-    return out
-
-
-@contextlib.contextmanager
-def aggregation_rule(name: str) -> Iterator[None]:
-    """Run the validator's aggregation with the chosen rule (``mean`` changes nothing)."""
-    if name == "mean":
-        yield
-        return
-    original = validator_aggregation.outer
-    validator_aggregation.outer = types.SimpleNamespace(aggregate=index_mean_aggregate)
-    try:
-        yield
-    finally:
-        validator_aggregation.outer = original
 
 
 def _outer(exp: Experiment, lr: float | None = None) -> OuterOptimizer:
@@ -388,8 +354,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inner-lr", type=float, default=d.inner_lr)
     p.add_argument("--adamw-lr", type=float, help="baseline lr (default: --inner-lr)")
     p.add_argument("--outer-lr", type=float, default=d.outer_lr)
-    p.add_argument("--dense-outer-lr", type=float,
-                   help="outer lr of the dense variant (default: --outer-lr), to compare each at its best")
+    p.add_argument("--dense-outer-lr", type=float, default=1.0,
+                   help="outer lr of the dense variant (1.0 is its best; each variant at its best)")
     p.add_argument("--outer-momentum", type=float, default=d.outer_momentum)
     p.add_argument("--nesterov", action="store_true", help="Nesterov outer momentum")
     p.add_argument("--chunk", type=int, default=d.codec_chunk)
@@ -399,9 +365,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-g", type=int, default=d.top_g)
     p.add_argument("--aggregate-all", action="store_true",
                    help="diagnosis: aggregate every miner, ignoring the scores' top-G choice")
-    p.add_argument("--aggregation", choices=("mean", "index-mean"), default="mean",
-                   help="mean: the shipped protocol.outer.aggregate; index-mean (experiment): each "
-                        "position averaged over the contributors that sent it")
+    p.add_argument("--aggregation", choices=("per-position", "mean"), default=d.aggregation,
+                   help="per-position: each position averaged over the contributors that sent it "
+                        "(shipped); mean: the plain mean")
     p.add_argument("--val-samples", type=int, default=128)
     p.add_argument("--seed", default=d.seed, help="subnet seed (model init and data assignment)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="subset to run (ratios need all)")
@@ -420,12 +386,12 @@ def experiment_from(args: argparse.Namespace) -> Experiment:
         batch_size=args.batch_size, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
         codec_chunk=args.chunk, codec_topk=args.topk, codec_bits=args.bits,
         error_feedback_beta=args.ef_beta, outer_lr=args.outer_lr,
-        outer_momentum=args.outer_momentum, top_g=args.top_g,
+        outer_momentum=args.outer_momentum, top_g=args.top_g, aggregation=args.aggregation,
     )
     return Experiment(
         subnet=subnet, miners=args.miners or base["miners"], windows=args.windows or base["windows"],
         adamw_lr=args.adamw_lr or args.inner_lr, nesterov=args.nesterov,
-        dense_outer_lr=args.dense_outer_lr or args.outer_lr,
+        dense_outer_lr=args.dense_outer_lr,
         aggregate_all=args.aggregate_all, aggregation=args.aggregation,
         val_samples=args.val_samples, device=str(bc.pick_device(args.device)),
     )
@@ -444,8 +410,7 @@ def run(exp: Experiment, variants: Sequence[str], out: Path) -> dict[str, Any]:
         elif name == "dense":
             curves[name] = run_dense(exp, ds, val)
         else:
-            with aggregation_rule(exp.aggregation):
-                curves[name], traffic = run_network(exp, ds, val)
+            curves[name], traffic = run_network(exp, ds, val)
         extra = (f", {statistics.mean(traffic.contributors):.2f} contributors/window, honest "
                  f"miners scored 0: {traffic.zero_scores}" if name == "network" and traffic.contributors else "")
         print(f"{name}: final val loss {curves[name].final:.4f} in {curves[name].seconds:.1f}s{extra}",

@@ -1,6 +1,6 @@
 """Aggregation: top-G contributors by window score, clipped to the median norm, averaged.
 
-The result is published as an ``Aggregate`` header plus a lossless payload
+The result is published as an ``Aggregate`` header plus an aggregate payload
 (``node.aggregate_payload``); ``next_model_hash`` is computed by applying exactly those
 bytes to a copy of θ_w, the same code path every other node runs.
 
@@ -30,10 +30,11 @@ def choose_contributors(window_scores: Mapping[int, float], top_g: int) -> list[
 
 
 def aggregate_payload(state: ModelState, updates: list[Mapping[str, Tensor]]) -> bytes:
-    """Clip + mean of dense updates, as lossless aggregate bytes (b"" when there are none)."""
+    """Clip + mean of dense updates (``cfg.aggregation``), as aggregate bytes (b"" if none)."""
     if not updates:
         return b""
-    return encode_aggregate(outer.aggregate(updates), state.spec)
+    per_position = state.cfg.aggregation == "per-position"
+    return encode_aggregate(outer.aggregate(updates, per_position=per_position), state.spec)
 
 
 def build_aggregate(

@@ -176,3 +176,25 @@ def test_lr_one_reproduces_averaging_of_miner_models() -> None:
     for name, param in start.named_parameters():
         expected = (miners[0][name] + miners[1][name]) / 2
         assert torch.allclose(param.detach(), expected, atol=1e-6), name
+
+
+def test_per_position_mean_averages_each_entry_over_its_senders_only() -> None:
+    # two sparse updates of equal norm (no clipping): overlap only at position 1
+    a = {"w": torch.tensor([2.0, 2.0, 0.0, 0.0])}
+    b = {"w": torch.tensor([0.0, 2.0, 2.0, 0.0])}
+    plain = aggregate([a, b])["w"]
+    per = aggregate([a, b], per_position=True)["w"]
+    assert torch.equal(plain, torch.tensor([1.0, 2.0, 1.0, 0.0]))
+    assert torch.equal(per, torch.tensor([2.0, 2.0, 2.0, 0.0]))  # nobody sent 3: stays 0
+
+
+def test_per_position_respects_weights_and_matches_mean_on_dense_updates() -> None:
+    a = {"w": torch.tensor([1.0, 3.0])}
+    b = {"w": torch.tensor([3.0, 1.0])}
+    assert torch.equal(aggregate([a, b], per_position=True)["w"], aggregate([a, b])["w"])
+    c = {"w": torch.tensor([4.0, 0.0])}
+    d = {"w": torch.tensor([0.0, 4.0])}
+    # each position has one sender: the other's weight does not dilute it
+    assert torch.equal(aggregate([c, d], weights=[1.0, 3.0])["w"], torch.tensor([1.0, 3.0]))
+    assert torch.equal(aggregate([c, d], weights=[1.0, 3.0], per_position=True)["w"],
+                       torch.tensor([4.0, 4.0]))
