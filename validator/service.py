@@ -135,7 +135,7 @@ class Validator:
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
         await self.publish_endpoint()
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
-        await self.sync_chain()
+        await self.sync_chain(force=True)
         self.refresh_view()
 
     def restore_submissions(self) -> int:
@@ -171,11 +171,19 @@ class Validator:
             if max_windows is not None and self.windows_closed >= max_windows:
                 return
             # a follower waiting for the lead's aggregate asks again soon: intake is shut meanwhile
-            period = self.settings.poll_interval_s
+            period = self.poll_period()
             if self.waiting_for_lead:
                 period = min(period, FOLLOWER_POLL_S)
             with contextlib.suppress(asyncio.TimeoutError):  # the poll period elapsed
                 await asyncio.wait_for(stop.wait(), period)
+
+    def poll_period(self) -> float:
+        """Seconds between ticks: the setting, or a quarter block on a faster chain, so a
+        window is closed (and miners get its aggregate) within a fraction of a block."""
+        chain_poll = getattr(self.chain, "poll_interval", None)
+        if isinstance(chain_poll, (int, float)) and chain_poll > 0:
+            return min(self.settings.poll_interval_s, float(chain_poll))
+        return self.settings.poll_interval_s
 
     async def tick(self) -> None:
         """One pass of the loop: sync → close finished windows → weights."""
@@ -190,11 +198,13 @@ class Validator:
 
     # ---- steps ------------------------------------------------------------------------------
 
-    async def sync_chain(self) -> None:
+    async def sync_chain(self, *, force: bool = False) -> None:
         """Read the block and the metagraph; chain errors are logged and retried next tick."""
         try:
-            self.block = await self.chain.block()
-            self.metagraph = await self.chain.metagraph(self.cfg.netuid)
+            block = await self.chain.block()
+            if force or block != self.block or self.metagraph is None:  # changes per block at most
+                self.metagraph = await self.chain.metagraph(self.cfg.netuid)
+            self.block = block
         except ChainError as exc:
             log.warning("chain read failed (retrying next tick): %s", exc)
         self.refresh_view()
