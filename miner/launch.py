@@ -21,7 +21,8 @@ from miner.state import MinerStateStore
 from miner.trainer import InnerTrainer
 from node.logs import MetricsWriter
 from node.signed_http import SignedClient
-from protocol.data import DatasetSpec, TokenDataset, open_dataset, verify_dataset
+from node.subnet_setup import load_subnet_config, subnet_dataset
+from protocol.data import TokenDataset
 from protocol.model import preset
 from protocol.subnet import SubnetConfig
 
@@ -48,14 +49,7 @@ class MinerSettings:
 
 def subnet_config(s: MinerSettings) -> SubnetConfig:
     """The subnet config file if given (its netuid/preset must agree), else defaults."""
-    if s.subnet_config is None:
-        return SubnetConfig(netuid=s.netuid, preset=s.preset or "tiny")
-    cfg = SubnetConfig.load(s.subnet_config)
-    if cfg.netuid != s.netuid:
-        raise ValueError(f"--netuid {s.netuid} but {s.subnet_config} is for netuid {cfg.netuid}")
-    if s.preset is not None and s.preset != cfg.preset:
-        raise ValueError(f"--preset {s.preset} but the subnet trains preset {cfg.preset!r}")
-    return cfg
+    return load_subnet_config(s.subnet_config, s.netuid, s.preset)
 
 
 def state_dir(s: MinerSettings) -> Path:
@@ -66,9 +60,7 @@ def state_dir(s: MinerSettings) -> Path:
 
 def dataset_for(cfg: SubnetConfig) -> TokenDataset:
     """The subnet's dataset, refusing to start on different tokens."""
-    ds = open_dataset(cfg.dataset_name)
-    verify_dataset(ds, DatasetSpec(name=cfg.dataset_name, content_hash=cfg.dataset_hash))
-    return ds
+    return subnet_dataset(cfg)
 
 
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from chain.client import Chain
 from chain.wallets import load_wallet
-from protocol.data import DatasetSpec, TokenDataset, open_dataset, verify_dataset
+from node.subnet_setup import load_subnet_config, subnet_dataset
+from protocol.data import TokenDataset
 from protocol.subnet import SubnetConfig
 from validator.service import Validator
 from validator.settings import ValidatorSettings
@@ -38,12 +39,7 @@ class LaunchSettings:
 
 def subnet_config(s: LaunchSettings) -> SubnetConfig:
     """The subnet config file if given (its netuid must agree), else defaults for the netuid."""
-    if s.subnet_config is None:
-        return SubnetConfig(netuid=s.netuid)
-    cfg = SubnetConfig.load(s.subnet_config)
-    if cfg.netuid != s.netuid:
-        raise ValueError(f"--netuid {s.netuid} but {s.subnet_config} is for netuid {cfg.netuid}")
-    return cfg
+    return load_subnet_config(s.subnet_config, s.netuid)
 
 
 def default_state_dir(s: LaunchSettings) -> Path:
@@ -51,10 +47,8 @@ def default_state_dir(s: LaunchSettings) -> Path:
 
 
 def dataset_for(cfg: SubnetConfig) -> TokenDataset:
-    """The subnet's dataset; refuses to start on different tokens than the subnet pins."""
-    ds = open_dataset(cfg.dataset_name)
-    verify_dataset(ds, DatasetSpec(name=cfg.dataset_name, content_hash=cfg.dataset_hash))
-    return ds
+    """The subnet's dataset, refusing to start on different tokens."""
+    return subnet_dataset(cfg)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

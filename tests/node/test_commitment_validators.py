@@ -77,3 +77,18 @@ def test_no_validator():
 )
 def test_axon_url(axon, url):
     assert axon_url(axon) == url
+
+
+def test_load_subnet_config_checks_flags_against_the_file(tmp_path):
+    from node.subnet_setup import load_subnet_config
+    from protocol.subnet import SubnetConfig
+
+    assert load_subnet_config(None, netuid=3).netuid == 3
+    assert load_subnet_config(None, netuid=3, preset="small").preset == "small"
+    path = tmp_path / "subnet.json"
+    SubnetConfig(netuid=2, preset="tiny").save(path)
+    assert load_subnet_config(path, netuid=2).preset == "tiny"
+    with pytest.raises(ValueError, match="--netuid 5"):
+        load_subnet_config(path, netuid=5)
+    with pytest.raises(ValueError, match="--preset small"):
+        load_subnet_config(path, netuid=2, preset="small")
