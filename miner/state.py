@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from node.checkpoints import atomic_write, fsync_dir
 from node.model_state import ModelState
 from protocol.subnet import SubnetConfig
 
@@ -103,14 +104,6 @@ def _key(kind: str, key: str) -> Any:
     return int(key) if kind == "int" else key
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
@@ -139,7 +132,7 @@ class MinerStateStore:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         self._write_parts(tmp, state)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         self._write_latest(final.name)
@@ -163,11 +156,7 @@ class MinerStateStore:
             _fsync_file(directory / name)
 
     def _write_latest(self, name: str) -> None:
-        tmp = self.root / f".{LATEST}.tmp"
-        tmp.write_text(name, encoding="utf-8")
-        _fsync_file(tmp)
-        os.replace(tmp, self.root / LATEST)
-        _fsync_dir(self.root)
+        atomic_write(self.root / LATEST, name.encode("utf-8"))
 
     def _prune(self) -> None:
         dirs = sorted(p for p in self.root.glob("ckpt-*") if p.is_dir())
