@@ -8,45 +8,23 @@ both earn dividends and both miners earn incentive. Slow-ish: about a minute on 
 
 from __future__ import annotations
 
-import asyncio
-import os
-from pathlib import Path
-
 import pytest
 
 from node.logs import read_metrics
-from protocol.data import builtin_corpus
-from protocol.subnet import SubnetConfig
-from swarmtrain.localnet import LocalNet, LocalNetConfig, MinerSpec
+from swarmtrain.localnet import MinerSpec
 from swarmtrain.localnet_report import build_summary
+from tests.localnet_fixtures import running_localnet, tiny_subnet
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = os.environ.get("SWARMTRAIN_CACHE") or str(Path.home() / ".cache" / "swarmtrain")
 WINDOWS = 2
 
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("local2")
-    old_home = os.environ.get("HOME")
-    os.environ["HOME"] = str(tmp / "home")  # the SDK writes under ~/.bittensor
-    os.environ["SWARMTRAIN_CACHE"] = CACHE
-    subnet = SubnetConfig(
-        preset="tiny", dataset_hash=builtin_corpus(CACHE).content_hash, seq_len=64, batch_size=8,
-        inner_steps=8, inner_lr=1e-2, blocks_per_window=10, eval_samples=16, checkpoint_every=2,
-    )
-    cfg = LocalNetConfig(
-        out=tmp / "out", miners=[MinerSpec("miner1"), MinerSpec("miner2")], windows=WINDOWS,
-        subnet=subnet, block_time=0.5, tempo=10, timeout_s=120, validators=2,
-        extra_env={"PYTHONPATH": str(ROOT), "HOME": str(tmp / "home"), "SWARMTRAIN_CACHE": CACHE},
-    )
-    try:
-        with LocalNet(cfg) as net:
-            result = asyncio.run(net.run())
-            yield net, result
-    finally:
-        if old_home is not None:
-            os.environ["HOME"] = old_home
+    with running_localnet(
+        tmp_path_factory.mktemp("local2"), subnet=tiny_subnet(inner_steps=8, eval_samples=16),
+        miners=[MinerSpec("miner1"), MinerSpec("miner2")], windows=WINDOWS, timeout_s=120, validators=2,
+    ) as started:
+        yield started
 
 
 def _windows(records: list[dict]) -> dict[int, dict]:
