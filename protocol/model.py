@@ -247,6 +247,16 @@ def build_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
     return model
 
 
+def sample_losses(model: nn.Module, batch: Tensor) -> Tensor:
+    """Per-sample mean next-token cross-entropy, (B,) fp32; batch (B, T+1) as ``lm_loss``."""
+    if batch.dim() != 2 or batch.shape[1] < 2:
+        raise ValueError(f"batch must have shape (B, T+1) with T >= 1, got {tuple(batch.shape)}")
+    logits = model(batch[:, :-1])  # (B, T, V)
+    per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1),
+                                reduction="none")
+    return per_token.view(batch.shape[0], -1).mean(dim=1)
+
+
 def lm_loss(model: nn.Module, batch: Tensor) -> Tensor:
     """Mean next-token cross-entropy; batch (B, T+1): inputs batch[:, :-1], targets batch[:, 1:]."""
     if batch.dim() != 2 or batch.shape[1] < 2:

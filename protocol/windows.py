@@ -20,6 +20,9 @@ any numpy/torch version, so it is built from sha256 alone:
   ``entropy`` (a secret the miner cannot know in advance) and takes, in order, the first
   ``count`` values that are not among the uid's assigned samples (``assigned_count`` of
   them: a validator drawing 8 evaluation samples excludes the miner's whole assignment).
+* ``unassigned_samples`` draws, with ``entropy``, from the slots past every submitting
+  uid's assignment: samples nobody trained on this window, one batch shared by all the
+  miners a validator evaluates.
 
 Example:
     >>> window_of(45, 20), window_start_block(2, 20), window_end_block(2, 20)
@@ -102,6 +105,27 @@ def random_samples(
             picked.append(value)
         slot += 1
     return picked
+
+
+def unassigned_samples(seed: bytes, window: int, count: int, population: int, entropy: bytes,
+                       *, reserved_slots: int) -> list[int]:
+    """``count`` distinct samples that no uid below ``reserved_slots // per-uid count`` trains
+    on in ``window``, unpredictable without ``entropy``: the validator's shared random batch.
+
+    They are the assignment permutation's values at slots ``reserved_slots + Q(j)``, where
+    ``Q`` is a permutation of the unreserved slots keyed by ``entropy``. When fewer than
+    ``count`` slots are unreserved (a tiny dataset), slots are drawn from the whole population.
+    """
+    window, _, count, population = _check_draw(seed, window, 0, count, population)
+    reserved = _index("reserved_slots", reserved_slots)
+    if not isinstance(entropy, bytes | bytearray):
+        raise ValueError(f"entropy must be bytes, got {type(entropy).__name__}")
+    free = population - reserved
+    if free < count:
+        reserved, free = 0, population
+    assign = _FeistelPermutation(_key(_ASSIGN_DOMAIN, seed, window, population), population)
+    pick = _FeistelPermutation(_key(_RANDOM_DOMAIN, seed, window, free, b"shared", bytes(entropy)), free)
+    return [assign(reserved + pick(j)) for j in range(count)]
 
 
 class _FeistelPermutation:

@@ -180,3 +180,16 @@ def test_docstring_examples() -> None:
     import protocol.windows
 
     assert doctest.testmod(protocol.windows).failed == 0
+
+
+def test_unassigned_samples_avoid_every_submitters_assignment() -> None:
+    from protocol.windows import unassigned_samples
+
+    seed, window, count, population = b"s", 3, 20, 2000
+    taken = {i for uid in range(10) for i in assigned_samples(seed, window, uid, count, population)}
+    drawn = unassigned_samples(seed, window, 50, population, b"e1", reserved_slots=10 * count)
+    assert len(set(drawn)) == 50 and not set(drawn) & taken
+    assert drawn == unassigned_samples(seed, window, 50, population, b"e1", reserved_slots=10 * count)
+    assert drawn != unassigned_samples(seed, window, 50, population, b"e2", reserved_slots=10 * count)
+    tiny = unassigned_samples(seed, window, 50, 60, b"e1", reserved_slots=40)  # too few free: whole population
+    assert len(set(tiny)) == 50 and max(tiny) < 60
