@@ -1,20 +1,32 @@
-"""The published scoring rules: how a validator turns evaluations into scores and weights.
+"""The published scoring rules (criteria v3): how a validator turns measurements into pay.
 
-Pure functions over plain data (floats, dicts), so miners can read, run and check them.
-The rules are explained for miners in docs/criteria.md; ``CRITERIA_VERSION`` and
-``criteria_hash()`` identify them, and a validator publishes the hash on chain.
+Pure functions over plain data, so miners can read, run and check them; docs/criteria.md
+explains them in words and a test keeps its parameter table equal to ``CriteriaParams``.
+``CRITERIA_VERSION`` and ``criteria_hash()`` identify the rules; validators publish the hash.
 
-One window, for a validator: ``select_for_evaluation`` picks whom to evaluate; for each
-pick the validator measures losses into an ``Evaluation``; ``find_copies`` flags later
-duplicates; ``window_score`` gives each a score; ``top_contributors`` chooses whom to
-aggregate; ``update_scores`` rolls scores into moving averages; ``weights_from_scores``
-gives the weights set on chain.
+One window, for a validator:
+
+1. ``select_for_evaluation`` picks whom to evaluate (least recently evaluated first, part at
+   random with the validator's secret).
+2. The validator measures each pick into an ``Evaluation``: the update, rescaled to the
+   window's ``reference_norm`` (so scale never matters), is applied to θ_w; ``gain`` is the
+   relative loss gain on random samples nobody could predict, ``own_z`` the Welch t of the
+   per-sample gains on the miner's own assigned samples against the random ones
+   (``own_data_z``): evidence it trained on its own data.
+3. ``find_copies`` / ``matches_earlier`` flag updates too similar (``protocol.similarity``)
+   to an earlier arrival, to an earlier window's update or to the published aggregate.
+4. ``judge_window`` gives each a ``Verdict``: score 1 (useful, own, original work) or 0,
+   with the reason. The own-data test counts only in windows where it can tell
+   (``evidence_bar``): early in training nobody's own-data gain stands out, and then
+   honest miners are paid on gain alone.
+5. ``update_scores`` rolls verdicts into per-miner records; ``weights_from_scores`` gives
+   the weights set on chain: score EMA × own-data evidence record.
 
 Example:
-    >>> ev = Evaluation(uid=3, hotkey="5F...", own_before=4.0, own_after=3.0,
-    ...                 random_before=4.0, random_after=3.6, base_hash_ok=True, arrival=1.0)
-    >>> round(window_score(ev, is_copy=False), 3)   # gain on random data: (4.0 - 3.6) / 4.0
-    0.1
+    >>> evs = {u: Evaluation(u, f"hk{u}", gain=0.01, own_z=6.0) for u in range(4)}
+    >>> evs[4] = Evaluation(4, "hk4", gain=0.01, own_z=0.3)        # trained on other data
+    >>> {u: v.reason for u, v in judge_window(evs, {}).items()}[4]
+    'no_own_data'
 """
 
 from __future__ import annotations
@@ -22,56 +34,77 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
-CRITERIA_VERSION = 2
+from protocol.similarity import similarity_matrix
 
-# (index overlap, cosine) of two miners' updates, see ``index_overlap`` and ``update_cosine``
-Similarity = tuple[float, float]
-SimilaritySource = Callable[[int, int], Similarity] | Mapping[tuple[int, int], Similarity]
+CRITERIA_VERSION = 3
+
+# Why a window scores 0 (or "ok"), in the order judge_window checks them.
+REASONS = ("wrong_base_model", "empty", "not_finite", "copy", "no_gain", "no_own_data", "ok")
+EARLIER = -1  # find_copies/matches_earlier: the original is an earlier window's update or aggregate
 
 
 @dataclass(frozen=True)
 class CriteriaParams:
-    """The knobs of the rules; their default values are part of ``criteria_hash``.
+    """The knobs of the rules; their values are part of ``criteria_hash`` (docs/criteria.md).
 
-    min_relative_gain: a window scores only if the gain on random data exceeds this.
-    own_vs_random_margin: the gain on the miner's own data must beat the gain on random
-        data by more than this (proof it trained on its assignment).
-    copy_overlap_threshold / copy_cosine_threshold: an update sharing at least this share
-        of top-k positions AND this cosine with an earlier one is a copy.
-    score_alpha: EMA rate of the per-miner score.
-    assigned_alpha: EMA rate of the "trained on its assigned data" win rate; pay is the
-        score EMA times this win rate, because one window's own-vs-random comparison is noisy
-        (early in training both gains are nearly equal), while over many windows an honest
-        miner wins it at least as often as it loses and one that trains elsewhere does not.
-    missing_decay: factor applied to the score of a registered miner that did not submit.
-    random_eval_share: share of the evaluation budget drawn at random (the rest goes to
-        the least recently evaluated), so no miner can predict it will be skipped.
+    own_eval_samples / random_eval_samples: samples per evaluated miner from its own
+        assignment (a secret subset) and from the window's unassigned samples (shared by
+        every miner of the window); more samples give the own-data test more power.
+    gain_quantile / gain_floor: an update is useful when its random-data gain is at least
+        ``gain_floor`` × the ``gain_quantile`` quantile of the window's positive gains.
+    evidence_quorum / z_informative: the own-data test counts in a window only when the
+        ``evidence_quorum``-th largest ``own_z`` reaches ``z_informative``.
+    z_min / z_relative: then an update passes when ``own_z >= max(z_min, z_relative × that z)``.
+    evidence_alpha / evidence_prior: EMA rate of the pass (1) / fail (0) record over
+        informative windows, and its value for a new hotkey (no evidence yet).
+    copy_similarity: similarity at or above which an update is a copy of an earlier one.
+    history_windows: how many earlier windows' updates (and the last aggregate) a new
+        update is compared with (stale replays, free-riding on the aggregate).
+    score_alpha: EMA rate of the per-miner score of 0/1 window verdicts.
+    missing_decay: factor on the score of a registered miner that did not submit.
+    unevaluated_decay: factor on the score of a miner that submitted but was not evaluated.
+    random_eval_share: share of the evaluation budget drawn at random (the rest goes to the
+        least recently evaluated), so no miner can predict it will be skipped.
     """
 
-    min_relative_gain: float = 0.0
-    own_vs_random_margin: float = 0.0
-    copy_overlap_threshold: float = 0.4
-    copy_cosine_threshold: float = 0.95
+    own_eval_samples: int = 160
+    random_eval_samples: int = 160
+    gain_quantile: float = 0.75
+    gain_floor: float = 0.3
+    evidence_quorum: int = 2
+    z_informative: float = 4.0
+    z_min: float = 2.5
+    z_relative: float = 0.3
+    evidence_alpha: float = 0.5
+    evidence_prior: float = 0.5
+    copy_similarity: float = 0.6
+    history_windows: int = 3
     score_alpha: float = 0.2
-    assigned_alpha: float = 0.1
-    missing_decay: float = 0.75
+    missing_decay: float = 0.5
+    unevaluated_decay: float = 0.9
     random_eval_share: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("score_alpha", "missing_decay", "random_eval_share",
-                     "copy_overlap_threshold", "copy_cosine_threshold"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if not (math.isfinite(self.min_relative_gain) and math.isfinite(self.own_vs_random_margin)):
-            raise ValueError("min_relative_gain and own_vs_random_margin must be finite")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not math.isfinite(value):
+                raise ValueError(f"{f.name} must be finite, got {value}")
+        unit = ("gain_quantile", "gain_floor", "z_relative", "evidence_alpha", "evidence_prior",
+                "copy_similarity", "score_alpha", "missing_decay", "unevaluated_decay", "random_eval_share")
+        for name in unit:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if min(self.own_eval_samples, self.random_eval_samples) < 2:
+            raise ValueError("own_eval_samples and random_eval_samples must be at least 2")
+        if self.evidence_quorum < 1 or self.history_windows < 0:
+            raise ValueError("evidence_quorum must be >= 1 and history_windows >= 0")
 
 
 DEFAULT_PARAMS = CriteriaParams()
@@ -85,30 +118,28 @@ def criteria_hash(params: CriteriaParams = DEFAULT_PARAMS) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# ---- one evaluation ---------------------------------------------------------------------
+# ---- measurements -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Evaluation:
     """What a validator measured for one miner in one window.
 
-    Losses are mean LM losses of θ_w (before) and θ_w − Δ_miner (after) on the miner's own
-    assigned samples and on random samples it could not predict. ``base_hash_ok`` says the
-    submission named θ_w as its base model; ``arrival`` orders submissions (earlier wins).
+    ``gain``: (L_before − L_after) / L_before on the window's random samples, the update
+    rescaled to the reference norm. ``own_z``: ``own_data_z`` of the per-sample gains.
+    ``norm``: the update's norm as sent (0 = empty). ``base_hash_ok``: it named θ_w.
 
     Example:
-        >>> Evaluation(1, "5F...", 4.0, 3.0, 4.0, 3.5, True, 0.0).uid
+        >>> Evaluation(1, "5F...", gain=0.02, own_z=5.0).uid
         1
     """
 
     uid: int
     hotkey: str
-    own_before: float
-    own_after: float
-    random_before: float
-    random_after: float
-    base_hash_ok: bool
-    arrival: float
+    gain: float
+    own_z: float
+    norm: float = 1.0
+    base_hash_ok: bool = True
 
 
 def relative_gain(before: float, after: float) -> float:
@@ -118,97 +149,140 @@ def relative_gain(before: float, after: float) -> float:
     return (before - after) / before
 
 
-def _losses_finite(ev: Evaluation) -> bool:
-    losses = (ev.own_before, ev.own_after, ev.random_before, ev.random_after)
-    return all(math.isfinite(x) for x in losses)
+def reference_norm(norms: Iterable[float]) -> float:
+    """The norm every update is rescaled to before it is measured: the median of the
+    window's non-zero finite update norms (1.0 if there are none)."""
+    usable = [n for n in norms if math.isfinite(n) and n > 0]
+    return statistics.median(usable) if usable else 1.0
 
 
-def trained_on_assigned_data(ev: Evaluation, params: CriteriaParams = DEFAULT_PARAMS) -> bool:
-    """The update helps the miner's own samples more than random ones (by the margin)."""
-    if not _losses_finite(ev):
-        return False
-    own = relative_gain(ev.own_before, ev.own_after)
-    rand = relative_gain(ev.random_before, ev.random_after)
-    return own > rand + params.own_vs_random_margin
+def own_data_z(own_gains: Sequence[float], random_gains: Sequence[float]) -> float:
+    """Welch's t of mean(own_gains) − mean(random_gains) (per-sample loss gains).
 
-
-def window_score(ev: Evaluation, is_copy: bool, params: CriteriaParams = DEFAULT_PARAMS) -> float:
-    """A miner's score for one window, in [0, 1].
-
-    0 for a wrong base model, a non-finite loss, a copy, or a random-data gain not above
-    ``min_relative_gain``; otherwise the relative loss improvement on random data. Whether it
-    trained on its own data is judged over many windows by ``assignment_check``.
+    Large when the update lowered the loss of the miner's own samples more than that of
+    samples it never saw: the trace training leaves on its data. 0 if either side has
+    fewer than 2 samples, ±inf-free (a zero variance counts as a tiny one).
     """
-    if not ev.base_hash_ok or is_copy or not _losses_finite(ev):
+    if len(own_gains) < 2 or len(random_gains) < 2:
         return 0.0
-    gain = relative_gain(ev.random_before, ev.random_after)
-    if gain <= params.min_relative_gain:
+    a, b = np.asarray(own_gains, dtype=np.float64), np.asarray(random_gains, dtype=np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return 0.0
-    return min(gain, 1.0)
-
-
-def assignment_check(ev: Evaluation, is_copy: bool, params: CriteriaParams = DEFAULT_PARAMS) -> float:
-    """1.0 if this window's update helped the miner's own data more than random data, else 0.0.
-
-    A copy, a wrong base model or a non-finite loss counts as 0.0.
-    """
-    if not ev.base_hash_ok or is_copy:
-        return 0.0
-    return 1.0 if trained_on_assigned_data(ev, params) else 0.0
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    return float((a.mean() - b.mean()) / max(se, 1e-12))
 
 
 # ---- copies -----------------------------------------------------------------------------
 
 
-def index_overlap(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
-    """Shared top-k positions over the smaller set; ``a``/``b`` map names to flat indices."""
-    size_a = sum(int(torch.unique(v).numel()) for v in a.values())
-    size_b = sum(int(torch.unique(v).numel()) for v in b.values())
-    if size_a == 0 or size_b == 0:
-        return 0.0
-    shared = 0
-    for name in sorted(set(a) & set(b)):
-        shared += int(torch.isin(torch.unique(a[name]), torch.unique(b[name])).sum())
-    return shared / min(size_a, size_b)
-
-
-def update_cosine(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
-    """Cosine similarity of two dense updates (float64); names missing on one side are zero."""
-    dot = norm_a = norm_b = 0.0
-    for name in sorted(set(a) | set(b)):
-        va = a[name].detach().double().flatten() if name in a else None
-        vb = b[name].detach().double().flatten() if name in b else None
-        if va is not None and vb is not None:
-            dot += float(va @ vb)
-        norm_a += float(va @ va) if va is not None else 0.0
-        norm_b += float(vb @ vb) if vb is not None else 0.0
-    if norm_a <= 0 or norm_b <= 0:
-        return 0.0
-    return dot / math.sqrt(norm_a * norm_b)
-
-
-def _pair(similarity: SimilaritySource, u: int, v: int) -> Similarity:
-    if callable(similarity):
-        return similarity(u, v)
-    return similarity.get((u, v)) or similarity.get((v, u)) or (0.0, 0.0)
-
-
 def find_copies(
-    arrivals: Mapping[int, float], similarity: SimilaritySource,
+    arrivals: Mapping[int, float], sketches: Mapping[int, np.ndarray],
     params: CriteriaParams = DEFAULT_PARAMS,
 ) -> dict[int, int]:
-    """copier uid -> original uid. Earlier arrival is the original (ties: lower uid); a
-    pair is a copy when overlap >= copy_overlap_threshold and cosine >= copy_cosine_threshold.
-    ``similarity`` is a callable (u, v) -> (overlap, cosine) or a dict keyed by uid pairs."""
+    """copier uid -> original uid within one window: similarity >= ``copy_similarity``
+    with an update that arrived earlier (ties: lower uid first); chains credit the first."""
     order = sorted(arrivals, key=lambda uid: (arrivals[uid], uid))
+    sims = similarity_matrix([sketches[u] for u in order], [sketches[u] for u in order])
     copies: dict[int, int] = {}
     for k, uid in enumerate(order):
-        for earlier in order[:k]:
-            overlap, cosine = _pair(similarity, earlier, uid)
-            if overlap >= params.copy_overlap_threshold and cosine >= params.copy_cosine_threshold:
-                copies[uid] = copies.get(earlier, earlier)  # credit the first original
+        for j in range(k):
+            if sims[k, j] >= params.copy_similarity:
+                copies[uid] = copies.get(order[j], order[j])
                 break
     return copies
+
+
+def matches_earlier(
+    sketches: Mapping[int, np.ndarray], earlier: Sequence[np.ndarray],
+    params: CriteriaParams = DEFAULT_PARAMS,
+) -> set[int]:
+    """uids whose update is at least ``copy_similarity`` alike to one of ``earlier``
+    (updates of the last ``history_windows`` windows and the last published aggregate)."""
+    uids = sorted(sketches)
+    sims = similarity_matrix([sketches[u] for u in uids], list(earlier))
+    return {u for u, row in zip(uids, sims, strict=True) if row.size and row.max() >= params.copy_similarity}
+
+
+# ---- one window's verdicts --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvidenceBar:
+    """Whether the own-data test counts this window, and the ``own_z`` an update needs."""
+
+    informative: bool
+    z_top: float  # the evidence_quorum-th largest own_z of the window
+    z_pass: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One evaluated miner's window: ``score`` 1 or 0, ``reason`` from ``REASONS``,
+    ``evidence`` 1/0 where the own-data test counted (None elsewhere)."""
+
+    uid: int
+    score: float
+    reason: str
+    evidence: float | None
+    gain: float
+    own_z: float
+
+
+def evidence_bar(evals: Mapping[int, Evaluation], params: CriteriaParams = DEFAULT_PARAMS) -> EvidenceBar:
+    """The test counts when ``evidence_quorum`` updates show ``own_z >= z_informative``."""
+    zs = sorted((e.own_z for e in evals.values() if math.isfinite(e.own_z)), reverse=True)
+    k = int(params.evidence_quorum)
+    z_top = zs[k - 1] if len(zs) >= k else 0.0
+    return EvidenceBar(z_top >= params.z_informative, z_top, max(params.z_min, params.z_relative * z_top))
+
+
+def gain_bar(evals: Mapping[int, Evaluation], params: CriteriaParams = DEFAULT_PARAMS) -> float:
+    """The least random-data gain that counts as useful this window (> 0 always)."""
+    gains = sorted(e.gain for e in evals.values() if math.isfinite(e.gain) and e.gain > 0)
+    if not gains:
+        return math.inf
+    reference = float(np.quantile(np.asarray(gains), params.gain_quantile))
+    return max(params.gain_floor * reference, 1e-12)
+
+
+def _reason(ev: Evaluation, copied: bool, useful_at: float, bar: EvidenceBar) -> str:
+    if not ev.base_hash_ok:
+        return "wrong_base_model"
+    if ev.norm <= 0:
+        return "empty"
+    if not (math.isfinite(ev.gain) and math.isfinite(ev.own_z) and math.isfinite(ev.norm)):
+        return "not_finite"
+    if copied:
+        return "copy"
+    if ev.gain < useful_at:
+        return "no_gain"
+    if bar.informative and ev.own_z < bar.z_pass:
+        return "no_own_data"
+    return "ok"
+
+
+def judge_window(
+    evals: Mapping[int, Evaluation], copies: Mapping[int, int] | Iterable[int],
+    params: CriteriaParams = DEFAULT_PARAMS,
+) -> dict[int, Verdict]:
+    """uid -> Verdict for every evaluated uid (``copies``: uids flagged as copies)."""
+    copied = set(copies)
+    bar, useful_at = evidence_bar(evals, params), gain_bar(evals, params)
+    out: dict[int, Verdict] = {}
+    for uid in sorted(evals):
+        ev = evals[uid]
+        reason = _reason(ev, uid in copied, useful_at, bar)
+        evidence = None
+        if bar.informative and reason in ("ok", "no_own_data", "copy"):
+            evidence = 1.0 if reason == "ok" else 0.0
+        out[uid] = Verdict(uid, 1.0 if reason == "ok" else 0.0, reason, evidence, ev.gain, ev.own_z)
+    return out
+
+
+def top_contributors(verdicts: Mapping[int, Verdict], g: int) -> list[int]:
+    """Up to ``g`` uids scored 1 this window, highest gain first (ties: lower uid)."""
+    ranked = sorted((-v.gain, uid) for uid, v in verdicts.items() if v.score > 0)
+    return [uid for _, uid in ranked[: max(g, 0)]]
 
 
 # ---- scores over windows ----------------------------------------------------------------
@@ -216,7 +290,10 @@ def find_copies(
 
 @dataclass
 class MinerScore:
-    """A miner's moving-average score, tied to the hotkey that holds its uid.
+    """A miner's record, tied to the hotkey that holds its uid.
+
+    ``ema``: moving average of its 0/1 window scores. ``evidence``: moving average of its
+    own-data test results in informative windows (``evidence_prior`` until the first).
 
     Example:
         >>> MinerScore.from_dict(MinerScore("5F...", ema=0.2).to_dict()).ema
@@ -225,10 +302,10 @@ class MinerScore:
 
     hotkey: str
     ema: float = 0.0
+    evidence: float = DEFAULT_PARAMS.evidence_prior
     windows_seen: int = 0  # windows in which it was evaluated
     last_window: int = -1  # last window this record was updated
     last_evaluated: int = -1  # last window it was evaluated (-1: never)
-    assigned: float = 0.5  # EMA of assignment_check (0/1): own-vs-random win rate, 0.5 = no evidence
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,10 +315,8 @@ class MinerScore:
         """Inverse of ``to_dict``; raises ValueError on a malformed record."""
         try:
             return cls(hotkey=str(data["hotkey"]), ema=float(data["ema"]),
-                       windows_seen=int(data["windows_seen"]),
-                       last_window=int(data["last_window"]),
-                       last_evaluated=int(data.get("last_evaluated", -1)),
-                       assigned=float(data.get("assigned", 0.5)))
+                       evidence=float(data["evidence"]), windows_seen=int(data["windows_seen"]),
+                       last_window=int(data["last_window"]), last_evaluated=int(data["last_evaluated"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed miner score record: {exc}") from exc
 
@@ -260,45 +335,45 @@ def _ema(rate: float, value: float, prev: float) -> float:
     return rate * value + (1.0 - rate) * prev
 
 
-def _advance(rec: MinerScore, window: int, result: float | None, check: float | None,
-             submitted: bool, params: CriteriaParams) -> MinerScore:
+def _advance(rec: MinerScore, window: int, verdict: Verdict | None, submitted: bool,
+             params: CriteriaParams) -> MinerScore:
     """One window's update of one record (a new object; the input is not modified)."""
-    ema, seen, last_eval, assigned = rec.ema, rec.windows_seen, rec.last_evaluated, rec.assigned
-    if result is not None:
-        ema = _ema(params.score_alpha, result if math.isfinite(result) else 0.0, ema)
+    ema, evidence, seen, last_eval = rec.ema, rec.evidence, rec.windows_seen, rec.last_evaluated
+    if verdict is not None:
+        ema = _ema(params.score_alpha, verdict.score, ema)
+        if verdict.evidence is not None:
+            evidence = _ema(params.evidence_alpha, verdict.evidence, evidence)
         seen, last_eval = seen + 1, window
-    elif not submitted:
-        ema = ema * params.missing_decay
-    if check is not None:
-        assigned = _ema(params.assigned_alpha, max(0.0, min(1.0, check)), assigned)
-    return MinerScore(rec.hotkey, ema, seen, window, last_eval, assigned)
+    elif submitted:
+        ema *= params.unevaluated_decay
+    else:
+        ema *= params.missing_decay
+    return MinerScore(rec.hotkey, ema, evidence, seen, window, last_eval)
 
 
 def update_scores(
-    prev: Mapping[int, MinerScore], window: int, results: Mapping[int, float],
+    prev: Mapping[int, MinerScore], window: int, verdicts: Mapping[int, Verdict],
     submitted: Iterable[int], hotkeys: Mapping[int, str], params: CriteriaParams = DEFAULT_PARAMS,
-    checks: Mapping[int, float] | None = None,
 ) -> dict[int, MinerScore]:
-    """Scores after ``window`` for every registered uid (``hotkeys``: uid -> hotkey now).
+    """Records after ``window`` for every registered uid (``hotkeys``: uid -> hotkey now).
 
-    Evaluated uids move their EMA toward the window score; registered uids that did not
-    submit decay by ``missing_decay``; submitted but unevaluated ones keep their score.
-    ``checks`` (uid -> 0/1 from ``assignment_check``) move the ``assigned`` win rate. A
-    uid whose hotkey changed (re-registration) starts from zero; deregistered uids drop out;
-    results for unregistered uids are ignored. A record already updated for this window or
-    a later one is kept as is, so replaying a window after a restart changes nothing.
+    Evaluated uids move their EMA toward the verdict's score (and their evidence record
+    where the own-data test counted); uids that submitted but were not evaluated decay by
+    ``unevaluated_decay``, registered uids that did not submit by ``missing_decay``. A uid
+    whose hotkey changed (re-registration) starts afresh; deregistered uids drop out;
+    verdicts for unregistered uids are ignored. A record already updated for this window
+    or a later one is kept as is, so replaying a window after a restart changes nothing.
     """
     submitted_set = set(submitted)
     out: dict[int, MinerScore] = {}
     for uid in sorted(hotkeys):
         rec = prev.get(uid)
         if rec is None or rec.hotkey != hotkeys[uid]:
-            rec = MinerScore(hotkey=hotkeys[uid])
+            rec = MinerScore(hotkey=hotkeys[uid], evidence=params.evidence_prior)
         if rec.last_window >= window:
             out[uid] = rec
             continue
-        check = None if checks is None else checks.get(uid)
-        out[uid] = _advance(rec, window, results.get(uid), check, uid in submitted_set, params)
+        out[uid] = _advance(rec, window, verdicts.get(uid), uid in submitted_set, params)
     return out
 
 
@@ -329,25 +404,18 @@ def select_for_evaluation(
 
 
 def weights_from_scores(scores: Mapping[int, MinerScore]) -> dict[int, float]:
-    """uid -> weight ∝ max(ema, 0) · assigned win rate, summing to 1; none positive gives ``{}``."""
-    pay = {uid: s.ema * s.assigned for uid, s in scores.items()}
-    positive = {uid: v for uid, v in pay.items()
-                if math.isfinite(v) and v > 0 and scores[uid].ema > 0}
+    """uid -> weight ∝ ema × evidence, summing to 1; none positive gives ``{}``."""
+    pay = {uid: s.ema * s.evidence for uid, s in scores.items()}
+    positive = {uid: v for uid, v in pay.items() if math.isfinite(v) and v > 0}
     total = sum(positive.values())
     if total <= 0:
         return {}
     return {uid: positive[uid] / total for uid in sorted(positive)}
 
 
-def top_contributors(window_scores: Mapping[int, float], g: int) -> list[int]:
-    """The ``g`` best positive, finite window scores, highest first (ties: lower uid)."""
-    ranked = [(-s, uid) for uid, s in window_scores.items() if math.isfinite(s) and s > 0]
-    return [uid for _, uid in sorted(ranked)[: max(g, 0)]]
-
-
 __all__ = [
-    "CRITERIA_VERSION", "CriteriaParams", "DEFAULT_PARAMS", "Evaluation", "MinerScore",
-    "assignment_check", "criteria_hash", "dump_scores", "find_copies", "index_overlap", "load_scores",
-    "relative_gain", "select_for_evaluation", "top_contributors", "trained_on_assigned_data",
-    "update_cosine", "update_scores", "weights_from_scores", "window_score",
+    "CRITERIA_VERSION", "CriteriaParams", "DEFAULT_PARAMS", "EARLIER", "Evaluation", "EvidenceBar",
+    "MinerScore", "REASONS", "Verdict", "criteria_hash", "dump_scores", "evidence_bar", "find_copies",
+    "gain_bar", "judge_window", "load_scores", "matches_earlier", "own_data_z", "reference_norm",
+    "relative_gain", "select_for_evaluation", "top_contributors", "update_scores", "weights_from_scores",
 ]

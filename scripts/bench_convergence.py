@@ -31,7 +31,7 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from torch import Tensor, nn  # noqa: E402
 from miner.submit import build_submission  # noqa: E402
 from miner.trainer import InnerTrainer  # noqa: E402
 from node.model_state import ModelState, initial_seed  # noqa: E402
-from protocol import codec, criteria, windows  # noqa: E402
+from protocol import codec, windows  # noqa: E402
 from protocol.data import TokenDataset, builtin_corpus  # noqa: E402
 from protocol.messages import Submission, unpack_envelope  # noqa: E402
 from protocol.model import build_model, count_params, lm_loss, preset  # noqa: E402
@@ -103,7 +103,7 @@ class Traffic:
     upload_bytes: list[int] = field(default_factory=list)  # one per miner per window
     download_bytes: list[int] = field(default_factory=list)  # one aggregate per window
     contributors: list[int] = field(default_factory=list)  # aggregated miners per window
-    zero_scores: dict[str, int] = field(default_factory=lambda: {"gate": 0, "gain": 0})  # honest, scored 0
+    zero_scores: dict[str, int] = field(default_factory=dict)  # honest, scored 0
 
 
 # ---------------------------------------------------------------------------- data
@@ -241,8 +241,10 @@ def run_network(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> tuple[C
         result = judge.evaluate_window(state, subs, last_evaluated=last_evaluated, secret=b"bench")
         last_evaluated.update({uid: w for uid in result.evaluations})
         count_zero_scores(result, traffic)
-        scores = {m.uid: 1.0 for m in miners} if exp.aggregate_all else result.scores
-        header, payload = build_aggregate(state, scores, result.dense,
+        verdicts = result.verdicts
+        if exp.aggregate_all:
+            verdicts = {u: replace(v, score=1.0, reason="ok") for u, v in verdicts.items()}
+        header, payload = build_aggregate(state, verdicts, result.dense,
                                           {m.uid: m.hotkey for m in miners}, s)
         traffic.download_bytes.append(len(payload))
         traffic.contributors.append(len(header.contributors))
@@ -253,13 +255,10 @@ def run_network(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> tuple[C
 
 
 def count_zero_scores(result: Any, traffic: Traffic) -> None:
-    """Why honest miners got a zero window score: no gain on random data, else the
-    own-vs-random test (where the criteria version zeroes the score for it)."""
-    for uid, ev in result.evaluations.items():
-        if result.scores.get(uid, 0.0) <= 0:
-            no_gain = criteria.relative_gain(ev.random_before, ev.random_after) <= 0
-            reason = "gain" if no_gain else "gate" if not criteria.trained_on_assigned_data(ev) else "other"
-            traffic.zero_scores[reason] = traffic.zero_scores.get(reason, 0) + 1
+    """Why honest miners got a zero window score (the criteria's verdict reasons)."""
+    for verdict in result.verdicts.values():
+        if verdict.score <= 0:
+            traffic.zero_scores[verdict.reason] = traffic.zero_scores.get(verdict.reason, 0) + 1
 
 
 def _outer(exp: Experiment, lr: float | None = None) -> OuterOptimizer:

@@ -1,11 +1,11 @@
-"""Aggregation: top-G contributors by window score, clipped to the median norm, averaged.
+"""Aggregation: top-G contributors (scored 1, highest gain first), clipped to the median norm, averaged.
 
 The result is published as an ``Aggregate`` header plus an aggregate payload
 (``node.aggregate_payload``); ``next_model_hash`` is computed by applying exactly those
 bytes to a copy of θ_w, the same code path every other node runs.
 
 Example:
-    >>> header, payload = build_aggregate(state, scores, dense, hotkeys, cfg)
+    >>> header, payload = build_aggregate(state, verdicts, dense, hotkeys, cfg)
     >>> state.apply_aggregate(header, payload) == header.next_model_hash
     True
 """
@@ -24,11 +24,6 @@ from protocol.messages import Aggregate, Contributor
 from protocol.subnet import SubnetConfig
 
 
-def choose_contributors(window_scores: Mapping[int, float], top_g: int) -> list[int]:
-    """The top-G uids by positive window score (highest first, ties: lower uid)."""
-    return criteria.top_contributors(window_scores, top_g)
-
-
 def aggregate_payload(state: ModelState, updates: list[Mapping[str, Tensor]]) -> bytes:
     """Clip + mean of dense updates (``cfg.aggregation``), as aggregate bytes (b"" if none)."""
     if not updates:
@@ -39,13 +34,13 @@ def aggregate_payload(state: ModelState, updates: list[Mapping[str, Tensor]]) ->
 
 def build_aggregate(
     state: ModelState,
-    window_scores: Mapping[int, float],
+    verdicts: Mapping[int, criteria.Verdict],
     dense: Mapping[int, Mapping[str, Tensor]],
     hotkeys: Mapping[int, str],
     cfg: SubnetConfig,
 ) -> tuple[Aggregate, bytes]:
     """The ``Aggregate`` of ``state.window`` and its payload; ``state`` is not modified."""
-    top = choose_contributors(window_scores, cfg.top_g)
+    top = criteria.top_contributors(verdicts, cfg.top_g)
     payload = aggregate_payload(state, [dense[uid] for uid in top])
     preview = state.copy()
     next_hash = preview.apply_payload(state.window, payload, len(top))

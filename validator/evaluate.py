@@ -1,34 +1,41 @@
-"""Evaluation of one window's submissions against the published criteria.
+"""Evaluation of one window's submissions against the published criteria (v3).
 
-For each evaluated miner: the LM loss of θ_w and of θ_w − Δ_miner on a batch of its own
-assigned samples and on a batch of random samples it could not predict (drawn with the
-validator's per-window secret). Copies are found by top-k index overlap and cosine of
-the decoded updates, earlier arrival winning. Cost per window is bounded by
-``SubnetConfig.max_evaluations`` (``criteria.select_for_evaluation``).
+Every submission is summarised cheaply (its norm and its similarity sketch) to find copies
+of earlier arrivals, of earlier windows' updates and of the last aggregate; then the chosen
+ones (``criteria.select_for_evaluation``, at most ``SubnetConfig.max_evaluations``) are
+decoded and measured: the update, rescaled to the window's reference norm, is applied to
+θ_w, and the per-sample losses before and after are taken on a secret subset of the
+miner's own assigned samples and on one batch of samples nobody was assigned this window
+(drawn with the validator's per-window secret, shared by every evaluated miner).
+``criteria.judge_window`` turns the measurements into verdicts.
 
 Example:
     >>> ev = Evaluator(cfg, dataset, device="cpu")
     >>> result = ev.evaluate_window(state, submissions, last_evaluated={}, secret=b"...")
-    >>> result.scores                       # uid -> window score in [0, 1]
+    >>> result.scores                       # uid -> 1.0 or 0.0
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from node.aggregate_payload import AGGREGATE_CODEC
 from node.model_state import ModelState
 from protocol import codec, criteria
 from protocol.codec import decompress
 from protocol.data import TokenDataset
-from protocol.model import Transformer, lm_loss
+from protocol.model import Transformer, lm_loss, sample_losses
+from protocol.similarity import sketch, update_norm
 from protocol.subnet import SubnetConfig
-from protocol.windows import assigned_samples, random_samples
+from protocol.windows import assigned_samples, unassigned_samples
 from validator.store import StoredSubmission
 
 
@@ -37,10 +44,16 @@ class WindowEvaluation:
     """What evaluating one window produced (all maps keyed by uid)."""
 
     evaluations: dict[int, criteria.Evaluation] = field(default_factory=dict)
-    copies: dict[int, int] = field(default_factory=dict)  # copier -> original
-    scores: dict[int, float] = field(default_factory=dict)  # window score of evaluated uids
-    checks: dict[int, float] = field(default_factory=dict)  # ±1 criteria.assignment_check
-    dense: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # decoded Δ (CPU) of submitters
+    verdicts: dict[int, criteria.Verdict] = field(default_factory=dict)
+    copies: dict[int, int] = field(default_factory=dict)  # copier -> original (EARLIER: past/aggregate)
+    dense: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # decoded Δ (CPU) of evaluated uids
+    bar: criteria.EvidenceBar | None = None
+    reference_norm: float = 1.0
+
+    @property
+    def scores(self) -> dict[int, float]:
+        """uid -> window score (1.0 or 0.0) of every evaluated uid."""
+        return {uid: v.score for uid, v in self.verdicts.items()}
 
 
 def window_entropy(secret: bytes, window: int) -> bytes:
@@ -56,8 +69,21 @@ def own_eval_indices(assigned: Sequence[int], count: int, entropy: bytes, uid: i
     return sorted(rng.sample(list(assigned), count))
 
 
+@dataclass(frozen=True)
+class _RandomBatch:
+    """The window's shared random samples and θ_w's per-sample losses on them."""
+
+    batch: Tensor  # (N, T+1) on the device
+    before: Tensor  # (N,) losses of θ_w
+
+
 class Evaluator:
-    """Measures losses for submissions of one window (model copies live on ``device``)."""
+    """Measures the submissions of one window; remembers sketches of earlier windows.
+
+    The memory (``history_windows`` windows of sketches and the last aggregate's) lives in
+    the process: after a restart, replays of windows before it are caught by the gain and
+    own-data tests only.
+    """
 
     def __init__(
         self, cfg: SubnetConfig, dataset: TokenDataset, *, device: str = "cpu",
@@ -68,81 +94,113 @@ class Evaluator:
         self.device = torch.device(device)
         self.params = params
         self.population = dataset.num_samples(cfg.seq_len)
+        self.history: deque[list[np.ndarray]] = deque(maxlen=max(params.history_windows, 1))
+        self.last_aggregate: np.ndarray | None = None
+
+    def note_aggregate(self, payload: bytes, spec: Mapping[str, tuple[int, ...]]) -> None:
+        """Remember the sketch of a published aggregate (updates alike to it are copies)."""
+        if payload:
+            self.last_aggregate = sketch(codec.decode(payload, spec, AGGREGATE_CODEC), spec)
+
+    def earlier(self) -> list[np.ndarray]:
+        """Sketches a new update must not repeat: recent windows' updates, the last aggregate."""
+        past = [s for window in list(self.history)[-self.params.history_windows:] for s in window]
+        if self.params.history_windows > 0 and self.last_aggregate is not None:
+            past.append(self.last_aggregate)
+        return past if self.params.history_windows > 0 else []
 
     def evaluate_window(
         self, state: ModelState, subs: Sequence[StoredSubmission], *,
         last_evaluated: Mapping[int, int], secret: bytes,
     ) -> WindowEvaluation:
-        """Select, decode, detect copies, measure and score the submissions of ``state.window``."""
+        """Find copies, select, decode, measure and judge the submissions of ``state.window``."""
         window, entropy = state.window, window_entropy(secret, state.window)
-        out = WindowEvaluation(dense={s.uid: decompress(s.update, state.spec) for s in subs})
-        out.copies = self.find_copies(subs)
+        sketches = {s.uid: sketch(s.update, state.spec) for s in subs}
+        norms = {s.uid: update_norm(s.update) for s in subs}
+        out = WindowEvaluation(reference_norm=criteria.reference_norm(norms.values()))
+        out.copies = self.find_copies(subs, sketches)
         chosen = criteria.select_for_evaluation(
             [s.uid for s in subs], last_evaluated, self.cfg.max_evaluations, window, entropy, self.params
         )
         by_uid = {s.uid: s for s in subs}
-        base, work = self._models(state)
-        for uid in chosen:
-            ev = self.measure(base, work, by_uid[uid], out.dense[uid], window, entropy, state.hash())
-            out.evaluations[uid] = ev
-            out.scores[uid] = criteria.window_score(ev, uid in out.copies, self.params)
-            out.checks[uid] = criteria.assignment_check(ev, uid in out.copies, self.params)
+        out.dense = {uid: decompress(by_uid[uid].update, state.spec) for uid in chosen}
+        out.evaluations = self.measure_all(state, [by_uid[u] for u in chosen], out, norms, entropy)
+        out.verdicts = criteria.judge_window(out.evaluations, out.copies, self.params)
+        out.bar = criteria.evidence_bar(out.evaluations, self.params)
+        self.history.append(list(sketches.values()))
         return out
 
-    def find_copies(self, subs: Sequence[StoredSubmission]) -> dict[int, int]:
-        """copier uid -> original uid, over every submission of the window (sparse, cheap)."""
-        updates = {s.uid: s.update for s in subs}
-        cache: dict[tuple[int, int], criteria.Similarity] = {}
-
-        def similarity(a: int, b: int) -> criteria.Similarity:
-            if (a, b) not in cache:
-                overlap = codec.index_overlap(updates[a], updates[b])
-                # cosine only where the overlap already looks suspicious
-                cos = codec.cosine(updates[a], updates[b]) if overlap >= self.params.copy_overlap_threshold else 0.0
-                cache[(a, b)] = (overlap, cos)
-            return cache[(a, b)]
-
+    def find_copies(self, subs: Sequence[StoredSubmission], sketches: Mapping[int, np.ndarray]) -> dict[int, int]:
+        """copier -> original over every submission of the window (sketches: cheap)."""
         arrivals = {s.uid: float(s.arrival) for s in subs}
-        return criteria.find_copies(arrivals, similarity, self.params)
+        copies = criteria.find_copies(arrivals, sketches, self.params)
+        for uid in criteria.matches_earlier(sketches, self.earlier(), self.params):
+            copies.setdefault(uid, criteria.EARLIER)
+        return copies
+
+    def measure_all(
+        self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
+        norms: Mapping[int, float], entropy: bytes,
+    ) -> dict[int, criteria.Evaluation]:
+        """An ``Evaluation`` per chosen submission (θ_w's hash is computed once)."""
+        if not chosen:
+            return {}
+        base, work = self._models(state)
+        rand = self.random_batch(base, state.window, entropy, max(s.uid for s in chosen))
+        base_hash = state.hash()
+        return {
+            s.uid: self.measure(base, work, s, out.dense[s.uid], norms[s.uid], out.reference_norm,
+                                state.window, entropy, rand, base_hash)
+            for s in chosen
+        }
 
     def _models(self, state: ModelState) -> tuple[Transformer, Transformer]:
         base = state.clone_model().to(self.device).eval()
         work = state.clone_model().to(self.device).eval()
         return base, work
 
-    def batches(self, window: int, uid: int, entropy: bytes) -> tuple[Tensor, Tensor]:
-        """(own batch, random batch) for ``uid``, each (B, seq_len+1) on the device."""
+    def random_batch(self, base: Transformer, window: int, entropy: bytes, max_uid: int) -> _RandomBatch:
+        """The shared random samples: none is assigned to a uid up to ``max_uid`` this window."""
+        cfg = self.cfg
+        count = min(self.params.random_eval_samples, self.population)
+        indices = unassigned_samples(cfg.seed_bytes, window, count, self.population, entropy,
+                                     reserved_slots=(max_uid + 1) * cfg.samples_per_window)
+        batch = self._batch(indices)
+        return _RandomBatch(batch, self.losses(base, batch))
+
+    def own_batch(self, window: int, uid: int, entropy: bytes) -> Tensor:
+        """A secret subset of ``uid``'s assigned samples, (N, seq_len+1) on the device."""
         cfg = self.cfg
         assigned = assigned_samples(cfg.seed_bytes, window, uid, cfg.samples_per_window, self.population)
-        own = own_eval_indices(assigned, cfg.eval_samples, entropy, uid)
-        rand = random_samples(
-            cfg.seed_bytes, window, uid, cfg.eval_samples, self.population, entropy=entropy,
-            assigned_count=cfg.samples_per_window,
-        )
-        return self._batch(own), self._batch(rand)
+        return self._batch(own_eval_indices(assigned, self.params.own_eval_samples, entropy, uid))
 
     def _batch(self, indices: Sequence[int]) -> Tensor:
         return self.dataset.batch(list(indices), self.cfg.seq_len).to(self.device)
 
     @torch.no_grad()
+    def losses(self, model: Transformer, batch: Tensor) -> Tensor:
+        """Per-sample losses (N,) in chunks of ``cfg.eval_samples``."""
+        step = self.cfg.eval_samples
+        return torch.cat([sample_losses(model, batch[i : i + step]) for i in range(0, batch.shape[0], step)])
+
+    @torch.no_grad()
     def measure(
         self, base: Transformer, work: Transformer, sub: StoredSubmission, delta: Mapping[str, Tensor],
-        window: int, entropy: bytes, base_hash: str,
+        norm: float, ref_norm: float, window: int, entropy: bytes, rand: _RandomBatch, base_hash: str,
     ) -> criteria.Evaluation:
-        """Losses of θ_w (``base``) and θ_w − Δ (built in ``work``) on own and random data."""
-        own, rand = self.batches(window, sub.uid, entropy)
+        """Gain on the random batch and own-data z of θ_w − Δ·(ref_norm/|Δ|) (built in ``work``)."""
+        base_ok = sub.header.base_model_hash == base_hash
+        if norm <= 0:
+            return criteria.Evaluation(sub.uid, sub.hotkey, gain=0.0, own_z=0.0, norm=0.0, base_hash_ok=base_ok)
+        scale = ref_norm / norm
         for (name, p), q in zip(work.named_parameters(), base.parameters(), strict=True):
-            p.copy_(q - delta[name].to(self.device))
-        return criteria.Evaluation(
-            uid=sub.uid,
-            hotkey=sub.hotkey,
-            own_before=float(lm_loss(base, own)),
-            own_after=float(lm_loss(work, own)),
-            random_before=float(lm_loss(base, rand)),
-            random_after=float(lm_loss(work, rand)),
-            base_hash_ok=sub.header.base_model_hash == base_hash,
-            arrival=float(sub.arrival),
-        )
+            p.copy_(q - delta[name].to(self.device) * scale)
+        own = self.own_batch(window, sub.uid, entropy)
+        own_gain = self.losses(base, own) - self.losses(work, own)
+        rand_after = self.losses(work, rand.batch)
+        gain = criteria.relative_gain(float(rand.before.mean()), float(rand_after.mean()))
+        own_z = criteria.own_data_z(own_gain.double().cpu().numpy(), (rand.before - rand_after).double().cpu().numpy())
+        return criteria.Evaluation(sub.uid, sub.hotkey, gain=gain, own_z=own_z, norm=norm, base_hash_ok=base_ok)
 
 
 def validation_indices(dataset: TokenDataset, cfg: SubnetConfig, count: int) -> list[int]:

@@ -97,12 +97,8 @@ class Intake:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
         caller = verify_request(request, body, self.self_hotkey, self.nonce_store)
-        header, payload = self._parse(body)
-        self._check_identity(header, caller.hotkey_ss58)
-        self._check_window(header)
-        self._check_content(header)
-        update = await asyncio.to_thread(self._decode, payload)
-        sub = StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
+        sub = await asyncio.to_thread(self.admit, body, caller.hotkey_ss58)
+        header = sub.header
         self._add(sub)
         try:
             await asyncio.to_thread(self.store.persist, sub)  # on disk before we say 200
@@ -110,9 +106,21 @@ class Intake:
             self.store.discard(sub)
             log.error("cannot store submission of uid %d: %s", sub.uid, exc)
             raise RequestRefused(503, "storage", "the validator could not store the submission; retry") from exc
-        log.info("accepted window %d uid %d (%d bytes)", header.window, header.uid, len(payload))
+        log.info("accepted window %d uid %d (%d bytes)", header.window, header.uid, len(sub.payload))
         accepted = SubmitAccepted(window=header.window, uid=header.uid, payload_sha256=header.payload_sha256)
         return web.json_response(text=accepted.model_dump_json())
+
+    def admit(self, body: bytes, signer: str) -> StoredSubmission:
+        """Every check after the signature, in order: parse, identity, window, content, decode.
+
+        ``signer`` is the hotkey that signed the request. Raises ``RequestRefused``; stores nothing.
+        """
+        header, payload = self._parse(body)
+        self._check_identity(header, signer)
+        self._check_window(header)
+        self._check_content(header)
+        update = self._decode(payload)
+        return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
 
     def _add(self, sub: StoredSubmission) -> None:
         try:

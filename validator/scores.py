@@ -2,7 +2,7 @@
 
 Example:
     >>> book = ScoreBook(Path("/tmp/v/scores.json"))
-    >>> book.update(window=4, results={1: 0.1}, submitted=[1], hotkeys={1: "hk1", 2: "hk2"})
+    >>> book.update(window=4, verdicts={1: verdict}, submitted=[1], hotkeys={1: "hk1", 2: "hk2"})
     >>> book.weights()          # uid -> weight summing to 1
     {1: 1.0}
 """
@@ -20,7 +20,8 @@ from protocol.criteria import MinerScore
 
 log = logging.getLogger("swarmtrain.validator.scores")
 
-FORMAT = "swarmtrain-scores/1"
+FORMAT = "swarmtrain-scores/2"
+LEGACY_FORMAT = "swarmtrain-scores/1"  # criteria v2 records: a restart under v3 starts afresh
 
 
 class ScoreBook:
@@ -38,6 +39,9 @@ class ScoreBook:
             return
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
+            if doc.get("format") == LEGACY_FORMAT:
+                log.warning("%s holds scores of the previous criteria version: starting afresh", self.path)
+                return
             if doc.get("format") != FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
             self.scores = criteria.load_scores(doc["scores"])
@@ -50,13 +54,11 @@ class ScoreBook:
         atomic_write_json(self.path, doc)
 
     def update(
-        self, window: int, results: Mapping[int, float], submitted: Iterable[int],
-        hotkeys: Mapping[int, str], checks: Mapping[int, float] | None = None,
+        self, window: int, verdicts: Mapping[int, criteria.Verdict], submitted: Iterable[int],
+        hotkeys: Mapping[int, str],
     ) -> dict[int, MinerScore]:
-        """Roll one window's results (and ±1 assignment checks) in, idempotent per window; save."""
-        self.scores = criteria.update_scores(
-            self.scores, window, results, submitted, hotkeys, self.params, checks=checks
-        )
+        """Roll one window's verdicts in, idempotent per window; save."""
+        self.scores = criteria.update_scores(self.scores, window, verdicts, submitted, hotkeys, self.params)
         self.last_window = max(self.last_window, window)
         self.save()
         return self.scores

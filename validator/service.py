@@ -82,12 +82,9 @@ def same_endpoint(a: ValidatorEndpoint, b: ValidatorEndpoint) -> bool:
     return (a.hotkey, a.url, a.fingerprint) == (b.hotkey, b.url, b.fingerprint)
 
 
-def _gains(ev: criteria.Evaluation) -> dict[str, float]:
-    """Relative loss gains on own and random data (what the score is made of)."""
-    return {
-        "own": round(criteria.relative_gain(ev.own_before, ev.own_after), 6),
-        "random": round(criteria.relative_gain(ev.random_before, ev.random_after), 6),
-    }
+def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
+    """What the metrics line keeps of a verdict: why it scored what it did, and the figures."""
+    return {"reason": v.reason, "gain": round(v.gain, 6), "own_z": round(v.own_z, 3)}
 
 
 class Validator:
@@ -244,6 +241,8 @@ class Validator:
         header, payload = unpack_envelope(envelope, Aggregate)
         val_before = self.last_val_loss if self.last_val_loss is not None else await asyncio.to_thread(self._val_loss)
         self.state.model.apply_aggregate(header, payload)
+        if header.contributors:
+            self.evaluator.note_aggregate(payload, self.state.model.spec)
         self.after_apply(window)
         val_after = val_before
         if header.contributors or self.windows_closed == 1:
@@ -269,7 +268,7 @@ class Validator:
 
     def update_scores(self, window: int, result: WindowEvaluation, submitted: list[int]) -> None:
         hotkeys = self.view.hotkeys or {s: h for s, h in ((e.uid, e.hotkey) for e in result.evaluations.values())}
-        self.state.scores.update(window, result.scores, submitted, hotkeys, result.checks)
+        self.state.scores.update(window, result.verdicts, submitted, hotkeys)
 
     async def aggregate_for(self, window: int, result: WindowEvaluation) -> bytes | None:
         """The envelope of Aggregate(window): stored already, built (lead), or fetched (follower)."""
@@ -280,7 +279,7 @@ class Validator:
             return await self.fetch_from_lead(window)
         hotkeys = {**{e.uid: e.hotkey for e in result.evaluations.values()}, **self.view.hotkeys}
         header, payload = await asyncio.to_thread(
-            build_aggregate, self.state.model, result.scores, result.dense, hotkeys, self.cfg
+            build_aggregate, self.state.model, result.verdicts, result.dense, hotkeys, self.cfg
         )
         envelope = pack_envelope(header, payload)
         self.state.store.put_aggregate(window, envelope)  # publish before applying (crash-safe)
@@ -347,7 +346,10 @@ class Validator:
             "evaluated": sorted(result.evaluations),
             "copies": {str(k): v for k, v in result.copies.items()},
             "scores": {str(k): round(v, 6) for k, v in result.scores.items()},
-            "gains": {str(k): _gains(e) for k, e in result.evaluations.items()},
+            "verdicts": {str(k): _verdict_record(v) for k, v in result.verdicts.items()},
+            "own_data_test": None if result.bar is None else {
+                "informative": result.bar.informative, "z_top": round(result.bar.z_top, 3),
+                "z_pass": round(result.bar.z_pass, 3)},
             "ema": {str(k): round(v, 6) for k, v in ema.items()},
             "model_hash": header.next_model_hash,
             "refusals": dict(self.intake.refusals),
