@@ -228,6 +228,7 @@ def _check_shape(name: str, tensor: Tensor | None, shape: tuple[int, ...]) -> No
 
 
 def _validate(inputs: EpochInputs) -> int:
+    """n, after checking shapes and values; bad input raises ValueError naming the field."""
     if inputs.stake.dim() != 1:
         raise ValueError(f"stake must be 1-D (n,), got shape {tuple(inputs.stake.shape)}")
     n = inputs.stake.shape[0]
@@ -246,6 +247,7 @@ def _validate(inputs: EpochInputs) -> int:
 
 
 def _with_owner(mask: Tensor, owner_uid: int | None) -> Tensor:
+    """A copy of the (n,) bool ``mask`` with the owner's uid set."""
     mask = mask.clone()
     if owner_uid is not None:
         mask[owner_uid] = True
@@ -266,6 +268,7 @@ def _outdated(inputs: EpochInputs) -> Tensor:
 
 
 def _masks(inputs: EpochInputs, stake: Tensor, params: YumaParams) -> _Masks:
+    """Old and new permits (n,), and the (n, n) weight entries that count this epoch."""
     new_permit = _with_owner(validator_permits(stake, params.max_allowed_validators),
                              inputs.owner_uid)
     stored = new_permit if inputs.validator_permit is None else inputs.validator_permit
