@@ -120,7 +120,11 @@ class Transfer(_Params):
 
 
 class SudoSet(_Params):
-    """AdminUtils.sudo_set_<param>(netuid, <value>): the one value is kept in ``value``."""
+    """AdminUtils.sudo_set_<param>(netuid, <value>): the one value is kept in ``value``.
+
+    ``sudo_set_alpha_values(netuid, alpha_low, alpha_high)`` sets two hyperparameters at
+    once: ``param`` is ``alpha_values`` and ``value`` the pair ``[alpha_low, alpha_high]``.
+    """
 
     netuid: int = U16
     param: str
@@ -186,7 +190,12 @@ def parse_call(module: str, function: str, params: dict[str, Any]) -> _Params:
         raise CallRejected(f"bad params for {module}.{function}: {_first_error(error)}") from None
 
 
+ALPHA_VALUES = "alpha_values"  # the pseudo-parameter of sudo_set_alpha_values
+
+
 def _parse_sudo(function: str, params: dict[str, Any]) -> SudoSet:
+    if function == f"sudo_set_{ALPHA_VALUES}":
+        return _parse_alpha_values(params)
     name = sudo_param_name(function)
     if name is None:
         raise CallRejected(f"the devnet does not implement AdminUtils.{function}")
@@ -197,6 +206,19 @@ def _parse_sudo(function: str, params: dict[str, Any]) -> SudoSet:
         return SudoSet(netuid=params["netuid"], param=name, value=values[0])
     except ValidationError as error:
         raise CallRejected(f"bad params for AdminUtils.{function}: {_first_error(error)}") from None
+
+
+def _parse_alpha_values(params: dict[str, Any]) -> SudoSet:
+    if set(params) != {"netuid", "alpha_low", "alpha_high"}:
+        raise CallRejected("AdminUtils.sudo_set_alpha_values takes netuid, alpha_low, alpha_high")
+    pair = [params["alpha_low"], params["alpha_high"]]
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535 for v in pair):
+        raise CallRejected("bad params for AdminUtils.sudo_set_alpha_values: u16 values")
+    try:
+        return SudoSet(netuid=params["netuid"], param=ALPHA_VALUES, value=pair)
+    except ValidationError as error:
+        raise CallRejected(f"bad params for AdminUtils.sudo_set_alpha_values: "
+                           f"{_first_error(error)}") from None
 
 
 def _first_error(error: ValidationError) -> str:

@@ -33,10 +33,15 @@ from chain.devnet.storage import StorageReader
 from chain.devnet.wire import Extrinsic
 
 ERA_PERIOD = 256  # an extrinsic signed against a block older than this is refused
+EMISSION_RULES = "subtensor-1"  # stored in meta: the emission rules this state follows
 
 
 class StateInUseError(RuntimeError):
     """Another devnet process holds this state directory."""
+
+
+class StateFormatError(RuntimeError):
+    """A state directory this devnet cannot use (written by a newer one)."""
 
 
 class PoolRejection(Exception):
@@ -96,9 +101,15 @@ class Devnet:
         """Open (or create, with genesis) the chain stored under ``state_dir``."""
         lock = _lock_state_dir(Path(state_dir))
         state = ChainState.open(state_dir)
-        if state.head() is None:
-            _genesis(state, cfg)
-        _fill_new_hyperparams(state, cfg)
+        try:
+            if state.head() is None:
+                _genesis(state, cfg)
+            _migrate_emission_rules(state, Path(state_dir))
+            _fill_new_hyperparams(state, cfg)
+        except BaseException:
+            state.close()
+            lock.close()
+            raise
         return cls(state, cfg, lock)
 
     def close(self) -> None:
@@ -168,19 +179,23 @@ class Devnet:
     # Blocks -------------------------------------------------------------------
 
     def produce_block(self, timestamp_ms: int | None = None) -> BlockReport:
-        """Apply the pool, run due epochs and store the next block, atomically."""
+        """Run due epochs, apply the pool and store the next block, atomically.
+
+        Epochs come first, as subtensor runs them when a block is initialized: an epoch
+        never sees the extrinsics of its own block.
+        """
         number = self.head() + 1
         parent = self.head_hash()
         stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         block_hash = block_hash_of(self.genesis_hash, number, parent, stamp)
         pool, self.pool = self.pool, []
         with self.state.transaction():
-            included = [self._apply(ext, number, block_hash, i) for i, ext in enumerate(pool)]
             epochs = [
                 run_epoch(self.state, self.cfg, netuid, number)
                 for netuid in self.state.netuids()
                 if epoch_due(netuid, int(self._tempo(netuid)), number)
             ]
+            included = [self._apply(ext, number, block_hash, i) for i, ext in enumerate(pool)]
             self.state.add_block(number, block_hash, parent, stamp)
         return BlockReport(number, block_hash, included, epochs)
 
@@ -267,6 +282,7 @@ def _genesis(state: ChainState, cfg: DevnetConfig) -> None:
     with state.transaction():
         state.set_meta("genesis_hash", genesis)
         state.set_meta("config", cfg.model_dump_json())
+        state.set_meta("emission_rules", EMISSION_RULES)
         state.add_block(0, genesis, "0x" + "00" * 32, stamp)
         pallets.create_subnet(state, cfg, GENESIS_NETUID, ALICE, ALICE, 0)
 
@@ -280,6 +296,29 @@ def _fill_new_hyperparams(state: ChainState, cfg: DevnetConfig) -> None:
             if subnet is not None and not defaults.keys() <= subnet.hyperparams.keys():
                 subnet.hyperparams = {**defaults, **subnet.hyperparams}
                 state.put_subnet(subnet)
+
+
+def _migrate_emission_rules(state: ChainState, state_dir: Path) -> None:
+    """Bring a state stored before the chain's emission rules to them, once.
+
+    Devnets before them stored ``owner_cut_enabled = False`` on every subnet but never read
+    it (no owner cut was paid); the chain's default is on, so such subnets get it on. Stored
+    bonds keep working: classic Yuma column-normalizes whatever scale it reads.
+    """
+    found = state.meta("emission_rules")
+    if found == EMISSION_RULES:
+        return
+    if found is not None:
+        raise StateFormatError(
+            f"{state_dir} was written by a newer devnet (emission rules {found!r}, this one "
+            f"runs {EMISSION_RULES!r}): run that version, or start on a new --state directory")
+    with state.transaction():
+        for netuid in state.netuids():
+            subnet = state.subnet(netuid)
+            if subnet is not None:
+                subnet.hyperparams["owner_cut_enabled"] = True
+                state.put_subnet(subnet)
+        state.set_meta("emission_rules", EMISSION_RULES)
 
 
 def _lock_state_dir(state_dir: Path) -> IO[bytes]:

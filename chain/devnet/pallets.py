@@ -20,7 +20,9 @@ from typing import Any
 from bittensor._generated.errors import ERRORS
 
 from chain.devnet import calls as c
+from chain.devnet.calls import ALPHA_VALUES
 from chain.devnet.params import (
+    ALPHA_VALUES_MIN,
     MIN_STAKE_RAO,
     RAO_PER_TAO,
     U16_MAX,
@@ -139,10 +141,14 @@ def _free_uid(ctx: Context, subnet: Subnet) -> int:
 
 
 def _install_neuron(ctx: Context, netuid: int, uid: int, hotkey: str) -> None:
+    """Register ``hotkey`` at ``uid``; over an old neuron, clear it as subtensor does: its
+    weight row and bond row go, weights to it become 0; bonds of others to it stay until the
+    next epoch drops that column (the uid registered after that epoch's predecessor)."""
     old = ctx.state.neuron(netuid, uid)
     if old is not None:
         ctx.state.clear_weights(netuid, uid)
-        ctx.state.clear_bonds_of(netuid, uid)
+        ctx.state.zero_weights_to(netuid, uid)
+        ctx.state.clear_bond_row(netuid, uid)
         ctx.emit("SubtensorModule", "NeuronDeregistered", netuid=netuid, uid=uid,
                  hotkey=old.hotkey)
     ctx.state.put_neuron(Neuron(
@@ -263,12 +269,10 @@ def _check_weights(ctx: Context, subnet: Subnet, neuron: Neuron, dests: list[int
 
 
 def _max_upscale(dests: list[int], weights: list[int]) -> list[tuple[int, int]]:
-    """Stored weights: the largest becomes 65535, zeros are dropped."""
+    """Stored weights: the largest becomes 65535; zero entries are kept, as on the chain."""
     top = max(weights, default=0)
-    if top == 0:
-        return []
-    pairs = [(d, round(w * U16_MAX / top)) for d, w in zip(dests, weights, strict=True)]
-    return sorted((d, v) for d, v in pairs if v > 0)
+    scale = U16_MAX / top if top else 0.0
+    return sorted((d, int(w * scale + 0.5)) for d, w in zip(dests, weights, strict=True))
 
 
 # Stake and balances -------------------------------------------------------------
@@ -311,12 +315,31 @@ def sudo_set(ctx: Context, p: c.SudoSet) -> None:
         raise DispatchError("BadOrigin", "only the subnet owner or the devnet sudo key")
     if p.param == "commit_reveal_weights_enabled" and p.value:
         raise DispatchError("NotSupported", "commit-reveal needs drand; the devnet is offline")
-    try:
-        subnet.hyperparams[p.param] = coerce_param(p.param, p.value)
-    except (KeyError, ValueError) as error:
-        raise DispatchError("InvalidValue", str(error)) from None
+    if p.param == "alpha_sigmoid_steepness" and isinstance(p.value, int) and p.value < 0 \
+            and ctx.signer != ctx.sudo:
+        raise DispatchError("NegativeSigmoidSteepness", "only the sudo key sets a negative one")
+    if p.param == ALPHA_VALUES:
+        _set_alpha_values(subnet.hyperparams, p.value)
+    else:
+        try:
+            subnet.hyperparams[p.param] = coerce_param(p.param, p.value)
+        except (KeyError, ValueError) as error:
+            raise DispatchError("InvalidValue", str(error)) from None
     ctx.state.put_subnet(subnet)
     ctx.emit("AdminUtils", "HyperparameterSet", netuid=p.netuid, name=p.param, value=p.value)
+
+
+def _set_alpha_values(hyperparams: dict[str, Any], pair: list[int]) -> None:
+    """Liquid alpha's [alpha_low, alpha_high], with subtensor's checks."""
+    low, high = pair
+    if not hyperparams["liquid_alpha_enabled"]:
+        raise DispatchError("LiquidAlphaDisabled", "enable liquid alpha on the subnet first")
+    if high < ALPHA_VALUES_MIN:
+        raise DispatchError("AlphaHighTooLow", f"alpha_high must be >= {ALPHA_VALUES_MIN}")
+    if not ALPHA_VALUES_MIN <= low <= high:
+        raise DispatchError("AlphaLowOutOfRange",
+                            f"alpha_low must be in {ALPHA_VALUES_MIN}..alpha_high ({high})")
+    hyperparams["alpha_low"], hyperparams["alpha_high"] = low, high
 
 
 HANDLERS: dict[type, Callable[[Context, Any], None]] = {

@@ -68,7 +68,10 @@ PARAM_TYPES: dict[str, str] = {
     "yuma3_enabled": "bool", "subnet_emission_enabled": "bool", "bonds_reset_enabled": "bool",
     "transfers_enabled": "bool", "collateral_lock_share": "u16", "epoch_consensus": "u16",
     "min_childkey_take": "u16", "owner_cut_enabled": "bool", "weights_min_stake": "u64",
+    "alpha_high": "u16", "alpha_low": "u16", "alpha_sigmoid_steepness": "I32F32",
 }
+# integer range each type tag accepts; I32F32 values are set as i16 (subtensor's setter)
+INT_BOUNDS = {"u16": (0, U16_MAX), "u64": (0, 2**64 - 1), "I32F32": (-(2**15), 2**15 - 1)}
 
 # subtensor storage item (SubtensorModule.<Item>[netuid]) -> hyperparameter name
 STORAGE_ITEM_PARAM: dict[str, str] = {
@@ -91,7 +94,10 @@ STORAGE_ITEM_PARAM: dict[str, str] = {
     "BondsResetOn": "bonds_reset_enabled", "TransferToggle": "transfers_enabled",
     "CollateralLockShare": "collateral_lock_share",
     "MinChildkeyTakePerSubnet": "min_childkey_take", "OwnerCutEnabled": "owner_cut_enabled",
+    "AlphaSigmoidSteepness": "alpha_sigmoid_steepness",
 }
+# liquid alpha bounds: subtensor's AlphaValues (low, high) and the smallest allowed value
+ALPHA_VALUES_MIN = U16_MAX // 40
 
 
 def default_hyperparams(cfg: DevnetConfig) -> dict[str, Any]:
@@ -112,7 +118,8 @@ def default_hyperparams(cfg: DevnetConfig) -> dict[str, Any]:
         "owner_immune_neuron_limit": 0, "yuma3_enabled": False,
         "subnet_emission_enabled": True, "bonds_reset_enabled": False,
         "transfers_enabled": True, "collateral_lock_share": 0, "epoch_consensus": 0,
-        "min_childkey_take": 0, "owner_cut_enabled": False, "weights_min_stake": 0,
+        "min_childkey_take": 0, "owner_cut_enabled": True, "weights_min_stake": 0,
+        "alpha_high": 58982, "alpha_low": 45875, "alpha_sigmoid_steepness": 1000,
     }
 
 
@@ -125,9 +132,9 @@ def coerce_param(name: str, value: Any) -> Any:
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
         raise ValueError(f"{name} takes true/false, got {value!r}")
-    bound = U16_MAX if kind == "u16" else 2**64 - 1
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bound:
-        raise ValueError(f"{name} takes an integer in 0..{bound}, got {value!r}")
+    low, high = INT_BOUNDS[kind]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} takes an integer in {low}..{high}, got {value!r}")
     if name == "tempo" and value == 0:
         raise ValueError("tempo must be >= 1 on the devnet")
     return value

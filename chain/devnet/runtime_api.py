@@ -22,6 +22,14 @@ from chain.devnet.storage import EMPTY_AXON, ReadError
 
 POOL_RESERVE_RAO = 1_000_000 * RAO_PER_TAO  # tao_in == alpha_in: price 1.0
 I96F32_ONE = 2**32
+I32F32_ONE = 2**32  # fixed point with 32 fractional bits: raw bits of 1.0
+
+
+def hyperparam_entry(name: str, value: Any) -> dict[str, Any]:
+    """One v3 ``{"name", "value": {type_tag: raw}}`` entry; I32F32 carries its raw bits."""
+    tag = PARAM_TYPES.get(name, "u64")
+    raw = {"bits": int(value) * I32F32_ONE} if tag == "I32F32" else value
+    return {"name": name, "value": {tag: raw}}
 
 
 def _netuid(params: list, method: str, n: int = 1) -> list[int]:
@@ -87,10 +95,9 @@ class RuntimeApi:
         subnet = self.state.subnet(netuid)
         if subnet is None:
             return None
-        return [
-            {"name": name, "value": {PARAM_TYPES.get(name, "u64"): value}}
-            for name, value in subnet.hyperparams.items()
-        ]
+        entries = [hyperparam_entry(name, value) for name, value in subnet.hyperparams.items()]
+        yuma_version = 3 if subnet.hyperparams.get("yuma3_enabled") else 2  # derived, as chain
+        return [*entries, {"name": "yuma_version", "value": {"u16": yuma_version}}]
 
     def _SubnetInfoRuntimeApi_get_metagraph(self, params: list) -> dict | None:
         (netuid,) = _netuid(params, "get_metagraph")

@@ -357,9 +357,13 @@ class ChainState:
             [(netuid, i, j, v) for i, j, v in entries],
         )
 
-    def clear_bonds_of(self, netuid: int, uid: int) -> None:
-        self.conn.execute("DELETE FROM bonds WHERE netuid=? AND (uid=? OR dest=?)",
-                          (netuid, uid, uid))
+    def zero_weights_to(self, netuid: int, dest: int) -> None:
+        """Every row's weight to ``dest`` becomes 0 (the entry stays, as on the chain)."""
+        self.conn.execute("UPDATE weights SET value=0 WHERE netuid=? AND dest=?", (netuid, dest))
+
+    def clear_bond_row(self, netuid: int, uid: int) -> None:
+        """Drop the bonds ``uid`` holds (its row); bonds to it are left to the epoch."""
+        self.conn.execute("DELETE FROM bonds WHERE netuid=? AND uid=?", (netuid, uid))
 
     # Commitments --------------------------------------------------------------
 

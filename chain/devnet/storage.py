@@ -19,6 +19,7 @@ from typing import Any
 
 from chain.devnet.params import STORAGE_ITEM_PARAM, DevnetConfig
 from chain.devnet.state import ChainState, Neuron
+from protocol.payout import SUBNET_OWNER_CUT_U16
 
 ZERO_ACCOUNT = "5C4hrfjw9DjXZTzV3MwzrrAr9P1MJhSrvWGWqi1eSuyUpnhM"  # AccountId32 default
 EMPTY_AXON = {"block": 0, "version": 0, "ip": 0, "port": 0, "ip_type": 0, "protocol": 0,
@@ -214,6 +215,17 @@ class StorageReader:
 
     def _q_SubtensorModule_StakeThreshold(self, params: list) -> int:
         return 0
+
+    def _q_SubtensorModule_AlphaValues(self, params: list) -> list[int]:
+        """Liquid alpha's (alpha_low, alpha_high) as u16."""
+        (netuid,) = _arity(params, 1, "AlphaValues")
+        subnet = self._subnet_or_none(netuid, "AlphaValues")
+        if subnet is None:
+            return [0, 0]
+        return [subnet.hyperparams["alpha_low"], subnet.hyperparams["alpha_high"]]
+
+    def _q_SubtensorModule_SubnetOwnerCut(self, params: list) -> int:
+        return SUBNET_OWNER_CUT_U16
 
     # SubtensorModule: subnets ---------------------------------------------------
 

@@ -44,12 +44,13 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         _say(f"invalid devnet settings: {error.errors()[0]['msg']}", err=True)
         return 2
-    from chain.devnet.ledger import Devnet, StateInUseError  # heavy (torch): after the checks
+    # heavy (torch): after the checks
+    from chain.devnet.ledger import Devnet, StateFormatError, StateInUseError
     from chain.devnet.server import serve
 
     try:
         devnet = Devnet.open(args.state, cfg)
-    except StateInUseError as error:
+    except (StateInUseError, StateFormatError) as error:
         _say(str(error), err=True)
         return 1
     head, printer = devnet.head(), _EpochPrinter(quiet=args.quiet)
@@ -97,5 +98,6 @@ class _EpochPrinter:
         for epoch in report.epochs if self.enabled else ():
             self.enabled = _say(
                 f"block {epoch.block}: epoch netuid {epoch.netuid}: {epoch.neurons} uids, "
-                f"{epoch.validators} permits, {epoch.emitted_rao / 1e9:.3f} alpha emitted"
+                f"{epoch.validators} permits, {epoch.emitted_rao / 1e9:.3f} alpha emitted "
+                f"({epoch.owner_rao / 1e9:.3f} owner cut)"
             )

@@ -127,7 +127,8 @@ async def test_stake_gives_permit_weights_and_rate_limit(chain: Chain, wallets):
     )  # an epoch assigns permits
     mg = await chain.metagraph(NETUID)
     i = mg.uids.index(v_uid)
-    assert mg.stake[i] == pytest.approx(100.0, rel=0.05)
+    # at least what it staked: an epoch nobody earns in pays validators by stake (as the chain)
+    assert 100.0 <= mg.stake[i] <= 100.0 + 3 * (TEMPO + 1)
     assert mg.validator_permit[i]
 
     await chain.set_weights(validator, NETUID, {m_uid: 2.0, v_uid: 0.0})

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from chain.devnet import epoch as epoch_mod
-from chain.devnet.calls import CallRejected, normalize_fields, parse_call
-from chain.devnet.epoch import blocks_until_epoch, epoch_due, epoch_inputs, yuma_params
-from chain.devnet.ledger import Devnet, PoolRejection, StateInUseError
+from chain.devnet.calls import ALICE, CallRejected, normalize_fields, parse_call
+from chain.devnet.epoch import blocks_until_epoch, epoch_due, epoch_inputs, to_u16, yuma_params
+from chain.devnet.ledger import Devnet, PoolRejection, StateFormatError, StateInUseError
 from chain.devnet.params import RAO_PER_TAO, U16_MAX, DevnetConfig
 from chain.devnet.testing import make_extrinsic
 from protocol.emission import yuma_epoch
+from protocol.payout import pay_epoch, split_emission
 
 SM = "SubtensorModule"
 
@@ -247,21 +248,126 @@ def test_epoch_stores_yuma_outputs_and_pays_emission_as_stake(subnet):
     sub = net.state.subnet(1)
     block = net.head() + 1
     neurons = net.state.neurons(1)
-    budget = net.cfg.emission_rao_per_block * (block - sub.last_epoch_block)
-    inputs = epoch_inputs(net.state, sub, neurons, block, budget)
+    split = epoch_mod.emission_split(net.cfg, sub, block)
+    blocks = block - sub.last_epoch_block
+    assert split == split_emission(net.cfg.emission_rao_per_block, blocks)  # owner cut on
+    inputs = epoch_inputs(net.state, sub, neurons, block, split.epoch_budget)
     expected = yuma_epoch(inputs, yuma_params(sub.hyperparams))
+    payout = pay_epoch(expected.server_emission, expected.validator_emission, split)
     stakes_before = [net.state.stake(n.hotkey, 1) for n in neurons]
+    owner_before = net.state.stake(ALICE, 1, ALICE)
     epoch_mod.run_epoch(net.state, net.cfg, 1, block)
     stored = net.state.neurons(1)
     for i, n in enumerate(stored):
-        assert n.incentive == round(float(expected.incentive[i]) * U16_MAX)
-        assert n.dividends == round(float(expected.dividends[i]) * U16_MAX)
-        assert n.consensus == round(float(expected.consensus[i]) * U16_MAX)
-        assert n.emission == round(float(expected.emission[i]))
-        assert net.state.stake(n.hotkey, 1) == stakes_before[i] + n.emission
+        assert n.incentive == to_u16(float(expected.incentive[i]))
+        assert n.dividends == to_u16(float(expected.dividends[i]))
+        assert n.consensus == to_u16(float(expected.consensus[i]))
+        assert n.emission == int(float(expected.emission[i]) + 1e-6)
+        assert net.state.stake(n.hotkey, 1) == stakes_before[i] + payout.total(i)
     assert stored[1].incentive > stored[2].incentive > 0 and stored[0].dividends == U16_MAX
-    assert sum(n.emission for n in stored) == pytest.approx(budget, abs=3)
-    assert torch.allclose(epoch_inputs(net.state, sub, stored, block, 0).bonds, expected.bonds)
+    # miners half, the validator half of what the owner's 18 % leaves; the owner its cut
+    assert payout.total(1) + payout.total(2) == pytest.approx(split.miners, abs=2)
+    assert payout.total(0) == split.validators
+    assert net.state.stake(ALICE, 1, ALICE) == owner_before + split.owner
+    assert split.owner == pytest.approx(0.18 * blocks * RAO_PER_TAO, rel=1e-3)
+    bonds = epoch_inputs(net.state, sub, stored, block, 0).bonds
+    assert torch.allclose(bonds, torch.floor(expected.bonds * U16_MAX) / U16_MAX)
+
+
+def test_an_epoch_without_incentive_pays_the_validator_everything_but_the_owner_cut(subnet):
+    net, val, _m1, _m2 = subnet
+    sub = net.state.subnet(1)
+    block = net.head() + 1
+    split = epoch_mod.emission_split(net.cfg, sub, block)
+    before = net.state.stake(val.ss58_address, 1)
+    summary = epoch_mod.run_epoch(net.state, net.cfg, 1, block)  # no weights set
+    assert net.state.stake(val.ss58_address, 1) == before + split.miners + split.validators
+    assert summary.owner_rao == split.owner
+    assert summary.emitted_rao == split.owner + split.miners + split.validators
+
+
+def test_owner_cut_can_be_switched_off_and_owned_hotkeys_earn_no_incentive(net):
+    alice, cold, val, own = key("Alice"), key("c"), key("val"), key("own-miner")
+    assert send(net, alice, "AdminUtils", "sudo_set_owner_cut_enabled",
+                {"netuid": 1, "enabled": False}).success
+    assert register(net, cold, val).success and register(net, alice, own).success
+    assert send(net, cold, SM, "add_stake", {"hotkey": val.ss58_address, "netuid": 1,
+                                             "amount_staked": 50 * RAO_PER_TAO}).success
+    epoch_mod.run_epoch(net.state, net.cfg, 1, net.head())
+    for _ in range(int(net.state.subnet(1).hyperparams["weights_rate_limit"])):
+        net.produce_block()
+    assert weights(net, val, [1], [1]).success
+    block = net.head() + 1
+    split = epoch_mod.emission_split(net.cfg, net.state.subnet(1), block)
+    assert split.owner == 0
+    alice_before = net.state.stake(ALICE, 1)
+    summary = epoch_mod.run_epoch(net.state, net.cfg, 1, block)
+    assert net.state.neuron(1, 1).incentive == U16_MAX  # it earned the incentive ...
+    assert net.state.stake(own.ss58_address, 1) == 0  # ... but the owner's hotkeys' is burned
+    assert summary.burned_rao == split.miners and net.state.stake(ALICE, 1) == alice_before
+
+
+def test_alpha_values_and_sigmoid_steepness_are_set_with_the_chains_checks(net):
+    alice, owner = key("Alice"), key("sn-owner")
+    assert send(net, owner, SM, "register_network", {"hotkey": key("sn-hot").ss58_address}).success
+
+    def alpha_values(signer, low, high, netuid=2):
+        return send(net, signer, "AdminUtils", "sudo_set_alpha_values",
+                    {"netuid": netuid, "alpha_low": low, "alpha_high": high})
+
+    assert error_name(alpha_values(owner, 6553, 19660)) == "LiquidAlphaDisabled"
+    assert send(net, owner, "AdminUtils", "sudo_set_liquid_alpha_enabled",
+                {"netuid": 2, "enabled": True}).success
+    assert error_name(alpha_values(owner, 1000, 1500)) == "AlphaHighTooLow"
+    assert error_name(alpha_values(owner, 1000, 19660)) == "AlphaLowOutOfRange"
+    assert error_name(alpha_values(owner, 20000, 19660)) == "AlphaLowOutOfRange"
+    assert error_name(alpha_values(key("x"), 6553, 19660)) == "BadOrigin"
+    assert alpha_values(owner, 6553, 19660).success
+    assert net.storage.query(SM, "AlphaValues", [2]) == [6553, 19660]
+    assert net.state.subnet(1).hyperparams["alpha_low"] == 45875  # other subnets untouched
+
+    def steepness(signer, value):
+        return send(net, signer, "AdminUtils", "sudo_set_alpha_sigmoid_steepness",
+                    {"netuid": 2, "steepness": value})
+
+    assert error_name(steepness(owner, -5)) == "NegativeSigmoidSteepness"
+    assert steepness(owner, 500).success and steepness(alice, -5).success
+    assert net.storage.query(SM, "AlphaSigmoidSteepness", [2]) == -5
+    assert error_name(steepness(alice, 40000)) == "InvalidValue"
+    with pytest.raises(PoolRejection, match="alpha_low, alpha_high"):
+        net.submit(make_extrinsic(owner, "AdminUtils", "sudo_set_alpha_values", {"netuid": 2},
+                                  genesis_hash=net.genesis_hash,
+                                  nonce=net.account_next_index(owner.ss58_address),
+                                  era_block=net.head()))
+    assert net.storage.query(SM, "SubnetOwnerCut", []) == 11_796
+
+
+def test_re_registration_drops_the_uids_row_now_and_its_bond_column_at_the_next_epoch(subnet):
+    net, val, m1, _m2 = subnet
+    assert weights(net, val, [1, 2], [3, 1]).success
+    epoch_mod.run_epoch(net.state, net.cfg, 1, net.head())
+    assert {d for d, _ in net.state.bonds(1)[0]} == {1, 2}
+    net.state.set_weights(1, 1, [(2, 5)], net.head())  # uid 1 holds weights (a self-row)
+    sub = net.state.subnet(1)
+    sub.hyperparams["max_allowed_uids"] = 3
+    sub.hyperparams["immunity_period"] = 0
+    net.state.put_subnet(sub)
+    assert register(net, key("c"), key("new")).success  # replaces uid 2 (least emission)
+    assert net.state.neuron(1, 2).hotkey == key("new").ss58_address
+    assert net.storage.query(SM, "Weights", [1, 0]) == [[1, U16_MAX], [2, 0]]  # zeroed
+    assert {d for d, _ in net.state.bonds(1)[0]} == {1, 2}  # the column waits for the epoch
+    epoch_mod.run_epoch(net.state, net.cfg, 1, net.head() + 1)
+    assert {d for d, _ in net.state.bonds(1)[0]} == {1}
+
+
+def test_epochs_run_before_the_blocks_extrinsics(subnet):
+    net, val, _m1, _m2 = subnet
+    tempo = int(net.state.subnet(1).hyperparams["tempo"])
+    while not epoch_due(1, tempo, net.head() + 1):
+        net.produce_block()
+    assert weights(net, val, [1, 2], [1, 1]).success  # included in the epoch's block
+    assert net.state.subnet(1).last_epoch_block == net.head()
+    assert [n.incentive for n in net.state.neurons(1)] == [0, 0, 0]  # not seen yet
 
 
 def test_a_failing_block_is_rolled_back_entirely(subnet, monkeypatch):
@@ -312,6 +418,27 @@ def test_reopen_fills_hyperparameters_an_older_devnet_did_not_store(tmp_path):
     params = again.state.subnet(1).hyperparams
     assert params["weights_min_stake"] == 0 and params["tempo"] == 7
     again.close()
+
+
+def test_reopen_brings_an_older_state_to_the_chains_emission_rules(tmp_path):
+    net = Devnet.open(tmp_path, DevnetConfig())
+    subnet = net.state.subnet(1)
+    subnet.hyperparams["owner_cut_enabled"] = False  # what devnets before stored
+    for name in ("alpha_low", "alpha_high", "alpha_sigmoid_steepness"):
+        del subnet.hyperparams[name]
+    net.state.put_subnet(subnet)
+    net.state.conn.execute("DELETE FROM meta WHERE key='emission_rules'")
+    net.close()
+    again = Devnet.open(tmp_path, DevnetConfig())
+    params = again.state.subnet(1).hyperparams
+    assert params["owner_cut_enabled"] is True and params["alpha_low"] == 45875
+    again.state.set_meta("emission_rules", "subtensor-99")
+    again.close()
+    with pytest.raises(StateFormatError, match="newer devnet.*new --state directory"):
+        Devnet.open(tmp_path, DevnetConfig())
+    Devnet.open(tmp_path / "fresh", DevnetConfig()).close()  # the lock was released: reopen
+    with pytest.raises(StateFormatError):
+        Devnet.open(tmp_path, DevnetConfig())
 
 
 def test_one_devnet_per_state_directory(tmp_path):

@@ -10,6 +10,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import bittensor as bt
@@ -20,6 +21,7 @@ from bittensor.result import ChainError, ErrorCode, RpcConnectionError
 from chain.devnet.substrate import DevnetSubstrate
 from chain.devnet.testing import make_extrinsic, run_devnet
 from protocol.emission import EpochInputs, YumaParams, yuma_epoch
+from protocol.payout import pay_epoch, split_emission
 
 pytestmark = pytest.mark.timeout(120)
 SM = bt.calls.SubtensorModule
@@ -107,8 +109,11 @@ async def test_register_serve_commit_stake_through_the_sdk(populated):
 
 
 async def fresh_subnet(client: bt.Client, home: Path, tag: str, stakes: list[int],
-                       miners: int) -> tuple[int, list[bt.Wallet]]:
-    """A new subnet with staked validators (uids 0..) then miners; validators hold permits."""
+                       miners: int) -> tuple[int, list[bt.Wallet], bt.Wallet]:
+    """A new subnet with staked validators (uids 0..) then miners; validators hold permits.
+
+    Returns (netuid, the uids' wallets, the subnet owner's wallet).
+    """
     owner = make_wallet(home, f"{tag}-owner")
     created = await client.submit_call(SM.register_network(hotkey=owner.hotkey.ss58_address), owner)
     assert created.success, created.message
@@ -124,54 +129,154 @@ async def fresh_subnet(client: bt.Client, home: Path, tag: str, stakes: list[int
         assert done.success, done.message
     last = int(await client.query(("SubtensorModule", "LastEpochBlock"), [netuid]))
     await epoch_after(client, last, netuid)
-    return netuid, wallets
+    return netuid, wallets, owner
+
+
+@dataclass
+class OneEpoch:
+    """The chain as the SDK reads it just before and just after one epoch."""
+
+    before: bt.Metagraph
+    after: bt.Metagraph
+    rows: dict
+    params: dict
+    block: int
+    owner_stake: tuple[int, int]  # the owner hotkey's stake before, after
+
+
+async def owner_stake(client: bt.Client, owner: bt.Wallet, netuid: int) -> int:
+    return int(await client.query(("SubtensorModule", "TotalHotkeyAlpha"),
+                                  [owner.hotkey.ss58_address, netuid]))
+
+
+async def one_epoch(client: bt.Client, netuid: int, owner: bt.Wallet,
+                    weights: list[tuple[bt.Wallet, dict]]) -> OneEpoch:
+    """Set weights right after an epoch, then read the chain around the next epoch."""
+    await epoch_after(client, (await client.subnets.metagraph(netuid)).last_step, netuid)
+    for wallet, row in weights:
+        done = await client.execute(bt.SetWeights(netuid=netuid, weights=row), wallet)
+        assert done.success, done.message
+    before = await client.subnets.metagraph(netuid)
+    staked = await owner_stake(client, owner, netuid)
+    rows = dict(await client.query_map(("SubtensorModule", "Weights"), [netuid]))
+    params = await client.read("subnet_hyperparameters", netuid=netuid)
+    block = await epoch_after(client, before.last_step, netuid)
+    after = await client.subnets.metagraph(netuid)
+    assert after.last_step == block == before.last_step + TEMPO + 1, "exactly one epoch passed"
+    return OneEpoch(before, after, rows, params, block,
+                    (staked, await owner_stake(client, owner, netuid)))
+
+
+def params_from_sdk(params: dict) -> YumaParams:
+    """The epoch's parameters from the SDK's hyperparameter read (chain units)."""
+    return YumaParams(
+        kappa=params["kappa"] / 65535, bond_alpha=1 - params["bonds_moving_avg"] / 1e6,
+        bond_penalty=params["bonds_penalty"] / 65535, activity_cutoff=params["activity_cutoff"],
+        max_allowed_validators=params["max_validators"], yuma3=params["yuma_version"] == 3,
+        liquid_alpha=params["liquid_alpha_enabled"], alpha_low=params["alpha_low"] / 65535,
+        alpha_high=params["alpha_high"] / 65535,
+        alpha_sigmoid_steepness=params["alpha_sigmoid_steepness"],
+    )
+
+
+def expected_epoch(epoch: OneEpoch, bonds: torch.Tensor | None = None):
+    """(EpochResult, EmissionSplit, Payout) of protocol.* on what the SDK read before."""
+    graph, n = epoch.before, len(epoch.before.neurons)
+    weights = torch.zeros(n, n, dtype=torch.float64)
+    entries = torch.zeros(n, n, dtype=torch.bool)
+    for uid, row in epoch.rows.items():
+        for dest, value in row:
+            weights[uid, dest], entries[uid, dest] = value, True
+    split = split_emission(bt.Balance.from_tao(1).rao, epoch.block - graph.last_step,
+                           owner_cut_enabled=epoch.params["owner_cut_enabled"])
+    inputs = EpochInputs(
+        weights=weights,
+        stake=torch.tensor([x.alpha_stake.rao for x in graph.neurons], dtype=torch.float64),
+        last_update=torch.tensor([x.last_update for x in graph.neurons]),
+        registered_at=torch.tensor([x.block_at_registration for x in graph.neurons]),
+        weights_set_at=torch.tensor([x.last_update if x.uid in epoch.rows else 0
+                                     for x in graph.neurons]),
+        bonds=torch.zeros(n, n, dtype=torch.float64) if bonds is None else bonds,
+        current_block=epoch.block, emission_budget=float(split.epoch_budget),
+        validator_permit=torch.tensor([x.validator_permit for x in graph.neurons]),
+        last_epoch_block=graph.last_step, weight_entries=entries,
+    )
+    result = yuma_epoch(inputs, params_from_sdk(epoch.params))
+    return result, split, pay_epoch(result.server_emission, result.validator_emission, split)
 
 
 async def test_epoch_emission_equals_yuma_on_the_same_inputs(devnet):
     net, home = devnet
     async with client_for(net.url) as client:
-        netuid, w = await fresh_subnet(client, home, "yuma", stakes=[100, 50], miners=3)
-        # set weights right after an epoch, so the next epoch is the first that sees them
-        await epoch_after(client, (await client.subnets.metagraph(netuid)).last_step, netuid)
-        for wallet, weights in ((w[0], {2: 2.0, 3: 1.0}), (w[1], {2: 1.0, 3: 1.0, 4: 1.0})):
-            done = await client.execute(bt.SetWeights(netuid=netuid, weights=weights), wallet)
-            assert done.success, done.message
-        before = await client.subnets.metagraph(netuid)
-        rows = dict(await client.query_map(("SubtensorModule", "Weights"), [netuid]))
-        params = await client.read("subnet_hyperparameters", netuid=netuid)
-        block = await epoch_after(client, before.last_step, netuid)
-        after = await client.subnets.metagraph(netuid)
-    assert after.last_step == block == before.last_step + TEMPO + 1, "exactly one epoch passed"
-    n = len(before.neurons)
-    weights = torch.zeros(n, n, dtype=torch.float64)
-    for uid, row in rows.items():
-        for dest, value in row:
-            weights[uid, dest] = value
-    inputs = EpochInputs(
-        weights=weights,
-        stake=torch.tensor([x.alpha_stake.rao for x in before.neurons], dtype=torch.float64),
-        last_update=torch.tensor([x.last_update for x in before.neurons]),
-        registered_at=torch.tensor([x.block_at_registration for x in before.neurons]),
-        weights_set_at=torch.tensor([x.last_update if x.uid in rows else 0
-                                     for x in before.neurons]),
-        bonds=torch.zeros(n, n, dtype=torch.float64),  # no weights before: no bonds yet
-        current_block=block,
-        emission_budget=float(bt.Balance.from_tao(1).rao * (block - before.last_step)),
-    )
-    expected = yuma_epoch(inputs, YumaParams(
-        kappa=params["kappa"] / 65535, bond_alpha=1 - params["bonds_moving_avg"] / 1e6,
-        bond_penalty=params["bonds_penalty"] / 65535, activity_cutoff=params["activity_cutoff"],
-        max_allowed_validators=params["max_validators"],
-    ))
-    for i, neuron in enumerate(after.neurons):
+        netuid, w, owner = await fresh_subnet(client, home, "yuma", stakes=[100, 50], miners=3)
+        epoch = await one_epoch(client, netuid, owner,
+                                [(w[0], {2: 2.0, 3: 1.0}), (w[1], {2: 1.0, 3: 1.0, 4: 1.0})])
+    expected, split, payout = expected_epoch(epoch)  # no weights before: no bonds yet
+    for i, neuron in enumerate(epoch.after.neurons):
         assert neuron.incentive == pytest.approx(float(expected.incentive[i]), abs=1 / 65535)
         assert neuron.dividends == pytest.approx(float(expected.dividends[i]), abs=1 / 65535)
         assert neuron.consensus == pytest.approx(float(expected.consensus[i]), abs=1 / 65535)
-        assert neuron.emission.rao == round(float(expected.emission[i]))
-        assert neuron.alpha_stake.rao == before.neurons[i].alpha_stake.rao + neuron.emission.rao
-    incentive = [x.incentive for x in after.neurons]
+        assert neuron.emission.rao == int(float(expected.emission[i]) + 1e-6)
+        stake_before = epoch.before.neurons[i].alpha_stake.rao
+        assert neuron.alpha_stake.rao == stake_before + payout.total(i)
+    incentive = [x.incentive for x in epoch.after.neurons]
     assert incentive[2] > incentive[3] > incentive[4] >= 0 and incentive[:2] == [0.0, 0.0]
-    assert after.neurons[0].dividends > after.neurons[1].dividends > 0
+    assert epoch.after.neurons[0].dividends > epoch.after.neurons[1].dividends > 0
+    # the owner's 18 %, on the owner's hotkey; miners and validators half of the rest each
+    assert epoch.params["owner_cut_enabled"] is True
+    assert epoch.owner_stake[1] - epoch.owner_stake[0] == split.owner > 0
+    blocks = epoch.block - epoch.before.last_step
+    assert split.owner == pytest.approx(0.18 * blocks * 10**9, rel=1e-3)
+    assert sum(payout.miners) == pytest.approx(split.miners, abs=5)
+    assert sum(payout.validators) == pytest.approx(split.validators, abs=5)
+
+
+async def test_the_owner_switches_the_owner_cut_off_through_the_sdk(devnet):
+    net, home = devnet
+    async with client_for(net.url) as client:
+        netuid, w, owner = await fresh_subnet(client, home, "cut", stakes=[10], miners=1)
+        assert int(await client.query(("SubtensorModule", "SubnetOwnerCut"))) == 11_796
+        done = await client.execute(
+            bt.SetHyperparameter(netuid=netuid, name="owner_cut_enabled", value=False), owner)
+        assert done.success, done.message
+        params = await client.read("subnet_hyperparameters", netuid=netuid)
+        assert params["owner_cut_enabled"] is False
+        epoch = await one_epoch(client, netuid, owner, [])  # and no weights: no incentive
+    _expected, split, payout = expected_epoch(epoch)
+    assert split.owner == 0 and epoch.owner_stake[1] == epoch.owner_stake[0]
+    validator = epoch.after.neurons[0].alpha_stake.rao - epoch.before.neurons[0].alpha_stake.rao
+    assert validator == payout.total(0) == split.miners + split.validators  # it all
+    assert validator == bt.Balance.from_tao(1).rao * (epoch.block - epoch.before.last_step)
+
+
+async def test_yuma3_with_liquid_alpha_through_the_sdk(devnet):
+    net, home = devnet
+    async with client_for(net.url) as client:
+        netuid, w, owner = await fresh_subnet(client, home, "y3", stakes=[80, 20], miners=2)
+        for name, value in (("yuma3_enabled", True), ("liquid_alpha_enabled", True),
+                            ("alpha_low", 6553), ("alpha_high", 19660),
+                            ("alpha_sigmoid_steepness", 500)):
+            done = await client.execute(
+                bt.SetHyperparameter(netuid=netuid, name=name, value=value), owner)
+            assert done.success, f"{name}: {done.message}"
+        params = await client.read("subnet_hyperparameters", netuid=netuid)
+        assert (params["yuma_version"], params["yuma3_enabled"], params["liquid_alpha_enabled"],
+                params["alpha_low"], params["alpha_high"], params["alpha_sigmoid_steepness"]) \
+            == (3, True, True, 6553, 19660, 500)
+        first = await one_epoch(client, netuid, owner,
+                                [(w[0], {2: 1.0, 3: 1.0}), (w[1], {3: 1.0})])
+        stored = [await client.query(("SubtensorModule", "Bonds"), [netuid, uid])
+                  for uid in range(4)]
+    expected, _split, payout = expected_epoch(first)
+    assert params_from_sdk(first.params).yuma3 and params_from_sdk(first.params).liquid_alpha
+    for i, neuron in enumerate(first.after.neurons):
+        assert neuron.dividends == pytest.approx(float(expected.dividends[i]), abs=1 / 65535)
+        assert neuron.alpha_stake.rao == first.before.neurons[i].alpha_stake.rao + payout.total(i)
+        want = [[j, int(float(b) * 65535 + 1e-9)] for j, b in enumerate(expected.bonds[i]) if b]
+        assert [list(x) for x in stored[i]] == want
+    # Yuma3 bonds are proportions: a first epoch moves a bond from 0 towards the bond weight
+    # (validator 0's clipped weight on miner 2 is .5) at a liquid alpha in [0.1, 0.3]
+    assert 0.1 * 0.5 <= float(expected.bonds[0, 2]) <= 0.3 * 0.5
 
 
 async def test_weight_refusals_come_back_as_failed_results_and_change_nothing(populated):
