@@ -45,7 +45,7 @@ from torch import Tensor  # noqa: E402
 from miner.submit import build_submission  # noqa: E402
 from miner.trainer import InnerTrainer  # noqa: E402
 from node.model_state import ModelState  # noqa: E402
-from protocol import codec  # noqa: E402
+from protocol import codec, criteria  # noqa: E402
 from protocol.data import TokenDataset, builtin_corpus  # noqa: E402
 from protocol.messages import Submission, data_digest, unpack_envelope  # noqa: E402
 from protocol.model import preset  # noqa: E402
@@ -128,9 +128,10 @@ def measure(cfg: SubnetConfig, ds: TokenDataset, k: int, repeats: int, device: t
     per_miner = (tk - t1) / (k - 1)
     result = evaluate(k)
     g = min(cfg.top_g, k)
-    scores = {s.uid: 1.0 for s in subs[:g]}  # random updates score 0: force G contributors
+    # random updates score 0: force G contributors
+    verdicts = {s.uid: criteria.Verdict(s.uid, 1.0, "ok", None, 0.0, 0.0) for s in subs[:g]}
     hotkeys = {s.uid: s.hotkey for s in subs}
-    t_agg = bc.median_seconds(lambda: build_aggregate(state, scores, result.dense, hotkeys, cfg),
+    t_agg = bc.median_seconds(lambda: build_aggregate(state, verdicts, result.dense, hotkeys, cfg),
                               repeats=repeats)
     return Costs(inner_step=inner_step_seconds(cfg, ds, repeats, device), verify=t_verify,
                  evaluate_per_miner=per_miner, evaluate_fixed=max(t1 - per_miner, 0.0),

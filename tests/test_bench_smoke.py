@@ -35,7 +35,7 @@ def toy_dataset():
                                     rng.integers(0, 256, 4_000).astype(np.uint16))
 
 
-@pytest.mark.parametrize("script", ["bench_convergence.py", "bench_window.py", "bench_validator.py"])
+@pytest.mark.parametrize("script", ["bench_convergence.py", "bench_window.py", "bench_validator.py", "bench_incentives.py"])
 def test_help_runs_from_a_fresh_checkout(script: str, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
@@ -138,3 +138,36 @@ def test_validator_measure_in_process(bench, toy_dataset) -> None:
 
     costs = val.measure(cfg, toy_dataset, k=2, repeats=1, device=torch.device("cpu"))
     assert costs.inner_step > 0 and costs.verify > 0 and costs.aggregate > 0
+
+
+def test_incentives_run_pays_no_copy_and_reports_every_strategy(bench, toy_dataset) -> None:
+    import torch
+
+    inc = bench("bench_incentives")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: threads only wait on each other on a busy machine
+    try:
+        _incentives_run(inc, toy_dataset)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _incentives_run(inc, toy_dataset) -> None:
+    from protocol.subnet import SubnetConfig
+
+    cfg = SubnetConfig(seq_len=16, batch_size=2, inner_steps=3, eval_samples=8, max_evaluations=32,
+                       codec_chunk=16, codec_topk=16)
+    setup = inc.Setup(subnet=cfg, windows=3, seeds=1, honest=4, stakes=(500.0, 300.0), copier_stake=50.0, tempo=1)
+    run = inc.run_seed(setup, 0, attacks=True, dataset=toy_dataset, log_every=100)
+    names = {s.name for s in run.suite}
+    assert {"copycat", "near-copy", "free-rider", "data-ignoring", "quitter", "over-trainer"} <= names
+    by_name = {s.name: s.uid for s in run.suite}
+    assert set(run.scores[by_name["copycat"]]) == {0.0}  # an exact copy never scores
+    assert run.reasons[by_name["zero"]] == {"empty": 6}  # 3 windows x 2 validators
+    assert len(run.incentive) == 3 and len(run.val_loss) == 3
+    rows = inc.strategy_rows([run])
+    assert [r.name for r in rows] == [s.name for s in run.suite]
+    baseline = inc.run_seed(setup, 0, attacks=False, dataset=toy_dataset, log_every=100)
+    line = inc.summary(rows, [run], [baseline])
+    assert set(line) >= {"honest_share", "max_attack_ratio", "worst", "over_trainer_ratio",
+                         "loss_with_attackers_vs_honest_only"}
