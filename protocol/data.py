@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ class TokenDataset:
     def batch(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> torch.Tensor:
         """Samples ``indices`` stacked into a LongTensor of shape (B, seq_len + 1)."""
         n = self.num_samples(seq_len, split)
-        idx = _as_indices(indices)
+        idx = as_indices(indices)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             bad = int(idx[(idx < 0) | (idx >= n)][0])
             raise IndexError(f"sample index {bad} out of range: the {split} split has {n} samples of seq_len {seq_len}")
@@ -135,8 +135,34 @@ class TokenDataset:
         """Largest token id present (the model's vocabulary must exceed it)."""
         return int(max((int(a.max()) for a in (self.train, self.val) if a.size), default=-1))
 
+    def shards_for(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> list[str]:
+        """Shard files these samples need but this node lacks: none (the tokens are all local)."""
+        return []
 
-def _as_indices(indices: Sequence[int]) -> np.ndarray:
+    def prefetch(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> list[str]:
+        """Fetch what ``batch(indices, ...)`` will need: nothing here (see ShardedDataset)."""
+        return []
+
+
+class Dataset(Protocol):
+    """What miners and validators use of a dataset: a ``TokenDataset`` (all tokens local)
+    or a ``node.sharded_dataset.ShardedDataset`` (shards fetched on demand)."""
+
+    name: str
+    content_hash: str
+
+    def num_samples(self, seq_len: int, split: Split = "train") -> int: ...
+
+    def batch(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> torch.Tensor: ...
+
+    def max_token(self) -> int: ...
+
+    def shards_for(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> list[str]: ...
+
+    def prefetch(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> list[str]: ...
+
+
+def as_indices(indices: Sequence[int]) -> np.ndarray:
     """Sample indices as a 1-D int64 array; floats and bools are refused, not truncated."""
     raw = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
     if raw.size == 0:
@@ -331,6 +357,11 @@ def _document_cut(tokens: np.ndarray, val_fraction: float) -> int:
     eos = np.flatnonzero(tokens[target:] == EOS)
     cut = target + int(eos[0]) + 1 if eos.size else target
     return cut if cut < len(tokens) else target  # keep val non-empty
+
+
+def cache_root() -> Path:
+    """Where derived data is cached: ``$SWARMTRAIN_CACHE``, else ``~/.cache/swarmtrain``."""
+    return _cache_dir(None)
 
 
 def _cache_dir(cache_dir: str | Path | None) -> Path:
