@@ -20,6 +20,7 @@ setup(
         "node",
         "swarmtrain",
         "swarmtrain.commands",
+        "swarmtrain.dataprep",
     ],
     install_requires=[
         "bittensor>=11.3,<12",

@@ -1,0 +1,1 @@
+"""Preparing training data: corpus reading, BPE training, tokenization into shards (``swarmtrain data``)."""

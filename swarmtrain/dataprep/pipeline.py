@@ -1,0 +1,199 @@
+"""``swarmtrain data prepare``: text sources -> token shards + manifest, streaming, on every core.
+
+    plan chunks (sorted, shuffled with the seed) -> workers read + tokenize chunks
+    -> results in chunk order -> train/val ShardWriters -> manifest.json (written last)
+
+Memory stays bounded: at most ``2 * workers`` chunks are in flight and each split holds
+one shard's buffer. The output depends only on the sources and the options (not on the
+number of workers or timing), so re-running the command gives identical bytes.
+
+Example:
+    >>> result = prepare(PrepareOptions(sources=("corpus/",), out=Path("data/corpus-bpe"),
+    ...                                 tokenizer="tokenizer.json"))
+    >>> result.manifest_hash    # pin it as the subnet config's dataset_hash
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.data import DataSourceError
+from protocol.shards import (
+    MANIFEST_FILE,
+    Manifest,
+    ShardEntry,
+    TokenizerEntry,
+    dtype_for_vocab,
+    manifest_bytes,
+    manifest_hash,
+)
+from protocol.tokenizer import BYTES, TokenizerInfo, byte_tokenizer, load_tokenizer_file
+from swarmtrain.dataprep.corpus import Chunk, hf_chunks, hf_sources, plan_chunks, read_chunk
+from swarmtrain.dataprep.encode import EncodedChunk, Encoder, encode_chunk
+from swarmtrain.dataprep.writer import ShardWriter, write_atomic
+
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_SHARD_TOKENS = 1 << 22
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What ``swarmtrain data prepare`` takes (see its --help)."""
+
+    sources: tuple[str, ...]
+    out: Path
+    tokenizer: str = BYTES  # "bytes" or the path of a tokenizers JSON file
+    eos: str | None = None
+    shard_tokens: int = DEFAULT_SHARD_TOKENS
+    val_fraction: float = 0.01
+    seed: str = "swarmtrain"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    chunk_bytes: int = 4 << 20
+    max_bytes: int | None = None  # stop after the chunk that reaches this much text
+    text_field: str = "text"
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    manifest: Manifest
+    manifest_hash: str
+    seconds: float
+    workers: int
+
+
+def prepare(opts: PrepareOptions, progress: Callable[[int, int | None], None] | None = None) -> PrepareResult:
+    """Tokenize ``opts.sources`` into shards under ``opts.out``; ``progress(bytes_done, total)``."""
+    _check_options(opts)
+    started = time.monotonic()
+    info, tokenizer_text, tokenizer_data = _tokenizer(opts)
+    dtype = dtype_for_vocab(info.vocab_size)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_previous(out)
+    writers = {split: ShardWriter(out, split, opts.shard_tokens, dtype) for split in ("train", "val")}
+    chunks = plan_chunks(opts.sources, opts.chunk_bytes, opts.seed)
+    total = sum(c.length for c in chunks) if not hf_sources(opts.sources) else None
+    counts = _Counts()
+    for chunk, encoded in _encoded(_all_chunks(chunks, opts), opts, tokenizer_text, info.eos_id):
+        writers["train"].append(encoded.train)
+        writers["val"].append(encoded.val)
+        counts.add(chunk, encoded)
+        if progress is not None:
+            progress(counts.source_bytes, total)
+        if opts.max_bytes is not None and counts.text_bytes >= opts.max_bytes:
+            break
+    entries = {split: w.finish() for split, w in writers.items()}
+    if tokenizer_data is not None:
+        write_atomic(out / TOKENIZER_FILE, tokenizer_data)
+    manifest = _manifest(opts, info, dtype, entries, counts, max(w.max_id for w in writers.values()))
+    data = manifest_bytes(manifest)
+    write_atomic(out / MANIFEST_FILE, data)
+    return PrepareResult(manifest, manifest_hash(data), time.monotonic() - started, opts.workers)
+
+
+def _check_options(opts: PrepareOptions) -> None:
+    if not opts.sources:
+        raise ValueError("no text source given")
+    if opts.shard_tokens < 2:
+        raise ValueError(f"shard_tokens must be at least 2, got {opts.shard_tokens}")
+    if not 0 < opts.val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {opts.val_fraction}")
+    if opts.workers < 1:
+        raise ValueError(f"workers must be at least 1, got {opts.workers}")
+
+
+def _tokenizer(opts: PrepareOptions) -> tuple[TokenizerInfo, str, bytes | None]:
+    """(info, what workers build the encoder from, the file's bytes to copy next to the shards)."""
+    if opts.tokenizer == BYTES:
+        return byte_tokenizer(), BYTES, None
+    info, data = load_tokenizer_file(opts.tokenizer, opts.eos)
+    return info, data.decode("utf-8"), data
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove an earlier preparation's manifest first (a half-rewritten folder is never a
+    dataset), then its shards."""
+    (out / MANIFEST_FILE).unlink(missing_ok=True)
+    for path in out.iterdir():
+        if path.suffix == ".tok" and path.name.startswith(("train-", "val-")):
+            path.unlink()
+
+
+def _all_chunks(chunks: list[Chunk], opts: PrepareOptions) -> Iterator[Chunk]:
+    yield from chunks
+    for source in hf_sources(opts.sources):
+        yield from hf_chunks(source, opts.text_field, opts.chunk_bytes)
+
+
+@dataclass
+class _Counts:
+    source_bytes: int = 0
+    text_bytes: int = 0
+    docs: list[int] = field(default_factory=lambda: [0, 0])
+
+    def add(self, chunk: Chunk, encoded: EncodedChunk) -> None:
+        self.source_bytes += chunk.length
+        self.text_bytes += encoded.text_bytes
+        self.docs = [self.docs[0] + encoded.docs[0], self.docs[1] + encoded.docs[1]]
+
+
+def _manifest(opts: PrepareOptions, info: TokenizerInfo, dtype: str, entries: dict[str, list[ShardEntry]],
+              counts: _Counts, max_id: int) -> Manifest:
+    for split in ("train", "val"):
+        if not entries[split]:
+            raise DataSourceError(
+                f"no document went to the {split} split ({sum(counts.docs)} documents, val_fraction "
+                f"{opts.val_fraction}): add text, or change --val-fraction"
+            )
+    return Manifest(
+        tokenizer=TokenizerEntry(kind=info.kind, sha256=info.sha256, vocab_size=info.vocab_size, eos_id=info.eos_id,
+                                 file="" if info.kind == BYTES else TOKENIZER_FILE),
+        dtype=dtype, shard_tokens=opts.shard_tokens, max_token_id=max(max_id, 0),
+        train=entries["train"], val=entries["val"],
+        documents={"train": counts.docs[0], "val": counts.docs[1]}, text_bytes=counts.text_bytes,
+        val_fraction=opts.val_fraction, seed=opts.seed,
+    )
+
+
+# --- the workers ---------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer_text: str, eos_id: int, val_fraction: float, text_field: str) -> None:
+    _WORKER.update(encoder=Encoder.create(tokenizer_text, eos_id), val_fraction=val_fraction, text_field=text_field)
+
+
+def _work(chunk: Chunk) -> EncodedChunk:
+    docs = read_chunk(chunk, _WORKER["text_field"])
+    return encode_chunk(_WORKER["encoder"], docs, _WORKER["val_fraction"])
+
+
+def _encoded(chunks: Iterator[Chunk], opts: PrepareOptions, tokenizer_text: str,
+             eos_id: int) -> Iterator[tuple[Chunk, EncodedChunk]]:
+    """(chunk, its tokens) in chunk order; ``workers`` processes, at most 2 chunks each in flight."""
+    initargs = (tokenizer_text, eos_id, opts.val_fraction, opts.text_field)
+    if opts.workers == 1:
+        _init_worker(*initargs)
+        for chunk in chunks:
+            yield chunk, _work(chunk)
+        return
+    # fork where there is one: workers inherit the imports instead of paying for them again
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(opts.workers, _init_worker, initargs) as pool:
+        pending: collections.deque[tuple[Chunk, Any]] = collections.deque()
+        for chunk in chunks:
+            pending.append((chunk, pool.apply_async(_work, (chunk,))))
+            if len(pending) >= 2 * opts.workers:
+                done, result = pending.popleft()
+                yield done, result.get()
+        while pending:
+            done, result = pending.popleft()
+            yield done, result.get()
