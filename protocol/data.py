@@ -35,6 +35,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.errors import DataError, DatasetMismatchError, DataSourceError
+
+__all__ = ["DataError", "DataSourceError", "DatasetMismatchError"]  # re-exported: their home is protocol.errors
+
 BOS = 256
 EOS = 257
 PAD = 258
@@ -46,18 +50,6 @@ _SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-pac
 _TOKEN_DTYPES = (np.dtype("<u2"), np.dtype("<u4"))
 
 Split = Literal["train", "val"]
-
-
-class DataError(Exception):
-    """Base class of data errors."""
-
-
-class DataSourceError(DataError):
-    """A dataset source cannot be opened (missing file, bad format, missing extra, offline)."""
-
-
-class DatasetMismatchError(DataError):
-    """The local dataset is not the one the subnet pins."""
 
 
 # --- tokenizer -------------------------------------------------------------------------

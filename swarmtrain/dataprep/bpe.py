@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -88,7 +87,6 @@ class _Sample:
 
 
 def _import_tokenizers():  # -> the tokenizers module
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     try:
         import tokenizers
         import tokenizers.decoders

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.data import DataSourceError
+from protocol.errors import DataSourceError
 
 BINARY_PROBE = 8192
 MAX_GZ_BYTES = 1 << 30  # decompressed size of one .gz file

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from protocol.data import DataSourceError
+from protocol.errors import DataSourceError
+from swarmtrain.dataprep.corpus import Chunk, read_chunk
 
 _SPLIT_DOMAIN = b"swarmtrain/split/v1|"
 
@@ -49,7 +50,6 @@ class Encoder:
         """``tokenizer_json`` is "bytes" or the tokenizer file's text."""
         if tokenizer_json == "bytes":
             return cls(None, eos_id)
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per worker process
         try:
             from tokenizers import Tokenizer
         except ImportError as e:
@@ -86,3 +86,22 @@ def encode_chunk(encoder: Encoder, docs: Sequence[tuple[str, str]], val_fraction
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+
+
+# --- worker processes (pipeline.prepare) ------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def init_worker(tokenizer_text: str, eos_id: int, val_fraction: float, text_field: str,
+                single_threaded: bool = False) -> None:
+    """Build this process's encoder; a pool worker uses one thread (the pool is the parallelism)."""
+    if single_threaded:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _WORKER.update(encoder=Encoder.create(tokenizer_text, eos_id), val_fraction=val_fraction, text_field=text_field)
+
+
+def work(chunk: Chunk) -> EncodedChunk:
+    """Read and encode one chunk (after ``init_worker``)."""
+    docs = read_chunk(chunk, _WORKER["text_field"])
+    return encode_chunk(_WORKER["encoder"], docs, _WORKER["val_fraction"])

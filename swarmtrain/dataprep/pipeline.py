@@ -35,8 +35,8 @@ from protocol.shards import (
     manifest_hash,
 )
 from protocol.tokenizer import BYTES, TokenizerInfo, byte_tokenizer, load_tokenizer_file
-from swarmtrain.dataprep.corpus import Chunk, hf_chunks, hf_sources, plan_chunks, read_chunk
-from swarmtrain.dataprep.encode import EncodedChunk, Encoder, encode_chunk
+from swarmtrain.dataprep.corpus import Chunk, hf_chunks, hf_sources, plan_chunks
+from swarmtrain.dataprep.encode import EncodedChunk, init_worker, work
 from swarmtrain.dataprep.writer import ShardWriter, write_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -164,33 +164,22 @@ def _manifest(opts: PrepareOptions, info: TokenizerInfo, dtype: str, entries: di
 
 # --- the workers ---------------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(tokenizer_text: str, eos_id: int, val_fraction: float, text_field: str) -> None:
-    _WORKER.update(encoder=Encoder.create(tokenizer_text, eos_id), val_fraction=val_fraction, text_field=text_field)
-
-
-def _work(chunk: Chunk) -> EncodedChunk:
-    docs = read_chunk(chunk, _WORKER["text_field"])
-    return encode_chunk(_WORKER["encoder"], docs, _WORKER["val_fraction"])
-
 
 def _encoded(chunks: Iterator[Chunk], opts: PrepareOptions, tokenizer_text: str,
              eos_id: int) -> Iterator[tuple[Chunk, EncodedChunk]]:
     """(chunk, its tokens) in chunk order; ``workers`` processes, at most 2 chunks each in flight."""
     initargs = (tokenizer_text, eos_id, opts.val_fraction, opts.text_field)
     if opts.workers == 1:
-        _init_worker(*initargs)
+        init_worker(*initargs)
         for chunk in chunks:
-            yield chunk, _work(chunk)
+            yield chunk, work(chunk)
         return
-    # fork where there is one: workers inherit the imports instead of paying for them again
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(opts.workers, _init_worker, initargs) as pool:
+    # spawn, not fork: a forked child of a process whose tokenizer threads already ran can
+    # deadlock; the worker module imports neither torch nor the rest of the node.
+    with multiprocessing.get_context("spawn").Pool(opts.workers, init_worker, initargs + (True,)) as pool:
         pending: collections.deque[tuple[Chunk, Any]] = collections.deque()
         for chunk in chunks:
-            pending.append((chunk, pool.apply_async(_work, (chunk,))))
+            pending.append((chunk, pool.apply_async(work, (chunk,))))
             if len(pending) >= 2 * opts.workers:
                 done, result = pending.popleft()
                 yield done, result.get()
