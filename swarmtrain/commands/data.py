@@ -3,6 +3,7 @@
     swarmtrain data train-tokenizer CORPUS... --out tokenizer.json --vocab-size 8192
     swarmtrain data prepare CORPUS... --out data/corpus --tokenizer tokenizer.json
     swarmtrain data subnet-config data/corpus --out subnet.json [--base subnet.json]
+    swarmtrain data serve data/corpus --port 8000       # or any static file server
 
 See docs/data.md for the shard and manifest formats.
 """
@@ -22,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _tokenizer_args(sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer on a corpus sample"))
     _prepare_args(sub.add_parser("prepare", help="tokenize text sources into shards and a manifest"))
     _config_args(sub.add_parser("subnet-config", help="write a subnet config that pins a prepared dataset"))
+    _serve_args(sub.add_parser("serve", help="serve a prepared dataset folder over HTTP"))
 
 
 def _sources_arg(p: argparse.ArgumentParser) -> None:
@@ -62,11 +64,18 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="path or URL of the tokenizer file nodes are told about (default: the dataset's copy)")
 
 
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", type=Path, help="the prepared dataset folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+
+
 def run(args: argparse.Namespace) -> int:
     from protocol.data import DataError
     from swarmtrain.commands._chainargs import fail
 
-    handlers = {"train-tokenizer": _train_tokenizer, "prepare": _prepare, "subnet-config": _subnet_config}
+    handlers = {"train-tokenizer": _train_tokenizer, "prepare": _prepare, "subnet-config": _subnet_config,
+                "serve": _serve}
     try:
         return handlers[args.data_command](args)
     except (DataError, ValueError, OSError) as e:
@@ -122,6 +131,30 @@ def _subnet_config(args: argparse.Namespace) -> int:
     print(f"subnet config: {args.out}")
     for key in ("dataset_name", "dataset_hash", "tokenizer", "tokenizer_hash", "vocab_size"):
         print(f"{key}={fields[key]}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+
+    from protocol.shards import MANIFEST_FILE
+    from swarmtrain.dataprep.serve import ShardServer
+
+    if not (args.dataset / MANIFEST_FILE).is_file():
+        raise ValueError(f"{args.dataset} holds no {MANIFEST_FILE}: serve a folder 'swarmtrain data prepare' wrote")
+
+    async def forever() -> None:
+        server = ShardServer(args.dataset, args.host, args.port)
+        url = await server.start()
+        print(f"serving {args.dataset} at {url} (dataset_name={url}{MANIFEST_FILE}); Ctrl-C stops", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
+        asyncio.run(forever())
     return 0
 
 
