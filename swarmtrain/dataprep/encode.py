@@ -60,8 +60,9 @@ class Encoder:
         """Ids of each text, without the end-of-document id."""
         if self.tokenizer is None:
             return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.uint32) for t in texts]
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [np.asarray(e.ids, dtype=np.uint32) for e in encodings]
+        # encode_batch_fast (tokenizers >= 0.20) skips the offsets we do not use: ~1.4x faster
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        return [np.asarray(e.ids, dtype=np.uint32) for e in encode(list(texts), add_special_tokens=False)]
 
 
 def is_val(key: str, val_fraction: float) -> bool:
