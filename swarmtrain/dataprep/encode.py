@@ -102,7 +102,7 @@ def init_worker(tokenizer_text: str, eos_id: int, val_fraction: float, text_fiel
     _WORKER.update(encoder=Encoder.create(tokenizer_text, eos_id), val_fraction=val_fraction, text_field=text_field)
 
 
-def work(chunk: Chunk) -> EncodedChunk:
-    """Read and encode one chunk (after ``init_worker``)."""
-    docs = read_chunk(chunk, _WORKER["text_field"])
+def work(chunks: Sequence[Chunk]) -> EncodedChunk:
+    """Read and encode a task's chunks, in order (after ``init_worker``)."""
+    docs = [doc for chunk in chunks for doc in read_chunk(chunk, _WORKER["text_field"])]
     return encode_chunk(_WORKER["encoder"], docs, _WORKER["val_fraction"])

@@ -1,9 +1,10 @@
 """``swarmtrain data prepare``: text sources -> token shards + manifest, streaming, on every core.
 
-    plan chunks (sorted, shuffled with the seed) -> workers read + tokenize chunks
-    -> results in chunk order -> train/val ShardWriters -> manifest.json (written last)
+    plan chunks (sorted, shuffled with the seed) -> tasks of ~chunk_bytes (small files
+    together) -> workers read + tokenize tasks -> results in task order -> train/val
+    ShardWriters -> manifest.json (written last)
 
-Memory stays bounded: at most ``2 * workers`` chunks are in flight and each split holds
+Memory stays bounded: at most ``2 * workers`` tasks are in flight and each split holds
 one shard's buffer. The output depends only on the sources and the options (not on the
 number of workers or timing), so re-running the command gives identical bytes.
 
@@ -56,7 +57,7 @@ class PrepareOptions:
     seed: str = "swarmtrain"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     chunk_bytes: int = 4 << 20
-    max_bytes: int | None = None  # stop after the chunk that reaches this much text
+    max_bytes: int | None = None  # stop after the task that reaches this much text
     text_field: str = "text"
 
 
@@ -81,10 +82,11 @@ def prepare(opts: PrepareOptions, progress: Callable[[int, int | None], None] | 
     chunks = plan_chunks(opts.sources, opts.chunk_bytes, opts.seed)
     total = sum(c.length for c in chunks) if not hf_sources(opts.sources) else None
     counts = _Counts()
-    for chunk, encoded in _encoded(_all_chunks(chunks, opts), opts, tokenizer_text, info.eos_id):
+    for task, encoded in _encoded(_tasks(_all_chunks(chunks, opts), opts.chunk_bytes), opts, tokenizer_text,
+                                  info.eos_id):
         writers["train"].append(encoded.train)
         writers["val"].append(encoded.val)
-        counts.add(chunk, encoded)
+        counts.add(task, encoded)
         if progress is not None:
             progress(counts.source_bytes, total)
         if opts.max_bytes is not None and counts.text_bytes >= opts.max_bytes:
@@ -132,14 +134,29 @@ def _all_chunks(chunks: list[Chunk], opts: PrepareOptions) -> Iterator[Chunk]:
         yield from hf_chunks(source, opts.text_field, opts.chunk_bytes)
 
 
+def _tasks(chunks: Iterator[Chunk], chunk_bytes: int) -> Iterator[tuple[Chunk, ...]]:
+    """Consecutive chunks grouped until ``chunk_bytes``: one task per big file piece, many
+    small files per task (a task per file would cost more in messages than in tokenizing)."""
+    task: list[Chunk] = []
+    size = 0
+    for chunk in chunks:
+        task.append(chunk)
+        size += chunk.length
+        if size >= chunk_bytes:
+            yield tuple(task)
+            task, size = [], 0
+    if task:
+        yield tuple(task)
+
+
 @dataclass
 class _Counts:
     source_bytes: int = 0
     text_bytes: int = 0
     docs: list[int] = field(default_factory=lambda: [0, 0])
 
-    def add(self, chunk: Chunk, encoded: EncodedChunk) -> None:
-        self.source_bytes += chunk.length
+    def add(self, task: tuple[Chunk, ...], encoded: EncodedChunk) -> None:
+        self.source_bytes += sum(c.length for c in task)
         self.text_bytes += encoded.text_bytes
         self.docs = [self.docs[0] + encoded.docs[0], self.docs[1] + encoded.docs[1]]
 
@@ -165,21 +182,21 @@ def _manifest(opts: PrepareOptions, info: TokenizerInfo, dtype: str, entries: di
 # --- the workers ---------------------------------------------------------------------------
 
 
-def _encoded(chunks: Iterator[Chunk], opts: PrepareOptions, tokenizer_text: str,
-             eos_id: int) -> Iterator[tuple[Chunk, EncodedChunk]]:
-    """(chunk, its tokens) in chunk order; ``workers`` processes, at most 2 chunks each in flight."""
+def _encoded(tasks: Iterator[tuple[Chunk, ...]], opts: PrepareOptions, tokenizer_text: str,
+             eos_id: int) -> Iterator[tuple[tuple[Chunk, ...], EncodedChunk]]:
+    """(task, its tokens) in task order; ``workers`` processes, at most 2 tasks each in flight."""
     initargs = (tokenizer_text, eos_id, opts.val_fraction, opts.text_field)
     if opts.workers == 1:
         init_worker(*initargs)
-        for chunk in chunks:
-            yield chunk, work(chunk)
+        for task in tasks:
+            yield task, work(task)
         return
     # spawn, not fork: a forked child of a process whose tokenizer threads already ran can
     # deadlock; the worker module imports neither torch nor the rest of the node.
     with multiprocessing.get_context("spawn").Pool(opts.workers, init_worker, initargs + (True,)) as pool:
-        pending: collections.deque[tuple[Chunk, Any]] = collections.deque()
-        for chunk in chunks:
-            pending.append((chunk, pool.apply_async(work, (chunk,))))
+        pending: collections.deque[tuple[tuple[Chunk, ...], Any]] = collections.deque()
+        for task in tasks:
+            pending.append((task, pool.apply_async(work, (task,))))
             if len(pending) >= 2 * opts.workers:
                 done, result = pending.popleft()
                 yield done, result.get()
