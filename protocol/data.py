@@ -13,6 +13,10 @@ Sources (see ``open_dataset``):
 A dataset's identity is its ``content_hash`` (sha256 over a canonical header and the
 train and val tokens), which the subnet config pins; ``verify_dataset`` checks it.
 
+These sources are loaded whole. A corpus prepared by ``swarmtrain data prepare`` (token
+shards + manifest, fetched shard by shard) is ``node.sharded_dataset.ShardedDataset``;
+both satisfy ``Dataset``, the API miners and validators use.
+
 Example:
     >>> ds = TokenDataset.from_arrays("toy", np.arange(100, dtype=np.uint16), np.arange(20, dtype=np.uint16))
     >>> ds.num_samples(seq_len=8), tuple(ds.batch([0, 3], seq_len=8).shape)
