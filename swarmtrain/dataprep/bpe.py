@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from protocol.data import DataSourceError
 from protocol.tokenizer import TokenizerInfo, parse_tokenizer_json
@@ -86,7 +87,8 @@ class _Sample:
                         return
 
 
-def _import_tokenizers():  # -> the tokenizers module
+def _import_tokenizers() -> ModuleType:
+    """The ``tokenizers`` package with the submodules training uses (an optional extra)."""
     try:
         import tokenizers
         import tokenizers.decoders
