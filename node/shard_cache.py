@@ -3,7 +3,8 @@
 A shard is usable only after its size, header and sha256 match its manifest entry
 (checked once per process). Shards of a local source are used in place; downloaded
 ones live in ``cache_dir`` and are evicted least-recently-used first when their total
-exceeds ``max_bytes`` (never the shards of the request in progress). A download is
+exceeds ``max_bytes`` (never the shards of the last two requests: a miner's current
+window and the next one it prefetches meanwhile). A download is
 written to a temporary file and renamed only once verified, so a crash never leaves a
 half shard under its real name.
 
@@ -15,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import logging
@@ -68,14 +70,18 @@ class ShardStore:
         self._cached: OrderedDict[str, int] = self._scan_cache()  # downloaded file -> size, LRU first
         self._lock = threading.Lock()
         self._file_locks: dict[str, threading.Lock] = {}
+        self._recent: collections.deque[frozenset[str]] = collections.deque(maxlen=2)  # kept from eviction
 
     # -- public ------------------------------------------------------------------------
     def ensure(self, entries: Sequence[ShardEntry]) -> None:
-        """Make every shard of ``entries`` local and verified; they are not evicted meanwhile."""
-        pinned = {e.file for e in entries}
+        """Make every shard of ``entries`` local and verified; they stay until two later requests."""
+        names = frozenset(e.file for e in entries)
+        with self._lock:
+            self._recent.append(names)
+            pinned = set().union(*self._recent)
         for entry in entries:
             self._open(entry)
-        self._touch(pinned)
+        self._touch(names)
         self._evict(pinned)
 
     def tokens(self, entry: ShardEntry) -> np.ndarray:
