@@ -65,3 +65,25 @@ def test_bad_jsonl_lines_name_the_file_the_offset_and_the_fix(tmp_path) -> None:
 def test_missing_source_is_named(tmp_path) -> None:
     with pytest.raises(DataSourceError, match="nowhere.*neither a file, a folder nor 'hf:NAME'"):
         plan_chunks([str(tmp_path / "nowhere")], 1 << 20, "s")
+
+
+def test_hugging_face_rows_are_batched_in_order(monkeypatch) -> None:
+    import sys
+    import types
+
+    from swarmtrain.dataprep.corpus import hf_chunks
+
+    calls = []
+
+    def load_dataset(name, split, streaming):
+        calls.append((name, split, streaming))
+        return iter([{"text": f"row {i} " * 10} for i in range(25)])
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    chunks = list(hf_chunks("hf:org/corpus:validation", "text", chunk_bytes=500))
+    assert calls == [("org/corpus", "validation", True)]
+    assert len(chunks) > 1 and sum(len(c.rows) for c in chunks) == 25
+    docs = [d for c in chunks for d in read_chunk(c, "text")]
+    assert [k for k, _ in docs] == [f"hf:org/corpus:validation:{i}" for i in range(25)]
+    with pytest.raises(DataSourceError, match="no text field 'body'.*--text-field"):
+        list(hf_chunks("hf:org/corpus", "body", chunk_bytes=500))
