@@ -26,16 +26,15 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import _bench_common as bc
+# The project (and torch, through _bench_common) is imported inside the functions: the
+# tokenizer processes re-import this script when they start ("spawn"), and should not
+# pay for them.
+if TYPE_CHECKING:
+    from swarmtrain.dataprep.pipeline import PrepareResult
 
-bc.ensure_repo_on_path()
-
-from node.sharded_dataset import ShardedDataset  # noqa: E402
-from protocol.windows import assigned_samples  # noqa: E402
-from swarmtrain.dataprep.bpe import train_tokenizer  # noqa: E402
-from swarmtrain.dataprep.pipeline import PrepareOptions, PrepareResult, prepare  # noqa: E402
-from swarmtrain.dataprep.serve import serve_in_thread  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 QUICK = {"max_mb": 30.0, "sample_mb": 8.0, "vocab_size": 8192}
 FULL = {"max_mb": 300.0, "sample_mb": 32.0, "vocab_size": 16384}
@@ -69,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_prepare(args: argparse.Namespace, work: Path, name: str, tokenizer: str, workers: int) -> PrepareResult:
+    from swarmtrain.dataprep.pipeline import PrepareOptions, prepare
+
     opts = PrepareOptions(sources=tuple(args.corpus), out=work / name, tokenizer=tokenizer, workers=workers,
                           shard_tokens=args.shard_tokens, max_bytes=int(args.max_mb * 1e6), val_fraction=0.01)
     result = prepare(opts)
@@ -85,6 +86,10 @@ def tokens(result: PrepareResult) -> int:
 
 def first_window_wait(args: argparse.Namespace, dataset: Path, cache: Path, rate: float | None) -> dict[str, float]:
     """Seconds from nothing local to a miner's first window's data, lazily and with a full download."""
+    from node.sharded_dataset import ShardedDataset
+    from protocol.windows import assigned_samples
+    from swarmtrain.dataprep.serve import serve_in_thread
+
     shutil.rmtree(cache, ignore_errors=True)
     with serve_in_thread(dataset, rate_bytes_per_s=rate) as server:
         started = time.perf_counter()
@@ -105,6 +110,7 @@ def first_window_wait(args: argparse.Namespace, dataset: Path, cache: Path, rate
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
+    sys.path.insert(0, str(REPO_ROOT))  # a fresh clone, not installed
     args = parse_args(argv)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-data-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -117,6 +123,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    import _bench_common as bc
+
+    from swarmtrain.dataprep.bpe import train_tokenizer
+
     tok = work / "tokenizer.json"
     trained = train_tokenizer(tuple(args.corpus), tok, vocab_size=args.vocab_size, sample_bytes=int(args.sample_mb * 1e6))
     print(f"tokenizer: vocab {trained.vocab_size}, trained on {trained.sample_bytes / 1e6:.1f} MB in {trained.seconds:.1f} s")

@@ -22,7 +22,7 @@ from types import ModuleType
 
 from protocol.data import DataSourceError
 from protocol.tokenizer import TokenizerInfo, parse_tokenizer_json
-from swarmtrain.dataprep.corpus import hf_chunks, hf_sources, plan_chunks, read_chunk
+from swarmtrain.dataprep.corpus import CHUNK_BYTES, hf_chunks, hf_sources, plan_chunks, read_chunk
 from swarmtrain.dataprep.writer import write_atomic
 
 EOS_TOKEN = "<|endoftext|>"
@@ -75,7 +75,7 @@ class _Sample:
         self.taken = 0
 
     def texts(self) -> Iterator[str]:
-        chunk_bytes = min(4 << 20, max(1, self.limit))
+        chunk_bytes = CHUNK_BYTES  # the pieces and order of 'prepare'
         chunks = plan_chunks(self.sources, chunk_bytes, self.seed)
         for source in [None, *hf_sources(self.sources)]:
             for chunk in chunks if source is None else hf_chunks(source, self.text_field, chunk_bytes):

@@ -16,7 +16,7 @@ its split. Everything depends only on the files and the arguments: the same comm
 gives the same chunks, documents and keys.
 
 Example:
-    >>> chunks = plan_chunks(["docs"], chunk_bytes=4 << 20, seed="swarmtrain")
+    >>> chunks = plan_chunks(["docs"], chunk_bytes=CHUNK_BYTES, seed="swarmtrain")
     >>> docs = read_chunk(chunks[0], text_field="text")   # [(key, text), ...]
 """
 
@@ -32,6 +32,7 @@ from pathlib import Path
 
 from protocol.errors import DataSourceError
 
+CHUNK_BYTES = 1 << 20  # file pieces (and prepare's tasks): the unit of work and of shuffling
 BINARY_PROBE = 8192
 MAX_GZ_BYTES = 1 << 30  # decompressed size of one .gz file
 

@@ -26,6 +26,7 @@ from protocol.errors import DataSourceError
 from swarmtrain.dataprep.corpus import Chunk, read_chunk
 
 _SPLIT_DOMAIN = b"swarmtrain/split/v1|"
+PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def init_worker(tokenizer_text: str, eos_id: int, val_fraction: float, text_fiel
                 single_threaded: bool = False) -> None:
     """Build this process's encoder; a pool worker uses one thread (the pool is the parallelism)."""
     if single_threaded:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        os.environ[PARALLELISM_ENV] = "false"
     _WORKER.update(encoder=Encoder.create(tokenizer_text, eos_id), val_fraction=val_fraction, text_field=text_field)
 
 

@@ -1,6 +1,6 @@
 """``swarmtrain data prepare``: text sources -> token shards + manifest, streaming, on every core.
 
-    plan chunks (sorted, shuffled with the seed) -> tasks of ~chunk_bytes (small files
+    plan chunks (sorted, shuffled with the seed) -> tasks of ~1 MiB (small files
     together) -> workers read + tokenize tasks -> results in task order -> train/val
     ShardWriters -> manifest.json (written last)
 
@@ -17,13 +17,14 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from protocol.data import DataSourceError
 from protocol.shards import (
@@ -36,8 +37,8 @@ from protocol.shards import (
     manifest_hash,
 )
 from protocol.tokenizer import BYTES, TokenizerInfo, byte_tokenizer, load_tokenizer_file
-from swarmtrain.dataprep.corpus import Chunk, hf_chunks, hf_sources, plan_chunks
-from swarmtrain.dataprep.encode import EncodedChunk, init_worker, work
+from swarmtrain.dataprep.corpus import CHUNK_BYTES, Chunk, hf_chunks, hf_sources, plan_chunks
+from swarmtrain.dataprep.encode import PARALLELISM_ENV, EncodedChunk, init_worker, work
 from swarmtrain.dataprep.writer import ShardWriter, write_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -56,7 +57,7 @@ class PrepareOptions:
     val_fraction: float = 0.01
     seed: str = "swarmtrain"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    chunk_bytes: int = 4 << 20
+    chunk_bytes: int = CHUNK_BYTES  # file pieces and tasks: small, so --max-mb wastes little work
     max_bytes: int | None = None  # stop after the task that reaches this much text
     text_field: str = "text"
 
@@ -182,24 +183,46 @@ def _manifest(opts: PrepareOptions, info: TokenizerInfo, dtype: str, entries: di
 # --- the workers ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _single_threaded_tokenizers() -> Iterator[None]:
+    """``tokenizers`` batches use every core unless told otherwise: ``--workers`` means cores."""
+    saved = os.environ.get(PARALLELISM_ENV)
+    os.environ[PARALLELISM_ENV] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(PARALLELISM_ENV, None)
+        else:
+            os.environ[PARALLELISM_ENV] = saved
+
+
 def _encoded(tasks: Iterator[tuple[Chunk, ...]], opts: PrepareOptions, tokenizer_text: str,
              eos_id: int) -> Iterator[tuple[tuple[Chunk, ...], EncodedChunk]]:
     """(task, its tokens) in task order; ``workers`` processes, at most 2 tasks each in flight."""
     initargs = (tokenizer_text, eos_id, opts.val_fraction, opts.text_field)
-    if opts.workers == 1:
-        init_worker(*initargs)
-        for task in tasks:
-            yield task, work(task)
-        return
+    with _single_threaded_tokenizers():
+        init_worker(*initargs)  # here too: a missing package or a bad tokenizer fails before any worker starts
+        if opts.workers == 1:  # in this process, on one core like a pool worker
+            for task in tasks:
+                yield task, work(task)
+            return
     # spawn, not fork: a forked child of a process whose tokenizer threads already ran can
-    # deadlock; the worker module imports neither torch nor the rest of the node.
-    with multiprocessing.get_context("spawn").Pool(opts.workers, init_worker, initargs + (True,)) as pool:
-        pending: collections.deque[tuple[tuple[Chunk, ...], Any]] = collections.deque()
-        for task in tasks:
-            pending.append((task, pool.apply_async(work, (task,))))
-            if len(pending) >= 2 * opts.workers:
-                done, result = pending.popleft()
-                yield done, result.get()
-        while pending:
-            done, result = pending.popleft()
-            yield done, result.get()
+    # deadlock; the worker module imports neither torch nor the rest of the node. A worker
+    # that dies breaks the pool (BrokenProcessPool) instead of hanging it.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=init_worker,
+                             initargs=(*initargs, True)) as pool:
+        pending: collections.deque[tuple[tuple[Chunk, ...], Future[EncodedChunk]]] = collections.deque()
+        try:
+            for task in tasks:
+                pending.append((task, pool.submit(work, task)))
+                if len(pending) >= 2 * opts.workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:  # stopped early (--max-mb) or failed: drop the queued tasks
+            for _, future in pending:
+                future.cancel()

@@ -13,7 +13,7 @@ from protocol.shards import HEADER_SIZE, MANIFEST_FILE, decode_header, manifest_
 from protocol.subnet import SubnetConfig
 from swarmtrain.cli import main
 from swarmtrain.dataprep.bpe import train_tokenizer
-from swarmtrain.dataprep.corpus import plan_chunks, read_chunk
+from swarmtrain.dataprep.corpus import CHUNK_BYTES, plan_chunks, read_chunk
 from swarmtrain.dataprep.encode import is_val
 from swarmtrain.dataprep.pipeline import PrepareOptions, prepare
 from tests.dataprep.corpus_fixtures import write_corpus
@@ -42,7 +42,7 @@ def test_byte_shards_hold_every_document_once_in_its_split(tmp_path) -> None:
     m = result.manifest
     assert len(m.train) > 2 and all(e.tokens == 4096 for e in m.train[:-1])
     assert result.manifest_hash == manifest_hash((tmp_path / "ds" / MANIFEST_FILE).read_bytes())
-    docs = [d for c in plan_chunks([str(root)], 4 << 20, "swarmtrain") for d in read_chunk(c, "text")]
+    docs = [d for c in plan_chunks([str(root)], CHUNK_BYTES, "swarmtrain") for d in read_chunk(c, "text")]
     for split in ("train", "val"):
         got = _docs(_tokens(tmp_path / "ds", m.shards(split)), EOS)
         want = [t.encode() for k, t in docs if is_val(k, 0.2) == (split == "val")]
@@ -97,7 +97,7 @@ def test_bpe_shards_use_the_tokenizer_and_its_eos(tmp_path) -> None:
     tokens = np.concatenate([_tokens(tmp_path / "ds", m.train), _tokens(tmp_path / "ds", m.val)])
     tok = Tokenizer.from_file(str(tmp_path / "tok.json"))
     texts = [tok.decode(d[:-1].tolist()) for d in np.split(tokens, np.flatnonzero(tokens == 0) + 1) if d.size]
-    docs = [t for c in plan_chunks([str(root)], 4 << 20, "swarmtrain") for _, t in read_chunk(c, "text")]
+    docs = [t for c in plan_chunks([str(root)], CHUNK_BYTES, "swarmtrain") for _, t in read_chunk(c, "text")]
     assert collections.Counter(texts) == collections.Counter(docs)
     assert m.max_token_id < trained.vocab_size
 
@@ -132,3 +132,11 @@ def test_command_errors_are_one_line(tmp_path, capsys) -> None:
     assert main(["data", "prepare", str(tmp_path), "--out", str(tmp_path / "ds"),
                  "--tokenizer", str(tmp_path / "missing.json")]) == 1
     assert "cannot read tokenizer" in capsys.readouterr().err
+
+
+def test_a_worker_error_reaches_the_command_instead_of_hanging(tmp_path) -> None:
+    root = write_corpus(tmp_path / "c")
+    (root / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(DataSourceError, match="bad.jsonl: the line at byte 17 is not JSON"):
+        prepare(PrepareOptions(sources=(str(root),), out=tmp_path / "ds", workers=2, chunk_bytes=2000))
+    assert not (tmp_path / "ds" / MANIFEST_FILE).exists()
