@@ -41,7 +41,7 @@ def _tokenizer_args(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare_args(p: argparse.ArgumentParser) -> None:
-    from swarmtrain.dataprep.pipeline import DEFAULT_SHARD_TOKENS
+    from swarmtrain.dataprep import DEFAULT_SHARD_TOKENS
 
     _sources_arg(p)
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write (manifest.json, shards)")

@@ -37,12 +37,12 @@ from protocol.shards import (
     manifest_hash,
 )
 from protocol.tokenizer import BYTES, TokenizerInfo, byte_tokenizer, load_tokenizer_file
+from swarmtrain.dataprep import DEFAULT_SHARD_TOKENS
 from swarmtrain.dataprep.corpus import CHUNK_BYTES, Chunk, hf_chunks, hf_sources, plan_chunks
 from swarmtrain.dataprep.encode import PARALLELISM_ENV, EncodedChunk, init_worker, work
 from swarmtrain.dataprep.writer import ShardWriter, write_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
-DEFAULT_SHARD_TOKENS = 1 << 22
 
 
 @dataclass(frozen=True)

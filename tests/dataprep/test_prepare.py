@@ -140,3 +140,13 @@ def test_a_worker_error_reaches_the_command_instead_of_hanging(tmp_path) -> None
     with pytest.raises(DataSourceError, match="bad.jsonl: the line at byte 17 is not JSON"):
         prepare(PrepareOptions(sources=(str(root),), out=tmp_path / "ds", workers=2, chunk_bytes=2000))
     assert not (tmp_path / "ds" / MANIFEST_FILE).exists()
+
+
+def test_data_command_parser_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys; from swarmtrain.commands import data; p = argparse.ArgumentParser(); "
+            "data.add_arguments(p); print('torch' in sys.modules, 'tokenizers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stderr
