@@ -62,3 +62,15 @@ def test_network_trains_a_bpe_model_on_prepared_shards(prepared, tmp_path) -> No
         model = json.loads(checkpoints[-1].read_text())["config"]
         assert model["vocab_size"] == VOCAB and model["dim"] == 64
         assert SubnetConfig.load(net.subnet_path) == subnet
+
+
+def test_local_refuses_a_dataset_that_is_not_the_pinned_one(prepared, tmp_path, capsys) -> None:
+    from swarmtrain.cli import main
+
+    root, subnet = prepared
+    wrong = SubnetConfig.model_validate({**subnet.model_dump(), "dataset_hash": "0" * 64})
+    wrong.save(tmp_path / "subnet.json")
+    assert main(["local", "--subnet-config", str(tmp_path / "subnet.json"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "error: the manifest at" in err and "pins dataset_hash 0000" in err
+    assert not (tmp_path / "out" / "logs").exists()  # nothing was started
