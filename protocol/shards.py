@@ -47,7 +47,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from protocol.data import DataError
+from protocol.errors import DataError
 from protocol.tokenizer import TokenizerInfo
 from protocol.windows import Population
 
