@@ -20,6 +20,7 @@ setup(
         "node",
         "swarmtrain",
         "swarmtrain.commands",
+        "swarmtrain.dataprep",
     ],
     install_requires=[
         "bittensor>=11.3,<12",
@@ -38,9 +39,11 @@ setup(
             "pytest-timeout>=2.2",
             "ruff>=0.5",
             "hypothesis>=6",
+            "tokenizers>=0.15",  # the data tests train and load BPE tokenizers
         ],
         "plot": ["matplotlib>=3.7"],
         "hf": ["datasets>=2.14"],
+        "data": ["tokenizers>=0.15"],  # BPE tokenizers: swarmtrain data train-tokenizer / prepare
     },
     entry_points={"console_scripts": ["swarmtrain=swarmtrain.cli:main"]},
 )

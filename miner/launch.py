@@ -22,8 +22,8 @@ from miner.trainer import InnerTrainer
 from node.logs import MetricsWriter
 from node.signed_http import SignedClient
 from node.subnet_setup import load_subnet_config, subnet_dataset
-from protocol.data import TokenDataset
-from protocol.model import preset
+from protocol.data import Dataset
+from protocol.model import subnet_model_config
 from protocol.subnet import SubnetConfig
 
 log = logging.getLogger("swarmtrain.miner")
@@ -58,7 +58,7 @@ def state_dir(s: MinerSettings) -> Path:
     return Path.home() / ".swarmtrain" / "miner" / f"{s.wallet_name}-{s.wallet_hotkey}-netuid{s.netuid}"
 
 
-def dataset_for(cfg: SubnetConfig) -> TokenDataset:
+def dataset_for(cfg: SubnetConfig) -> Dataset:
     """The subnet's dataset, refusing to start on different tokens."""
     return subnet_dataset(cfg)
 
@@ -69,7 +69,7 @@ async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
     wallet = load_wallet(s.wallet_name, s.wallet_hotkey, s.wallet_path)
     dataset = dataset_for(cfg)
     directory = state_dir(s)
-    trainer = InnerTrainer(preset(cfg.preset), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
+    trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
     log.info("miner %s on %s netuid %d, device %s, state %s", s.wallet_name, s.network, cfg.netuid,
              trainer.device, directory)
     chain = await Chain.connect(s.network, timeout=s.chain_timeout_s)

@@ -1,6 +1,7 @@
 """The miner's main loop, one window at a time, as a list of named steps.
 
-    sync to θ_w → train H inner steps → compress with error feedback → submit
+    sync to θ_w → fetch the window's shards → train H inner steps (while the next window's
+    shards are fetched) → compress with error feedback → submit
     → wait for window w+1 → fetch Aggregate(w), apply, check hash → checkpoint → metrics
 
 The miner opens no port: it only makes outbound HTTPS requests to validators.
@@ -31,17 +32,18 @@ from miner.sync import SyncError, ValidatorLink, WindowClock, catch_up, poll
 from miner.trainer import InnerTrainer, TrainResult, split_batches
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
+from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError
 from node.validators import ValidatorEndpoint, find_validators
 from protocol import codec
-from protocol.data import TokenDataset
+from protocol.data import Dataset
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 
 log = logging.getLogger("swarmtrain.miner")
 
 # Errors after which the miner retries the window instead of exiting.
-TRANSIENT: tuple[type[BaseException], ...] = (ChainError, SyncError, NodeHttpError)
+TRANSIENT: tuple[type[BaseException], ...] = (ChainError, SyncError, NodeHttpError, ShardFetchError)
 
 
 class MinerError(RuntimeError):
@@ -73,6 +75,7 @@ class WindowReport:
     outcomes: list[SubmitOutcome] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     model_hash: str = ""  # θ_{w+1}, after applying Aggregate(w)
+    shards_fetched: list[str] = field(default_factory=list)  # shard files this window waited for
 
     def record(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,7 @@ class WindowReport:
             "loss_first": self.losses[0] if self.losses else None,
             "loss_last": self.losses[-1] if self.losses else None,
             "payload_bytes": self.payload_bytes,
+            "shards_fetched": self.shards_fetched,
             "accepted": [o.validator_uid for o in self.outcomes if o.accepted],
             "refused": [
                 {"validator": o.validator_uid, "status": o.status, "code": o.code, "reason": o.reason}
@@ -114,7 +118,7 @@ class Miner:
         chain: Any,
         wallet: Any,
         cfg: SubnetConfig,
-        dataset: TokenDataset,
+        dataset: Dataset,
         trainer: InnerTrainer,
         store: MinerStateStore,
         client: Any,
@@ -137,6 +141,7 @@ class Miner:
         self.model: ModelState = ModelState.initial(cfg)
         self.uid = -1
         self.metagraph: Any = None
+        self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
 
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
@@ -184,19 +189,22 @@ class Miner:
         """Mine until cancelled (or ``max_windows`` windows are done)."""
         self.restore()
         done = failures = 0
-        while max_windows is None or done < max_windows:
-            try:
-                await self.one_window()
-            except TRANSIENT as exc:
-                # The chain or a validator hiccuped: the next window starts from a clean slate.
-                failures += 1
-                if failures > self.options.max_consecutive_failures:
-                    raise
-                log.warning("window failed (%s: %s); retrying", type(exc).__name__, exc)
-                await asyncio.sleep(min(30.0, self.options.poll_interval_s * 2**failures))
-                continue
-            failures = 0
-            done += 1
+        try:
+            while max_windows is None or done < max_windows:
+                try:
+                    await self.one_window()
+                except TRANSIENT as exc:
+                    # The chain, a validator or the data source hiccuped: the next window starts clean.
+                    failures += 1
+                    if failures > self.options.max_consecutive_failures:
+                        raise
+                    log.warning("window failed (%s: %s); retrying", type(exc).__name__, exc)
+                    await asyncio.sleep(min(30.0, self.options.poll_interval_s * 2**failures))
+                    continue
+                failures = 0
+                done += 1
+        finally:
+            await self.stop_prefetch()
 
     async def one_window(self) -> None:
         window = await self.clock.window()
@@ -223,6 +231,8 @@ class Miner:
             log.warning("holding θ_%d, not θ_%d: not training this window", self.model.window, window)
             return report
         indices = self.assigned_indices(window)
+        await self.fetch_data(indices, report)
+        self.start_prefetch(window + 1)
         result = await self.train(window, indices, report)
         payload = self.timed(report, "compress", lambda: self.encode_update(result.delta))
         report.payload_bytes = len(payload)
@@ -250,6 +260,35 @@ class Miner:
     def assigned_indices(self, window: int) -> list[int]:
         population = self.dataset.num_samples(self.cfg.seq_len)
         return assigned_samples(self.cfg.seed_bytes, window, self.uid, self.cfg.samples_per_window, population)
+
+    async def fetch_data(self, indices: list[int], report: WindowReport) -> None:
+        """Wait for the shards this window's samples lie in (usually prefetched already)."""
+        started = time.monotonic()
+        if self._prefetch is not None:
+            pending, self._prefetch = self._prefetch, None
+            try:
+                await pending
+            except ShardFetchError as exc:  # fetched again below; a lasting failure raises there
+                log.warning("prefetching shards failed: %s", exc)
+        report.shards_fetched = await asyncio.to_thread(self.dataset.prefetch, indices, self.cfg.seq_len)
+        report.timings["data"] = time.monotonic() - started
+        if report.shards_fetched:
+            log.info(progress_line("data", w=report.window, shards=len(report.shards_fetched), s=report.timings["data"]))
+
+    async def stop_prefetch(self) -> None:
+        """Let a running prefetch finish (its thread cannot be interrupted) and drop its result."""
+        pending, self._prefetch = self._prefetch, None
+        if pending is not None:
+            try:
+                await pending
+            except Exception as exc:  # noqa: BLE001 - nothing needs those shards any more
+                log.debug("prefetch ended with %s", exc)
+
+    def start_prefetch(self, window: int) -> None:
+        """Fetch ``window``'s shards in a thread while this window trains."""
+        indices = self.assigned_indices(window)
+        if self.dataset.shards_for(indices, self.cfg.seq_len):
+            self._prefetch = asyncio.create_task(asyncio.to_thread(self.dataset.prefetch, indices, self.cfg.seq_len))
 
     async def train(self, window: int, indices: list[int], report: WindowReport) -> TrainResult:
         samples = self.dataset.batch(indices, self.cfg.seq_len)  # (N, T+1)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from node.aggregate_payload import decode_aggregate
 from node.checkpoints import atomic_write
-from protocol.model import Transformer, build_model, model_hash, param_spec, preset
+from protocol.model import Transformer, build_model, model_hash, param_spec, subnet_model_config
 from protocol.outer import OuterOptimizer
 from protocol.subnet import SubnetConfig
 
@@ -60,7 +60,7 @@ class ModelState:
 
     @classmethod
     def initial(cls, cfg: SubnetConfig) -> ModelState:
-        model = build_model(preset(cfg.preset), seed=initial_seed(cfg))
+        model = build_model(subnet_model_config(cfg), seed=initial_seed(cfg))
         return cls(cfg, model, 0, _new_outer(cfg))
 
     def hash(self) -> str:

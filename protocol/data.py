@@ -13,6 +13,10 @@ Sources (see ``open_dataset``):
 A dataset's identity is its ``content_hash`` (sha256 over a canonical header and the
 train and val tokens), which the subnet config pins; ``verify_dataset`` checks it.
 
+These sources are loaded whole. A corpus prepared by ``swarmtrain data prepare`` (token
+shards + manifest, fetched shard by shard) is ``node.sharded_dataset.ShardedDataset``;
+both satisfy ``Dataset``, the API miners and validators use.
+
 Example:
     >>> ds = TokenDataset.from_arrays("toy", np.arange(100, dtype=np.uint16), np.arange(20, dtype=np.uint16))
     >>> ds.num_samples(seq_len=8), tuple(ds.batch([0, 3], seq_len=8).shape)
@@ -29,11 +33,15 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.errors import DataError, DatasetMismatchError, DataSourceError
+
+__all__ = ["DataError", "DataSourceError", "DatasetMismatchError"]  # re-exported: their home is protocol.errors
 
 BOS = 256
 EOS = 257
@@ -46,18 +54,6 @@ _SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-pac
 _TOKEN_DTYPES = (np.dtype("<u2"), np.dtype("<u4"))
 
 Split = Literal["train", "val"]
-
-
-class DataError(Exception):
-    """Base class of data errors."""
-
-
-class DataSourceError(DataError):
-    """A dataset source cannot be opened (missing file, bad format, missing extra, offline)."""
-
-
-class DatasetMismatchError(DataError):
-    """The local dataset is not the one the subnet pins."""
 
 
 # --- tokenizer -------------------------------------------------------------------------
@@ -124,7 +120,7 @@ class TokenDataset:
     def batch(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> torch.Tensor:
         """Samples ``indices`` stacked into a LongTensor of shape (B, seq_len + 1)."""
         n = self.num_samples(seq_len, split)
-        idx = _as_indices(indices)
+        idx = as_indices(indices)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             bad = int(idx[(idx < 0) | (idx >= n)][0])
             raise IndexError(f"sample index {bad} out of range: the {split} split has {n} samples of seq_len {seq_len}")
@@ -135,8 +131,34 @@ class TokenDataset:
         """Largest token id present (the model's vocabulary must exceed it)."""
         return int(max((int(a.max()) for a in (self.train, self.val) if a.size), default=-1))
 
+    def shards_for(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> list[str]:
+        """Shard files these samples need but this node lacks: none (the tokens are all local)."""
+        return []
 
-def _as_indices(indices: Sequence[int]) -> np.ndarray:
+    def prefetch(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> list[str]:
+        """Fetch what ``batch(indices, ...)`` will need: nothing here (see ShardedDataset)."""
+        return []
+
+
+class Dataset(Protocol):
+    """What miners and validators use of a dataset: a ``TokenDataset`` (all tokens local)
+    or a ``node.sharded_dataset.ShardedDataset`` (shards fetched on demand)."""
+
+    name: str
+    content_hash: str
+
+    def num_samples(self, seq_len: int, split: Split = "train") -> int: ...
+
+    def batch(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> torch.Tensor: ...
+
+    def max_token(self) -> int: ...
+
+    def shards_for(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> list[str]: ...
+
+    def prefetch(self, indices: Sequence[int], seq_len: int, split: Split = "train") -> list[str]: ...
+
+
+def as_indices(indices: Sequence[int]) -> np.ndarray:
     """Sample indices as a 1-D int64 array; floats and bools are refused, not truncated."""
     raw = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
     if raw.size == 0:
@@ -331,6 +353,11 @@ def _document_cut(tokens: np.ndarray, val_fraction: float) -> int:
     eos = np.flatnonzero(tokens[target:] == EOS)
     cut = target + int(eos[0]) + 1 if eos.size else target
     return cut if cut < len(tokens) else target  # keep val non-empty
+
+
+def cache_root() -> Path:
+    """Where derived data is cached: ``$SWARMTRAIN_CACHE``, else ``~/.cache/swarmtrain``."""
+    return _cache_dir(None)
 
 
 def _cache_dir(cache_dir: str | Path | None) -> Path:

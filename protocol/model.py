@@ -23,12 +23,15 @@ import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # a type only: protocol.model needs nothing else from the subnet module
+    from protocol.subnet import SubnetConfig
 
 # protocol.data.VOCAB_SIZE: 256 bytes + BOS/EOS/PAD, padded to a multiple of 8. A literal
 # here keeps model.py free of a dependency on the data module.
@@ -101,12 +104,25 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def preset(name: str) -> ModelConfig:
-    """The preset config called ``name``; ``ValueError`` listing the valid names otherwise."""
+def preset(name: str, vocab_size: int | None = None) -> ModelConfig:
+    """The preset config called ``name`` (with ``vocab_size`` if given); ``ValueError`` listing
+    the valid names otherwise."""
     try:
-        return PRESETS[name]
+        cfg = PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown model preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
+    return cfg if vocab_size is None else ModelConfig.model_validate({**cfg.model_dump(), "vocab_size": vocab_size})
+
+
+def subnet_model_config(cfg: SubnetConfig) -> ModelConfig:
+    """The model a subnet trains: its preset's shape with the vocabulary its tokenizer sets.
+
+    Example:
+        >>> from protocol.subnet import SubnetConfig
+        >>> subnet_model_config(SubnetConfig(preset="tiny", vocab_size=4096)).vocab_size
+        4096
+    """
+    return preset(cfg.preset, cfg.vocab_size)
 
 
 # ---------------------------------------------------------------------------- modules

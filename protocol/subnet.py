@@ -48,6 +48,11 @@ class SubnetConfig(BaseModel):
     max_evaluations: int = Field(64, ge=1, description="miners evaluated per window at most")
     checkpoint_every: int = Field(5, ge=1, description="K: full checkpoint every K windows")
 
+    # Tokenizer (protocol/tokenizer.py, docs/data.md): the defaults are the byte tokenizer.
+    tokenizer: str = Field("bytes", min_length=1, max_length=1024, description="'bytes', or the path or URL of a Hugging Face tokenizers JSON file")
+    tokenizer_hash: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="sha256 of the tokenizer file; empty with 'bytes' (or on devnets)")
+    vocab_size: int = Field(264, ge=2, le=1_000_000, description="model vocabulary: 264 for 'bytes', the tokenizer's size rounded up to 64 otherwise")
+
     @property
     def seed_bytes(self) -> bytes:
         return self.seed.encode("utf-8")

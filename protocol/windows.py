@@ -24,6 +24,19 @@ any numpy/torch version, so it is built from sha256 alone:
   uid's assignment: samples nobody trained on this window, one batch shared by all the
   miners a validator evaluates.
 
+Pages (sharded datasets)
+------------------------
+A dataset cut into shards passes its sample count as a ``Population`` whose ``page`` is
+the number of samples in one full shard. The permutation then works on pages: slot
+``s`` lies in slot-page ``q = s // page``; full pages are permuted among themselves
+(``page_index = F_w(q)``) and each page's samples by their own permutation
+(``page_index * page + G_{w,page_index}(s % page)``); the last, partial page (the
+last shard of a split) maps onto itself. A uid's ``count`` consecutive slots therefore
+fall in ``ceil(count / page) + 1`` pages at most, so a miner needs only that many shards
+per window. ``random_samples`` pages its own permutation the same way (a validator's
+random draw touches few shards). A plain ``int`` population is page 1: the permutation
+described above, unchanged.
+
 Example:
     >>> window_of(45, 20), window_start_block(2, 20), window_end_block(2, 20)
     (2, 40, 59)
@@ -38,8 +51,37 @@ import operator
 
 _ASSIGN_DOMAIN = b"swarmtrain/assign/v1"
 _RANDOM_DOMAIN = b"swarmtrain/random/v1"
+_PAGE_DOMAIN = b"swarmtrain/page/v1"
 _ROUNDS = 6
 _MAX_INDEX = 2**63 - 1  # indices and windows must fit a signed 64-bit integer
+
+
+class Population(int):
+    """A sample count that also says how many consecutive samples form a page (one shard).
+
+    It is an ``int`` (so code that only counts keeps working); ``assigned_samples`` and
+    ``random_samples`` read ``page`` to keep each uid's samples within few pages.
+
+    Example:
+        >>> p = Population(1000, page=250)
+        >>> int(p), p.page, page_of(p), page_of(1000)
+        (1000, 250, 250, 1)
+    """
+
+    page: int
+
+    def __new__(cls, count: int, page: int = 1) -> Population:
+        obj = super().__new__(cls, _index("population", count))
+        obj.page = _positive("page", page)
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Population({int(self)}, page={self.page})"
+
+
+def page_of(population: int) -> int:
+    """The page size a population carries (1 for a plain int)."""
+    return population.page if isinstance(population, Population) else 1
 
 
 def window_of(block: int, blocks_per_window: int) -> int:
@@ -63,8 +105,9 @@ def assigned_samples(seed: bytes, window: int, uid: int, count: int, population:
     Indices within one call are distinct; distinct uids get disjoint sets while
     ``(uid + 1) * count <= population``.
     """
+    page = page_of(population)
     window, uid, count, population = _check_draw(seed, window, uid, count, population)
-    perm = _FeistelPermutation(_key(_ASSIGN_DOMAIN, seed, window, population), population)
+    perm = _permutation(_key(_ASSIGN_DOMAIN, seed, window, population), population, page)
     first = (uid * count) % population
     return [perm((first + j) % population) for j in range(count)]
 
@@ -85,6 +128,7 @@ def random_samples(
     ``assigned_count`` defaults to ``count`` but a validator drawing a few evaluation samples
     passes the miner's full per-window count. ``count + assigned_count <= population``.
     """
+    paged = population  # keeps its page size for the assignment it must exclude
     window, uid, count, population = _check_draw(seed, window, uid, count, population)
     assigned_count = count if assigned_count is None else _index("assigned_count", assigned_count)
     if not isinstance(entropy, bytes | bytearray):
@@ -94,9 +138,9 @@ def random_samples(
             f"cannot draw {count} random samples disjoint from {assigned_count} assigned ones "
             f"out of a population of {population}"
         )
-    excluded = set(assigned_samples(seed, window, uid, assigned_count, population))
+    excluded = set(assigned_samples(seed, window, uid, assigned_count, paged))
     key = _key(_RANDOM_DOMAIN, seed, window, population, uid.to_bytes(8, "big"), bytes(entropy))
-    perm = _FeistelPermutation(key, population)
+    perm = _permutation(key, population, page_of(paged))
     picked: list[int] = []
     slot = 0
     while len(picked) < count:  # ends: at most population slots, and enough are free
@@ -112,20 +156,63 @@ def unassigned_samples(seed: bytes, window: int, count: int, population: int, en
     """``count`` distinct samples that no uid below ``reserved_slots // per-uid count`` trains
     on in ``window``, unpredictable without ``entropy``: the validator's shared random batch.
 
-    They are the assignment permutation's values at slots ``reserved_slots + Q(j)``, where
-    ``Q`` is a permutation of the unreserved slots keyed by ``entropy``. When fewer than
-    ``count`` slots are unreserved (a tiny dataset), slots are drawn from the whole population.
+    They are the assignment permutation's values at ``count`` consecutive slots starting at
+    ``reserved_slots + offset``, the offset drawn from sha256(``entropy``) among the
+    unreserved slots (consecutive slots keep a sharded dataset's draw on few shards). When
+    fewer than ``count`` slots are unreserved (a tiny dataset), the whole population is used.
     """
+    page = page_of(population)
     window, _, count, population = _check_draw(seed, window, 0, count, population)
     reserved = _index("reserved_slots", reserved_slots)
     if not isinstance(entropy, bytes | bytearray):
         raise ValueError(f"entropy must be bytes, got {type(entropy).__name__}")
-    free = population - reserved
-    if free < count:
-        reserved, free = 0, population
-    assign = _FeistelPermutation(_key(_ASSIGN_DOMAIN, seed, window, population), population)
-    pick = _FeistelPermutation(_key(_RANDOM_DOMAIN, seed, window, free, b"shared", bytes(entropy)), free)
-    return [assign(reserved + pick(j)) for j in range(count)]
+    if population - reserved < count:
+        reserved = 0
+    choices = population - reserved - count + 1
+    digest = hashlib.sha256(_key(_RANDOM_DOMAIN, seed, window, population, b"shared", bytes(entropy))).digest()
+    start = reserved + int.from_bytes(digest[:8], "big") % choices
+    assign = _permutation(_key(_ASSIGN_DOMAIN, seed, window, population), population, page)
+    return [assign(start + j) for j in range(count)]
+
+
+def _permutation(key: bytes, population: int, page: int) -> _FeistelPermutation | _PagedPermutation:
+    """The plain permutation for page 1 (unchanged since v1), else the paged one."""
+    if page == 1:
+        return _FeistelPermutation(key, population)
+    return _PagedPermutation(key, population, page)
+
+
+class _PagedPermutation:
+    """A keyed bijection of ``[0, population)`` that keeps pages of ``page`` samples together.
+
+    Full pages are permuted among themselves and within; the partial last page maps onto
+    itself (within-page permutation only).
+    """
+
+    def __init__(self, key: bytes, population: int, page: int) -> None:
+        self._key, self._page = key, page
+        self._full_pages = population // page
+        self._tail = population - self._full_pages * page
+        self._pages = _FeistelPermutation(_page_key(key, -1), self._full_pages) if self._full_pages else None
+        self._inner: dict[int, _FeistelPermutation] = {}
+
+    def __call__(self, index: int) -> int:
+        slot_page, offset = divmod(index, self._page)
+        if self._pages is not None and slot_page < self._full_pages:
+            target = self._pages(slot_page)
+            return target * self._page + self._within(target, self._page)(offset)
+        base = self._full_pages * self._page
+        return base + self._within(self._full_pages, self._tail)(index - base)
+
+    def _within(self, page_index: int, size: int) -> _FeistelPermutation:
+        if page_index not in self._inner:
+            self._inner[page_index] = _FeistelPermutation(_page_key(self._key, page_index), size)
+        return self._inner[page_index]
+
+
+def _page_key(key: bytes, page_index: int) -> bytes:
+    """Key of the page permutation (``page_index`` -1) or of one page's inner permutation."""
+    return hashlib.sha256(_PAGE_DOMAIN + key + page_index.to_bytes(8, "big", signed=True)).digest()
 
 
 class _FeistelPermutation:

@@ -15,7 +15,7 @@ from pathlib import Path
 from chain.client import Chain
 from chain.wallets import load_wallet
 from node.subnet_setup import load_subnet_config, subnet_dataset
-from protocol.data import TokenDataset
+from protocol.data import Dataset
 from protocol.subnet import SubnetConfig
 from validator.service import Validator
 from validator.settings import ValidatorSettings
@@ -46,7 +46,7 @@ def default_state_dir(s: LaunchSettings) -> Path:
     return Path.home() / ".swarmtrain" / "validator" / f"{s.wallet_name}-{s.wallet_hotkey}-netuid{s.netuid}"
 
 
-def dataset_for(cfg: SubnetConfig) -> TokenDataset:
+def dataset_for(cfg: SubnetConfig) -> Dataset:
     """The subnet's dataset, refusing to start on different tokens."""
     return subnet_dataset(cfg)
 

@@ -27,9 +27,10 @@ from chain.errors import ChainError, RateLimitedError
 from chain.wallets import hotkey_address
 from node.commitment import ValidatorCommitment
 from node.logs import progress_line
+from node.shard_sources import ShardFetchError
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
-from protocol.data import TokenDataset
+from protocol.data import Dataset
 from protocol.messages import Aggregate, MessageError, pack_envelope, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
@@ -92,7 +93,7 @@ class Validator:
 
     def __init__(
         self, chain: ChainLike, wallet: Any, cfg: SubnetConfig, settings: ValidatorSettings,
-        dataset: TokenDataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
+        dataset: Dataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
         hotkey: str | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
         self.chain, self.wallet, self.cfg, self.settings = chain, wallet, cfg, settings
@@ -187,7 +188,12 @@ class Validator:
         await self.sync_chain()
         self.waiting_for_lead = False
         while should_close_window(self.state.model.window, window_of(self.block, self.cfg.blocks_per_window)):
-            if not await self.close_window():
+            try:
+                closed = await self.close_window()
+            except ShardFetchError as exc:  # the data source hiccuped: evaluate again next tick
+                log.warning("fetching data shards failed (retrying next tick): %s", exc)
+                break
+            if not closed:
                 self.waiting_for_lead = True
                 break  # follower waiting for the lead's aggregate
         if should_set_weights(self.block, self.last_weights_block, self.tempo):

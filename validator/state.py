@@ -31,7 +31,7 @@ from node.model_state import ModelState
 from node.tls import TlsIdentity, ensure_identity
 from protocol import criteria
 from protocol.messages import CheckpointManifest
-from protocol.model import preset
+from protocol.model import subnet_model_config
 from protocol.subnet import SubnetConfig
 from validator.scores import ScoreBook
 from validator.settings import ValidatorSettings
@@ -115,7 +115,7 @@ class ValidatorState:
             netuid=self.cfg.netuid,
             window=self.model.window,
             model_hash=self.model.hash(),
-            config=preset(self.cfg.preset).model_dump(),
+            config=subnet_model_config(self.cfg).model_dump(),
             subnet_config_hash=self.cfg.config_hash(),
             file_sha256=hashlib.sha256(data).hexdigest(),
             file_size=len(data),

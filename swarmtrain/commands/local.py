@@ -27,17 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks-per-window", type=int, default=None, help="override the subnet config")
     parser.add_argument("--inner-steps", type=int, default=None, help="override H, inner steps per window")
     parser.add_argument("--inner-lr", type=float, default=None, help="override the inner AdamW lr")
-    parser.add_argument("--subnet-config", type=Path, default=None, help="start from this subnet config JSON")
+    parser.add_argument("--subnet-config", type=Path, default=None,
+                        help="start from this subnet config JSON (its dataset and tokenizer are kept, "
+                             "e.g. one written by 'swarmtrain data subnet-config')")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--device", default="cpu", help="device for the validator and miners")
 
 
-def subnet_config(args: argparse.Namespace, dataset_hash: str):  # -> SubnetConfig
-    """Defaults (or --subnet-config), the local corpus hash, then the command-line overrides."""
+def subnet_config(args: argparse.Namespace):  # -> SubnetConfig
+    """Defaults (or --subnet-config), the dataset (the config's, else this machine's built-in
+    corpus pinned by its hash), then the command-line overrides."""
+    from protocol.data import builtin_corpus
     from protocol.subnet import SubnetConfig
 
     base = SubnetConfig.load(args.subnet_config) if args.subnet_config else SubnetConfig(preset=args.preset)
-    updates: dict[str, object] = {"dataset_name": "builtin", "dataset_hash": dataset_hash}
+    updates: dict[str, object] = {}
+    if base.dataset_name == "builtin":
+        updates.update(dataset_name="builtin", dataset_hash=builtin_corpus().content_hash)
     if not args.subnet_config:
         updates["preset"] = args.preset
     for field, value in (("blocks_per_window", args.blocks_per_window), ("inner_steps", args.inner_steps),
@@ -63,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from node.logs import setup_logging
-    from protocol.data import builtin_corpus
+    from node.subnet_setup import subnet_dataset
+    from protocol.data import DataError
     from swarmtrain.commands._chainargs import fail
     from swarmtrain.localnet import LocalNet, LocalNetConfig, LocalNetError, default_miners
     from swarmtrain.localnet_report import build_summary, plot, render, write_summary
@@ -75,9 +82,14 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # piped or logged: keep the table's columns readable
         console = Console(width=120)
+    try:
+        subnet = subnet_config(args)
+        subnet_dataset(subnet)  # fail here, once, rather than in every node
+    except (DataError, ValueError, OSError) as err:
+        return fail(str(err))
     cfg = LocalNetConfig(
         out=args.out, miners=default_miners(args.miners), windows=args.windows,
-        subnet=subnet_config(args, builtin_corpus().content_hash), block_time=args.block_time,
+        subnet=subnet, block_time=args.block_time,
         tempo=args.tempo, timeout_s=args.timeout, device=args.device, validators=args.validators,
     )
     try:

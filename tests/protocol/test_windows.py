@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.windows import (
+    Population,
     assigned_samples,
+    page_of,
     random_samples,
     window_end_block,
     window_of,
@@ -22,6 +24,10 @@ GOLDEN_ASSIGNED = [
     ((b"swarmtrain", 7, 3, 5, 100_000), [17410, 85598, 51745, 29221, 99224]),
     ((b"seed", 123456, 255, 6, 10**9), [705783313, 849049213, 287371160, 775812651, 360731247, 854274813]),
     ((b"x", 1, 2, 3, 3), [1, 2, 0]),
+]
+GOLDEN_PAGED = [
+    ((b"swarmtrain", 0, 0, 8, Population(1000, page=100)), [472, 402, 492, 428, 449, 403, 471, 443]),
+    ((b"swarmtrain", 5, 2, 6, Population(1050, page=200)), [111, 1, 12, 178, 190, 25]),
 ]
 GOLDEN_RANDOM = [
     ((b"swarmtrain", 7, 3, 5, 100_000, b"entropy"), [24433, 78257, 39616, 86939, 7796]),
@@ -193,3 +199,72 @@ def test_unassigned_samples_avoid_every_submitters_assignment() -> None:
     assert drawn != unassigned_samples(seed, window, 50, population, b"e2", reserved_slots=10 * count)
     tiny = unassigned_samples(seed, window, 50, 60, b"e1", reserved_slots=40)  # too few free: whole population
     assert len(set(tiny)) == 50 and max(tiny) < 60
+
+
+@pytest.mark.parametrize("args, expected", GOLDEN_PAGED)
+def test_paged_golden_vectors(args: tuple, expected: list[int]) -> None:
+    assert assigned_samples(*args) == expected
+    assert random_samples(b"swarmtrain", 5, 2, 4, Population(1050, page=200), b"entropy",
+                          assigned_count=6) == [871, 931, 879, 987]
+
+
+def test_page_one_is_the_plain_assignment() -> None:
+    for args, expected in GOLDEN_ASSIGNED:
+        seed, window, uid, count, population = args
+        assert assigned_samples(seed, window, uid, count, Population(population)) == expected
+    assert page_of(1000) == 1 and page_of(Population(1000, page=7)) == 7
+
+
+@given(
+    window=st.integers(0, 10**6), population=st.integers(1, 3000), page=st.integers(1, 700),
+)
+@settings(max_examples=40, deadline=None)
+def test_paged_is_a_permutation(window: int, population: int, page: int) -> None:
+    pop = Population(population, page=page)
+    assert sorted(assigned_samples(b"s", window, 0, population, pop)) == list(range(population))
+
+
+@given(uid=st.integers(0, 40), count=st.integers(1, 300), page=st.integers(1, 500), window=st.integers(0, 99))
+@settings(max_examples=60, deadline=None)
+def test_a_uid_touches_few_pages(uid: int, count: int, page: int, window: int) -> None:
+    pop = Population(20 * page + page // 2, page=page)  # 20 full pages and a partial one
+    count = min(count, int(pop))
+    out = assigned_samples(b"s", window, uid, count, pop)
+    assert len(set(out)) == count
+    assert len({i // page for i in out}) <= -(-count // page) + 1
+
+
+def test_paged_uids_are_disjoint_and_pages_spread_over_windows() -> None:
+    pop, count = Population(64 * 10, page=64), 10
+    seen: set[int] = set()
+    for uid in range(64):
+        out = set(assigned_samples(b"s", 3, uid, count, pop))
+        assert not out & seen
+        seen |= out
+    pages = {assigned_samples(b"s", w, 0, count, pop)[0] // 64 for w in range(60)}
+    assert len(pages) >= 8  # windows move the uid across shards
+
+
+def test_paged_random_is_disjoint_and_local() -> None:
+    pop = Population(5000, page=500)
+    own = set(assigned_samples(b"s", 2, 4, 100, pop))
+    rnd = random_samples(b"s", 2, 4, 32, pop, b"secret", assigned_count=100)
+    assert len(set(rnd)) == 32 and not own & set(rnd)
+    assert len({i // 500 for i in rnd}) <= 2
+
+
+def test_population_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="page"):
+        Population(10, page=0)
+    with pytest.raises(ValueError, match="population"):
+        Population(-1)
+
+
+def test_unassigned_samples_of_a_sharded_dataset_touch_few_shards() -> None:
+    from protocol.windows import Population, unassigned_samples
+
+    population = Population(100_000, page=1000)
+    drawn = unassigned_samples(b"s", 1, 160, population, b"e", reserved_slots=8 * 160)
+    assert len(set(drawn)) == 160 and len({i // 1000 for i in drawn}) <= 2
+    taken = {i for uid in range(8) for i in assigned_samples(b"s", 1, uid, 160, population)}
+    assert not set(drawn) & taken
