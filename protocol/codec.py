@@ -86,6 +86,16 @@ def _topk_blocks(name: str, x: Tensor, lay: Layout) -> tuple[Tensor, Tensor]:
     return flat[order], values[order]
 
 
+def _all_nonzeros(name: str, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Every non-zero entry (quotas equal to block sizes: what top-k would keep, without
+    sorting the blocks; aggregates use it)."""
+    flat = x.reshape(-1)
+    if not bool(torch.isfinite(flat.abs().amax())):
+        raise CodecError(f"tensor {name!r} holds NaN or Inf; refusing to compress it")
+    idx = torch.nonzero(flat).reshape(-1)
+    return idx.cpu(), flat[idx].float().cpu()
+
+
 def _lloyd_table(mag: Tensor, levels: int) -> Tensor:
     """``levels`` sorted magnitudes with low squared error: Lloyd-Max from equal-mass bins."""
     if mag.numel() == 0:
@@ -124,6 +134,8 @@ def compress(tensors: Mapping[str, Tensor], cfg: CodecConfig) -> SparseUpdate:
         lay = layout(tuple(x.shape), cfg.chunk, cfg.topk)
         if x.numel() == 0:
             flat, vals = torch.zeros(0, dtype=torch.int64), torch.zeros(0)
+        elif np.array_equal(lay.quotas, lay.sizes):
+            flat, vals = _all_nonzeros(name, x)
         else:
             flat, vals = _topk_blocks(name, x, lay)
         out[name] = SparseTensor(tuple(x.shape), flat, _quantize(vals, cfg.bits))
