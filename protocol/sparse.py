@@ -35,13 +35,15 @@ class CodecConfig(BaseModel):
     Example:
         >>> CodecConfig(chunk=64, topk=64, bits=2).density
         0.015625
+        >>> CodecConfig().density   # the default: 48 of each 64x64 block, 1-bit values
+        0.01171875
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     chunk: int = Field(64, ge=1, le=4096, description="block side; flat tensors use runs of chunk**2")
-    topk: int = Field(64, ge=1, description="values kept per full block")
-    bits: int = Field(2, ge=1, le=RAW_BITS, description="bits per value: 1..8 quantized, or 32 exact fp32")
+    topk: int = Field(48, ge=1, description="values kept per full block (the subnet default)")
+    bits: int = Field(1, ge=1, le=RAW_BITS, description="bits per value: 1..8 quantized, or 32 exact fp32 (the subnet default: 1)")
     max_payload_bytes: int = Field(1 << 28, ge=16, le=1 << 32, description="decode refuses larger payloads")
 
     @model_validator(mode="after")

@@ -108,14 +108,16 @@ def test_default_config_ratio_and_reconstruction() -> None:
     x = {"w": _randn((512, 512), 0)}
     update = compress(x, cfg)
     data = encode(update, cfg)
-    assert 512 * 512 * 4 / len(data) >= 200
+    # random positions, the worst case for the line coding: real updates do better
+    assert 512 * 512 * 4 / len(data) >= 280
     stats = payload_stats(update, cfg)
-    assert stats["values"] == 512 * 512 // 64
-    assert stats["index_bytes"] * 8 / stats["values"] < 8.5  # well under 12 naive bits
+    assert stats["values"] == 512 * 512 * 48 // 4096
+    assert stats["index_bytes"] * 8 / stats["values"] < 8.4  # uniform bound for 48 of 4096: 7.76
+    assert stats["value_bytes"] * 8 / stats["values"] < 1.05  # 1 sign bit + one f32 per tensor
     dense = decompress(decode(data, _spec(x), cfg), _spec(x))["w"]
     top = x["w"].reshape(-1)[update["w"].indices]
     rel = float((dense.reshape(-1)[update["w"].indices] - top).norm() / top.norm())
-    assert rel < 0.35  # 2-bit Lloyd levels on the kept values
+    assert rel < 0.35  # 1-bit: sign times the mean kept magnitude
 
 
 def test_exact_zeros_are_not_sent() -> None:
