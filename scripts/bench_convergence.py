@@ -340,7 +340,7 @@ def print_table(curves: dict[str, Curve], stats: dict[str, Any]) -> None:
 # token budget stays fixed whatever H is (windows = steps // H): M * steps * B * T tokens.
 QUICK: dict[str, dict[str, int]] = {
     "tiny": {"miners": 4, "steps": 800, "val_samples": 128},  # 1.64 M tokens, ~3 min
-    "small": {"miners": 4, "steps": 120, "val_samples": 64},  # 0.25 M tokens, <= 15 min on 2 cores
+    "small": {"miners": 4, "steps": 100, "val_samples": 64},  # 0.2 M tokens, <= 15 min on 2 cores
 }
 DEFAULT: dict[str, dict[str, int]] = {
     "tiny": {"miners": 8, "steps": 2000, "val_samples": 128},  # 8.2 M tokens, ~15 min
