@@ -359,7 +359,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inner-steps", type=int, help="H (default: the subnet default for the preset)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="B per miner")
     p.add_argument("--seq-len", type=int, default=d.seq_len, help="T")
-    p.add_argument("--inner-lr", type=float, default=d.inner_lr)
+    p.add_argument("--inner-lr", type=float, help="inner AdamW lr (default: the subnet default for the preset)")
     p.add_argument("--adamw-lr", type=float, help="baseline lr (default: --inner-lr)")
     p.add_argument("--outer-lr", type=float, default=d.outer_lr)
     p.add_argument("--dense-outer-lr", type=float, default=DENSE_OUTER_LR,
@@ -389,17 +389,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def experiment_from(args: argparse.Namespace) -> Experiment:
     size = (QUICK if args.quick else DEFAULT)[args.preset]
-    h = args.inner_steps or SubnetConfig(preset=args.preset).inner_steps
+    preset_cfg = SubnetConfig(preset=args.preset)
+    h = args.inner_steps or preset_cfg.inner_steps
+    inner_lr = args.inner_lr or preset_cfg.inner_lr
     subnet = SubnetConfig(
         seed=args.seed, preset=args.preset, seq_len=args.seq_len,
-        batch_size=args.batch_size, inner_steps=h, inner_lr=args.inner_lr,
+        batch_size=args.batch_size, inner_steps=h, inner_lr=inner_lr,
         codec_chunk=args.chunk, codec_topk=args.topk, codec_bits=args.bits,
         error_feedback_beta=args.ef_beta, outer_lr=args.outer_lr, outer_momentum=args.outer_momentum,
         outer_nesterov=args.nesterov and args.outer_momentum > 0, top_g=args.top_g, aggregation=args.aggregation,
     )
     return Experiment(
         subnet=subnet, miners=args.miners or size["miners"], windows=args.windows or max(1, size["steps"] // h),
-        adamw_lr=args.adamw_lr or args.inner_lr, dense_outer_lr=args.dense_outer_lr,
+        adamw_lr=args.adamw_lr or inner_lr, dense_outer_lr=args.dense_outer_lr,
         aggregate_all=args.aggregate_all, aggregation=args.aggregation,
         val_samples=args.val_samples or size["val_samples"], device=str(bc.pick_device(args.device)),
     )

@@ -6,14 +6,19 @@ import pytest
 from pydantic import ValidationError
 
 from node.model_state import ModelState
-from protocol.subnet import DEFAULT_INNER_STEPS, PRESET_INNER_STEPS, SubnetConfig
+from protocol.subnet import DEFAULT_INNER_LR, DEFAULT_INNER_STEPS, PRESET_DEFAULTS, SubnetConfig
 
 
-def test_absent_inner_steps_take_the_presets_value() -> None:
-    assert SubnetConfig().inner_steps == PRESET_INNER_STEPS["tiny"]
-    assert SubnetConfig(preset="small").inner_steps == PRESET_INNER_STEPS["small"]
-    assert SubnetConfig(preset="1b").inner_steps == DEFAULT_INNER_STEPS
-    assert SubnetConfig(preset="small", inner_steps=17).inner_steps == 17
+def test_absent_fields_take_the_presets_values() -> None:
+    assert SubnetConfig().inner_steps == PRESET_DEFAULTS["tiny"]["inner_steps"]
+    assert SubnetConfig().inner_lr == DEFAULT_INNER_LR
+    small = SubnetConfig(preset="small")
+    assert (small.inner_steps, small.inner_lr) == (PRESET_DEFAULTS["small"]["inner_steps"],
+                                                   PRESET_DEFAULTS["small"]["inner_lr"])
+    big = SubnetConfig(preset="1b")
+    assert (big.inner_steps, big.inner_lr) == (DEFAULT_INNER_STEPS, DEFAULT_INNER_LR)
+    assert SubnetConfig(preset="small", inner_steps=17, inner_lr=0.01).inner_steps == 17
+    assert SubnetConfig(preset="small", inner_lr=0.01).inner_lr == 0.01
 
 
 def test_saved_config_keeps_its_inner_steps(tmp_path) -> None:
