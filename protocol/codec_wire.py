@@ -9,6 +9,7 @@ table. Every field is specified byte by byte in docs/codec.md; ``decode`` checks
 them on untrusted input and raises only ``CodecError``.
 
 Example:
+    >>> from protocol.codec import compress
     >>> cfg = CodecConfig(chunk=4, topk=2, bits=2)
     >>> update = compress({"w": torch.randn(8, 8)}, cfg)
     >>> decode(encode(update, cfg), {"w": (8, 8)}, cfg) == update

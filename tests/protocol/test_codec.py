@@ -421,3 +421,14 @@ def test_encode_rejects_malformed_updates() -> None:
         encode({"t": many}, CodecConfig(chunk=2, topk=4, bits=2))
     with pytest.raises(CodecError, match="not in the spec"):
         decompress({"t": many}, {"u": shape})
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import protocol.bitpack
+    import protocol.codec_wire
+    import protocol.sparse
+
+    for module in (protocol.bitpack, protocol.sparse, protocol.codec_wire):
+        assert doctest.testmod(module).failed == 0, module.__name__
