@@ -1,9 +1,9 @@
 """Wire format of a published aggregate: the update codec at full density and 8-bit values.
 
-Miners' updates travel as top-k, 2-bit ``protocol.codec`` payloads; the aggregate the lead
+Miners' updates travel as top-k, low-bit ``protocol.codec`` payloads; the aggregate the lead
 validator publishes is their clipped mean, whose support is the union of the contributors'
-positions (≈ G × 1.6 % of the entries). It is sent with the same codec, keeping every
-non-zero entry (``topk = chunk²``: Rice-coded positions) with 8-bit values from a per-tensor
+positions (≈ G × 1.2 % of the entries). It is sent with the same codec, keeping every
+non-zero entry (``topk = chunk²``: line-coded positions) with 8-bit values from a per-tensor
 table: about 5× fewer bytes than positions plus fp32 values, at ≈ 1 % relative error.
 
 Nodes stay bit-identical because nobody applies the lead's dense mean: the lead, like every

@@ -174,7 +174,7 @@ class ModelState:
 
 
 def _new_outer(cfg: SubnetConfig) -> OuterOptimizer:
-    return OuterOptimizer(cfg.outer_lr, cfg.outer_momentum)
+    return OuterOptimizer(cfg.outer_lr, cfg.outer_momentum, cfg.outer_nesterov)
 
 
 def _load_weights(state: ModelState, tensors: Mapping[str, Tensor], where: str) -> None:

@@ -15,10 +15,15 @@ import statistics
 import time
 from collections.abc import Callable
 
-import torch
+import _bench_common as bc
 
-from protocol.codec import CodecConfig, compress, decode, decompress, encode, payload_stats
-from protocol.model import build_model, lm_loss, preset
+bc.ensure_repo_on_path()
+
+import torch  # noqa: E402
+
+from protocol.codec import CodecConfig, compress, decode, decompress, encode, payload_stats  # noqa: E402
+from protocol.model import build_model, lm_loss, preset  # noqa: E402
+from protocol.subnet import SubnetConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,9 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="AdamW steps that make the pseudo-gradient")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--chunk", type=int, default=64)
-    p.add_argument("--topk", type=int, default=64)
-    p.add_argument("--bits", type=int, default=2)
+    d = SubnetConfig()
+    p.add_argument("--chunk", type=int, default=d.codec_chunk, help="default: the subnet's")
+    p.add_argument("--topk", type=int, default=d.codec_topk, help="default: the subnet's")
+    p.add_argument("--bits", type=int, default=d.codec_bits, help="default: the subnet's")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     return p.parse_args(argv)
 
@@ -126,7 +132,7 @@ def report(args: argparse.Namespace, source: str, losses: tuple[float, float], m
         ("decode+decompress", f"{m['decode_s'] * 1e3:.1f} ms = {m['decode_mb_s']:.0f} MB/s of fp32"),
         ("relative error |d-r|/|d|", f"{m['rel_error']:.4f}"), ("cosine(d, r)", f"{m['cosine']:.4f}"),
         ("energy in kept entries", f"{m['kept_energy'] * 100:.2f} % of |d|^2"),
-        ("2-bit error on kept entries", f"{m['quant_rel_error']:.4f} (relative)"),
+        (f"{args.bits}-bit error on kept entries", f"{m['quant_rel_error']:.4f} (relative)"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

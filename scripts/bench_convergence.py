@@ -56,6 +56,7 @@ from validator.evaluate import Evaluator  # noqa: E402
 from validator.store import StoredSubmission  # noqa: E402
 
 VARIANTS = ("adamw", "dense", "network")
+DENSE_OUTER_LR = 1.0  # the dense variant's outer lr (its best: docs/benchmarks.md)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,6 @@ class Experiment:
     windows: int  # W windows
     adamw_lr: float  # the baseline's lr (defaults to the inner lr)
     dense_outer_lr: float  # the dense variant's outer lr (default 1.0, its best)
-    nesterov: bool  # outer Nesterov momentum (only with outer_momentum > 0)
     aggregate_all: bool  # diagnosis: aggregate every honest miner, whatever its score
     aggregation: str  # SubnetConfig.aggregation: "per-position" (shipped) or "mean"
     val_samples: int  # fixed validation samples (val split) the curves are measured on
@@ -263,7 +263,7 @@ def count_zero_scores(result: Any, traffic: Traffic) -> None:
 
 def _outer(exp: Experiment, lr: float | None = None) -> OuterOptimizer:
     s = exp.subnet
-    return OuterOptimizer(lr or s.outer_lr, s.outer_momentum, exp.nesterov and s.outer_momentum > 0)
+    return OuterOptimizer(lr or s.outer_lr, s.outer_momentum, s.outer_nesterov)
 
 
 def _eval_global(evaluator: nn.Module, model: nn.Module, val: list[Tensor], device: torch.device) -> float:
@@ -335,8 +335,16 @@ def print_table(curves: dict[str, Curve], stats: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------- cli
 
-QUICK = {"preset": "tiny", "miners": 4, "windows": 40}
-DEFAULT = {"preset": "tiny", "miners": 8, "windows": 100}
+# Run sizes per preset. "steps" is each miner's inner steps over the whole run, so the
+# token budget stays fixed whatever H is (windows = steps // H): M * steps * B * T tokens.
+QUICK: dict[str, dict[str, int]] = {
+    "tiny": {"miners": 4, "steps": 800, "val_samples": 128},  # 1.64 M tokens, ~3 min
+    "small": {"miners": 4, "steps": 100, "val_samples": 64},  # 0.2 M tokens, <= 15 min on 2 cores
+}
+DEFAULT: dict[str, dict[str, int]] = {
+    "tiny": {"miners": 8, "steps": 2000, "val_samples": 128},  # 8.2 M tokens, ~15 min
+    "small": {"miners": 4, "steps": 400, "val_samples": 128},
+}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -344,19 +352,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help=f"short run: {QUICK}")
-    p.add_argument("--preset", help=f"model preset (default {DEFAULT['preset']}; quick {QUICK['preset']})")
-    p.add_argument("--miners", type=int, help=f"M (default {DEFAULT['miners']})")
-    p.add_argument("--windows", type=int, help=f"W (default {DEFAULT['windows']})")
-    p.add_argument("--inner-steps", type=int, default=d.inner_steps, help="H")
+    p.add_argument("--preset", default="tiny", choices=sorted(QUICK), help="model preset")
+    p.add_argument("--miners", type=int, help="M (default: per preset, see --quick)")
+    p.add_argument("--windows", type=int, help="W (default: the preset's steps // H)")
+    p.add_argument("--inner-steps", type=int, help="H (default: the subnet default for the preset)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="B per miner")
     p.add_argument("--seq-len", type=int, default=d.seq_len, help="T")
-    p.add_argument("--inner-lr", type=float, default=d.inner_lr)
+    p.add_argument("--inner-lr", type=float, help="inner AdamW lr (default: the subnet default for the preset)")
     p.add_argument("--adamw-lr", type=float, help="baseline lr (default: --inner-lr)")
     p.add_argument("--outer-lr", type=float, default=d.outer_lr)
-    p.add_argument("--dense-outer-lr", type=float, default=1.0,
-                   help="outer lr of the dense variant (1.0 is its best; each variant at its best)")
+    p.add_argument("--dense-outer-lr", type=float, default=DENSE_OUTER_LR,
+                   help="outer lr of the dense variant (each variant at its best)")
     p.add_argument("--outer-momentum", type=float, default=d.outer_momentum)
-    p.add_argument("--nesterov", action="store_true", help="Nesterov outer momentum")
+    p.add_argument("--nesterov", action="store_true", default=d.outer_nesterov, help="Nesterov outer momentum")
     p.add_argument("--chunk", type=int, default=d.codec_chunk)
     p.add_argument("--topk", type=int, default=d.codec_topk, help="values kept per chunk")
     p.add_argument("--bits", type=int, default=d.codec_bits)
@@ -367,32 +375,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--aggregation", choices=("per-position", "mean"), default=d.aggregation,
                    help="per-position: each position averaged over the contributors that sent it "
                         "(shipped); mean: the plain mean")
-    p.add_argument("--val-samples", type=int, default=128)
+    p.add_argument("--val-samples", type=int, help="fixed val samples the curves are measured on (default: per preset)")
     p.add_argument("--seed", default=d.seed, help="subnet seed (model init and data assignment)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="subset to run (ratios need all)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0: 1 for the tiny preset, whose small matmuls only "
-                        "lose from threading on a shared CPU; torch's default otherwise)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1: the small matmuls of these presets gain little from "
+                        "threading, and a shared CPU makes more threads slower; 0: torch's default)")
     p.add_argument("--out", type=Path, default=bc.DEFAULT_OUT / "convergence", help="PNG + JSON here")
     return p.parse_args(argv)
 
 
 def experiment_from(args: argparse.Namespace) -> Experiment:
-    base = QUICK if args.quick else DEFAULT
+    size = (QUICK if args.quick else DEFAULT)[args.preset]
+    preset_cfg = SubnetConfig(preset=args.preset)
+    h = args.inner_steps or preset_cfg.inner_steps
+    inner_lr = args.inner_lr or preset_cfg.inner_lr
     subnet = SubnetConfig(
-        seed=args.seed, preset=args.preset or base["preset"], seq_len=args.seq_len,
-        batch_size=args.batch_size, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
+        seed=args.seed, preset=args.preset, seq_len=args.seq_len,
+        batch_size=args.batch_size, inner_steps=h, inner_lr=inner_lr,
         codec_chunk=args.chunk, codec_topk=args.topk, codec_bits=args.bits,
-        error_feedback_beta=args.ef_beta, outer_lr=args.outer_lr,
-        outer_momentum=args.outer_momentum, top_g=args.top_g, aggregation=args.aggregation,
+        error_feedback_beta=args.ef_beta, outer_lr=args.outer_lr, outer_momentum=args.outer_momentum,
+        outer_nesterov=args.nesterov and args.outer_momentum > 0, top_g=args.top_g, aggregation=args.aggregation,
     )
     return Experiment(
-        subnet=subnet, miners=args.miners or base["miners"], windows=args.windows or base["windows"],
-        adamw_lr=args.adamw_lr or args.inner_lr, nesterov=args.nesterov,
-        dense_outer_lr=args.dense_outer_lr,
+        subnet=subnet, miners=args.miners or size["miners"], windows=args.windows or max(1, size["steps"] // h),
+        adamw_lr=args.adamw_lr or inner_lr, dense_outer_lr=args.dense_outer_lr,
         aggregate_all=args.aggregate_all, aggregation=args.aggregation,
-        val_samples=args.val_samples, device=str(bc.pick_device(args.device)),
+        val_samples=args.val_samples or size["val_samples"], device=str(bc.pick_device(args.device)),
     )
 
 
@@ -437,8 +447,8 @@ def _exp_dict(exp: Experiment) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     exp = experiment_from(args)
-    if args.threads or exp.subnet.preset == "tiny":
-        torch.set_num_threads(args.threads or 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(variants) - set(VARIANTS)
     if unknown:

@@ -58,7 +58,7 @@ CHAIN_BLOCK_S = 12.0  # Bittensor's block time, for the projection to a real win
 
 def _shape_sizes(shape: tuple[int, ...], ccfg: codec.CodecConfig, top_g: int,
                  gen: torch.Generator) -> tuple[int, int]:
-    """(upload record bytes, aggregate record bytes) of one tensor named "x" of ``shape``.
+    """(upload record bytes, aggregate record bytes) of one tensor of ``shape``.
 
     Upload: one miner's compressed random-normal tensor. Aggregate: the union of ``top_g``
     independent miners' kept positions (no overlap beyond chance: the worst case).
@@ -81,18 +81,17 @@ def _shape_sizes(shape: tuple[int, ...], ccfg: codec.CodecConfig, top_g: int,
 
 
 def preset_bandwidth(name: str, ccfg: codec.CodecConfig, top_g: int, seed: int = 0) -> dict[str, Any]:
-    """Per-window bytes for one preset (names cost their length in both formats)."""
+    """Per-window bytes for one preset (tensor names are not on the wire: only their order)."""
     spec = expected_spec(preset(name))
     gen = torch.Generator().manual_seed(seed)
     cache: dict[tuple[int, ...], tuple[int, int]] = {}
     upload = len(codec.encode({}, ccfg))
     download = len(encode_aggregate({}, {}))
-    for tensor_name, shape in spec.items():
+    for shape in spec.values():
         if shape not in cache:
             cache[shape] = _shape_sizes(shape, ccfg, top_g, gen)
-        extra_name = len(tensor_name.encode()) - 1  # measured with the 1-byte name "x"
-        upload += cache[shape][0] + extra_name
-        download += cache[shape][1] + extra_name
+        upload += cache[shape][0]
+        download += cache[shape][1]
     params = estimate_params(preset(name))
     return {"preset": name, "params": params, "dense_fp32": 4 * params, "upload": upload,
             "download": download, "download_g_payloads": top_g * upload}

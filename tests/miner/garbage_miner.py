@@ -17,19 +17,21 @@ from torch import Tensor
 
 from miner.service import Miner
 from protocol import codec
+from protocol.bitpack import varint
 from swarmtrain.commands import miner as miner_command
 
 
 def nan_payload(update: codec.SparseUpdate, cfg: codec.CodecConfig) -> bytes:
     """The encoded ``update`` with the first value-table entry of its last tensor set to NaN.
 
-    The payload ends with the last tensor's table (2**(bits-1) f32) and its packed codes
-    (docs/codec.md), so the table's offset follows from that tensor's value count.
+    The payload ends with the last tensor's record (docs/codec.md): varint value count,
+    orientation and count-parameter bytes, then the value table; the record is the same
+    bytes as when that tensor is encoded alone, so its offset follows from that encoding.
     """
     payload = codec.encode(update, cfg)
-    last = list(update.values())[-1]
-    codes = (len(last.values) * cfg.bits + 7) // 8
-    start = len(payload) - codes - 4 * 2 ** (cfg.bits - 1)
+    name, last = list(update.items())[-1]
+    record = codec.encode({name: last}, cfg)[len(codec.encode({}, cfg)) :]
+    start = len(payload) - len(record) + len(varint(len(last.values))) + 2
     return payload[:start] + np.float32("nan").tobytes() + payload[start + 4 :]
 
 
