@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from protocol.sparse import (
 
 __all__ = [
     "MAGIC", "RAW_BITS", "VERSION", "CodecConfig", "CodecError", "ErrorFeedback", "SparseTensor",
-    "SparseUpdate", "compress", "cosine", "decode", "decompress", "encode", "index_overlap",
+    "SparseUpdate", "compress", "decode", "decompress", "encode",
     "payload_stats", "spec_digest",
 ]
 
@@ -196,34 +196,3 @@ class ErrorFeedback:
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         self.error = {name: t.detach().float().clone() for name, t in state.items()}
-
-
-# ---------------------------------------------------------------------------- similarity
-
-
-def _pairs(a: Mapping[str, SparseTensor], b: Mapping[str, SparseTensor]) -> Iterator[tuple[np.ndarray, ...]]:
-    """(indices_a, values_a, indices_b, values_b) for each tensor name both hold."""
-    for name in a.keys() & b.keys():
-        yield a[name].indices.numpy(), a[name].values.numpy(), b[name].indices.numpy(), b[name].values.numpy()
-
-
-def index_overlap(a: Mapping[str, SparseTensor], b: Mapping[str, SparseTensor]) -> float:
-    """Jaccard similarity of the kept positions, pooled over all tensors (0 if both empty)."""
-    shared = union = 0
-    for ia, _, ib, _ in _pairs(a, b):
-        common = len(np.intersect1d(ia, ib, assume_unique=True))
-        shared, union = shared + common, union + len(ia) + len(ib) - common
-    for name in a.keys() ^ b.keys():
-        union += len((a.get(name) or b[name]).indices)
-    return shared / union if union else 0.0
-
-
-def cosine(a: Mapping[str, SparseTensor], b: Mapping[str, SparseTensor]) -> float:
-    """Cosine similarity of the two sparse vectors (0 if either is zero)."""
-    dot = 0.0
-    for ia, va, ib, vb in _pairs(a, b):
-        _, ja, jb = np.intersect1d(ia, ib, assume_unique=True, return_indices=True)
-        dot += float(np.dot(va[ja].astype(np.float64), vb[jb].astype(np.float64)))
-    na = math.sqrt(sum(float((st.values.double() ** 2).sum()) for st in a.values()))
-    nb = math.sqrt(sum(float((st.values.double() ** 2).sum()) for st in b.values()))
-    return dot / (na * nb) if na > 0 and nb > 0 else 0.0

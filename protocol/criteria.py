@@ -13,8 +13,9 @@ One window, for a validator:
    relative loss gain on random samples nobody could predict, ``own_z`` the Welch t of the
    per-sample gains on the miner's own assigned samples against the random ones
    (``own_data_z``): evidence it trained on its own data.
-3. ``find_copies`` / ``matches_earlier`` flag updates too similar (``protocol.similarity``)
-   to an earlier arrival, to an earlier window's update or to the published aggregate.
+3. ``find_copies`` / ``matches_earlier`` / ``resends_aggregate`` flag updates too similar
+   (``protocol.similarity``) to an earlier arrival, to an earlier window's update or to the
+   last published aggregate.
 4. ``judge_window`` gives each a ``Verdict``: score 1 (useful, own, original work) or 0,
    with the reason. The own-data test counts only in windows where it can tell
    (``evidence_bar``): early in training nobody's own-data gain stands out, and then
@@ -36,12 +37,13 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
-from protocol.similarity import similarity_matrix
+from protocol.similarity import similarity_matrix, support_similarity
+from protocol.sparse import SparseTensor
 
 CRITERIA_VERSION = 3
 
@@ -59,12 +61,21 @@ class CriteriaParams:
         every miner of the window); more samples give the own-data test more power.
     gain_quantile / gain_floor: an update is useful when its random-data gain is at least
         ``gain_floor`` × the ``gain_quantile`` quantile of the window's positive gains.
+    z_windows: the own-data test reads the *pooled* z of a miner's last ``z_windows``
+        evaluations, this one included: ``(z_1 + … + z_n) / sqrt(n)`` (Stouffer's method), so
+        a weak but steady trace adds up while one noisy window does not decide.
     evidence_quorum / z_informative: the own-data test counts in a window only when the
-        ``evidence_quorum``-th largest ``own_z`` reaches ``z_informative``.
-    z_min / z_relative: then an update passes when ``own_z >= max(z_min, z_relative × that z)``.
+        ``evidence_quorum``-th largest pooled z reaches ``z_informative``.
+    z_min / z_relative: then an update passes when its pooled z is at least
+        ``max(z_min, z_relative × that z)``.
     evidence_alpha / evidence_prior: EMA rate of the pass (1) / fail (0) record over
         informative windows, and its value for a new hotkey (no evidence yet).
+    score_cap: where the own-data test counts, a passing update scores its pooled z over the
+        median pooled z of the window's passing updates, at most ``score_cap`` (elsewhere 1):
+        pay follows how much of its own data an update bears the trace of.
     copy_similarity: similarity at or above which an update is a copy of an earlier one.
+    aggregate_similarity: ``support_similarity`` with the last published aggregate at or
+        above which an update is that aggregate resent (free-riding).
     history_windows: how many earlier windows' updates (and the last aggregate) a new
         update is compared with (stale replays, free-riding on the aggregate).
     score_alpha: EMA rate of the per-miner score of 0/1 window verdicts.
@@ -76,6 +87,7 @@ class CriteriaParams:
 
     own_eval_samples: int = 160
     random_eval_samples: int = 160
+    z_windows: int = 3
     gain_quantile: float = 0.75
     gain_floor: float = 0.3
     evidence_quorum: int = 2
@@ -84,11 +96,13 @@ class CriteriaParams:
     z_relative: float = 0.3
     evidence_alpha: float = 0.5
     evidence_prior: float = 0.5
+    score_cap: float = 1.5
     copy_similarity: float = 0.6
+    aggregate_similarity: float = 0.85
     history_windows: int = 3
     score_alpha: float = 0.2
     missing_decay: float = 0.5
-    unevaluated_decay: float = 0.9
+    unevaluated_decay: float = 0.95
     random_eval_share: float = 0.25
 
     def __post_init__(self) -> None:
@@ -97,14 +111,16 @@ class CriteriaParams:
             if not math.isfinite(value):
                 raise ValueError(f"{f.name} must be finite, got {value}")
         unit = ("gain_quantile", "gain_floor", "z_relative", "evidence_alpha", "evidence_prior",
-                "copy_similarity", "score_alpha", "missing_decay", "unevaluated_decay", "random_eval_share")
+                "copy_similarity", "aggregate_similarity", "score_alpha", "missing_decay", "unevaluated_decay", "random_eval_share")
         for name in unit:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if min(self.own_eval_samples, self.random_eval_samples) < 2:
             raise ValueError("own_eval_samples and random_eval_samples must be at least 2")
-        if self.evidence_quorum < 1 or self.history_windows < 0:
-            raise ValueError("evidence_quorum must be >= 1 and history_windows >= 0")
+        if self.score_cap < 1.0:
+            raise ValueError(f"score_cap must be >= 1, got {self.score_cap}")
+        if self.evidence_quorum < 1 or self.z_windows < 1 or self.history_windows < 0:
+            raise ValueError("evidence_quorum and z_windows must be >= 1, history_windows >= 0")
 
 
 DEFAULT_PARAMS = CriteriaParams()
@@ -128,6 +144,8 @@ class Evaluation:
     ``gain``: (L_before − L_after) / L_before on the window's random samples, the update
     rescaled to the reference norm. ``own_z``: ``own_data_z`` of the per-sample gains.
     ``norm``: the update's norm as sent (0 = empty). ``base_hash_ok``: it named θ_w.
+    ``pooled_z``: ``pooled_z`` over the miner's recent evaluations and this one (None: this
+    window's ``own_z`` alone).
 
     Example:
         >>> Evaluation(1, "5F...", gain=0.02, own_z=5.0).uid
@@ -140,6 +158,12 @@ class Evaluation:
     own_z: float
     norm: float = 1.0
     base_hash_ok: bool = True
+    pooled_z: float | None = None
+
+    @property
+    def evidence_z(self) -> float:
+        """The z the own-data test reads: pooled where known, else this window's."""
+        return self.own_z if self.pooled_z is None else self.pooled_z
 
 
 def relative_gain(before: float, after: float) -> float:
@@ -170,6 +194,15 @@ def own_data_z(own_gains: Sequence[float], random_gains: Sequence[float]) -> flo
         return 0.0
     se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
     return float((a.mean() - b.mean()) / max(se, 1e-12))
+
+
+def pooled_z(recent: Sequence[float], own_z: float, params: CriteriaParams = DEFAULT_PARAMS) -> float:
+    """Stouffer's pooled z of ``own_z`` and the last ``z_windows - 1`` of ``recent`` (oldest
+    first): their sum over the square root of their count. Non-finite values count as 0."""
+    keep = list(recent)[-(params.z_windows - 1):] if params.z_windows > 1 else []
+    values = [*keep, own_z]
+    finite = [z if math.isfinite(z) else 0.0 for z in values]
+    return sum(finite) / math.sqrt(len(finite))
 
 
 # ---- copies -----------------------------------------------------------------------------
@@ -203,6 +236,17 @@ def matches_earlier(
     return {u for u, row in zip(uids, sims, strict=True) if row.size and row.max() >= params.copy_similarity}
 
 
+def resends_aggregate(
+    updates: Mapping[int, Mapping[str, SparseTensor]], aggregate: Mapping[str, SparseTensor] | None,
+    params: CriteriaParams = DEFAULT_PARAMS,
+) -> set[int]:
+    """uids whose update is the last published aggregate resent: ``support_similarity`` with
+    it at or above ``aggregate_similarity`` (free-riding)."""
+    if not aggregate:
+        return set()
+    return {u for u, up in updates.items() if support_similarity(up, aggregate) >= params.aggregate_similarity}
+
+
 # ---- one window's verdicts --------------------------------------------------------------
 
 
@@ -217,8 +261,9 @@ class EvidenceBar:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One evaluated miner's window: ``score`` 1 or 0, ``reason`` from ``REASONS``,
-    ``evidence`` 1/0 where the own-data test counted (None elsewhere)."""
+    """One evaluated miner's window: ``score`` (0 unless ``reason`` is "ok"; see
+    ``judge_window``), ``reason`` from ``REASONS``, ``evidence`` 1/0 where the own-data test
+    counted (None elsewhere)."""
 
     uid: int
     score: float
@@ -230,7 +275,7 @@ class Verdict:
 
 def evidence_bar(evals: Mapping[int, Evaluation], params: CriteriaParams = DEFAULT_PARAMS) -> EvidenceBar:
     """The test counts when ``evidence_quorum`` updates show ``own_z >= z_informative``."""
-    zs = sorted((e.own_z for e in evals.values() if math.isfinite(e.own_z)), reverse=True)
+    zs = sorted((e.evidence_z for e in evals.values() if math.isfinite(e.evidence_z)), reverse=True)
     k = int(params.evidence_quorum)
     z_top = zs[k - 1] if len(zs) >= k else 0.0
     return EvidenceBar(z_top >= params.z_informative, z_top, max(params.z_min, params.z_relative * z_top))
@@ -256,7 +301,7 @@ def _reason(ev: Evaluation, copied: bool, useful_at: float, bar: EvidenceBar) ->
         return "copy"
     if ev.gain < useful_at:
         return "no_gain"
-    if bar.informative and ev.own_z < bar.z_pass:
+    if bar.informative and ev.evidence_z < bar.z_pass:
         return "no_own_data"
     return "ok"
 
@@ -268,15 +313,23 @@ def judge_window(
     """uid -> Verdict for every evaluated uid (``copies``: uids flagged as copies)."""
     copied = set(copies)
     bar, useful_at = evidence_bar(evals, params), gain_bar(evals, params)
+    reasons = {uid: _reason(evals[uid], uid in copied, useful_at, bar) for uid in sorted(evals)}
+    scale = _score_scale(evals, reasons, bar)
     out: dict[int, Verdict] = {}
-    for uid in sorted(evals):
-        ev = evals[uid]
-        reason = _reason(ev, uid in copied, useful_at, bar)
-        evidence = None
+    for uid, reason in reasons.items():
+        ev, evidence, score = evals[uid], None, 0.0
         if bar.informative and reason in ("ok", "no_own_data", "copy"):
             evidence = 1.0 if reason == "ok" else 0.0
-        out[uid] = Verdict(uid, 1.0 if reason == "ok" else 0.0, reason, evidence, ev.gain, ev.own_z)
+        if reason == "ok":
+            score = min(params.score_cap, ev.evidence_z / scale) if scale else 1.0
+        out[uid] = Verdict(uid, score, reason, evidence, ev.gain, ev.own_z)
     return out
+
+
+def _score_scale(evals: Mapping[int, Evaluation], reasons: Mapping[int, str], bar: EvidenceBar) -> float:
+    """The median pooled z of the passing updates where the own-data test counts, else 0."""
+    passing = [evals[u].evidence_z for u, r in reasons.items() if r == "ok"]
+    return statistics.median(passing) if bar.informative and passing else 0.0
 
 
 def top_contributors(verdicts: Mapping[int, Verdict], g: int) -> list[int]:
@@ -294,6 +347,7 @@ class MinerScore:
 
     ``ema``: moving average of its 0/1 window scores. ``evidence``: moving average of its
     own-data test results in informative windows (``evidence_prior`` until the first).
+    ``recent_z``: its own-data z of its last evaluations (oldest first, for ``pooled_z``).
 
     Example:
         >>> MinerScore.from_dict(MinerScore("5F...", ema=0.2).to_dict()).ema
@@ -306,6 +360,7 @@ class MinerScore:
     windows_seen: int = 0  # windows in which it was evaluated
     last_window: int = -1  # last window this record was updated
     last_evaluated: int = -1  # last window it was evaluated (-1: never)
+    recent_z: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -316,7 +371,8 @@ class MinerScore:
         try:
             return cls(hotkey=str(data["hotkey"]), ema=float(data["ema"]),
                        evidence=float(data["evidence"]), windows_seen=int(data["windows_seen"]),
-                       last_window=int(data["last_window"]), last_evaluated=int(data["last_evaluated"]))
+                       last_window=int(data["last_window"]), last_evaluated=int(data["last_evaluated"]),
+                       recent_z=[float(z) for z in data["recent_z"]])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed miner score record: {exc}") from exc
 
@@ -339,16 +395,19 @@ def _advance(rec: MinerScore, window: int, verdict: Verdict | None, submitted: b
              params: CriteriaParams) -> MinerScore:
     """One window's update of one record (a new object; the input is not modified)."""
     ema, evidence, seen, last_eval = rec.ema, rec.evidence, rec.windows_seen, rec.last_evaluated
+    recent = list(rec.recent_z)
     if verdict is not None:
         ema = _ema(params.score_alpha, verdict.score, ema)
         if verdict.evidence is not None:
             evidence = _ema(params.evidence_alpha, verdict.evidence, evidence)
         seen, last_eval = seen + 1, window
+        if math.isfinite(verdict.own_z):
+            recent = [*recent, verdict.own_z][-(params.z_windows - 1):] if params.z_windows > 1 else []
     elif submitted:
         ema *= params.unevaluated_decay
     else:
         ema *= params.missing_decay
-    return MinerScore(rec.hotkey, ema, evidence, seen, window, last_eval)
+    return MinerScore(rec.hotkey, ema, evidence, seen, window, last_eval, recent)
 
 
 def update_scores(
@@ -416,6 +475,6 @@ def weights_from_scores(scores: Mapping[int, MinerScore]) -> dict[int, float]:
 __all__ = [
     "CRITERIA_VERSION", "CriteriaParams", "DEFAULT_PARAMS", "EARLIER", "Evaluation", "EvidenceBar",
     "MinerScore", "REASONS", "Verdict", "criteria_hash", "dump_scores", "evidence_bar", "find_copies",
-    "gain_bar", "judge_window", "load_scores", "matches_earlier", "own_data_z", "reference_norm",
+    "gain_bar", "judge_window", "load_scores", "matches_earlier", "own_data_z", "pooled_z", "reference_norm", "resends_aggregate",
     "relative_gain", "select_for_evaluation", "top_contributors", "update_scores", "weights_from_scores",
 ]

@@ -90,6 +90,31 @@ def similarity_matrix(rows: Sequence[np.ndarray], cols: Sequence[np.ndarray]) ->
     return unit(rows) @ unit(cols).T
 
 
+def support_similarity(update: Mapping[str, SparseTensor], reference: Mapping[str, SparseTensor]) -> float:
+    """Cosine of ``update`` with ``reference`` restricted to the positions ``update`` keeps
+    (exact, float64): 1 when the update is a top-k of the reference with its signs, whatever
+    the reference holds elsewhere. 0 when either side is zero there."""
+    dot = norm_u = norm_r = 0.0
+    for name in sorted(update):
+        st = update[name]
+        u = st.values.numpy().astype(np.float64)
+        ref = reference.get(name)
+        r = np.zeros_like(u) if ref is None else _values_at(ref, st.indices.numpy())
+        dot, norm_u, norm_r = dot + float(u @ r), norm_u + float(u @ u), norm_r + float(r @ r)
+    return dot / math.sqrt(norm_u * norm_r) if norm_u > 0 and norm_r > 0 else 0.0
+
+
+def _values_at(ref: SparseTensor, positions: np.ndarray) -> np.ndarray:
+    """``ref``'s values at ``positions`` (0 where it keeps nothing), float64."""
+    idx, vals = ref.indices.numpy(), ref.values.numpy().astype(np.float64)
+    order = np.argsort(idx, kind="stable")
+    idx, vals = idx[order], vals[order]
+    at = np.searchsorted(idx, positions)
+    at_c = np.minimum(at, max(len(idx) - 1, 0))
+    hit = (at < len(idx)) & (idx[at_c] == positions) if len(idx) else np.zeros(len(positions), dtype=bool)
+    return np.where(hit, vals[at_c] if len(idx) else 0.0, 0.0)
+
+
 def update_norm(update: Mapping[str, SparseTensor]) -> float:
     """L2 norm of a sparse update (float64, names in sorted order)."""
     total = 0.0
@@ -98,4 +123,4 @@ def update_norm(update: Mapping[str, SparseTensor]) -> float:
     return math.sqrt(total)
 
 
-__all__ = ["SKETCH_DIM", "similarity", "similarity_matrix", "sketch", "update_norm"]
+__all__ = ["SKETCH_DIM", "similarity", "similarity_matrix", "sketch", "support_similarity", "update_norm"]

@@ -58,7 +58,7 @@ class SubnetConfig(BaseModel):
     outer_nesterov: bool = Field(False, description="Nesterov form of the outer momentum (DiLoCo's outer step; needs outer_momentum > 0)")
     aggregation: Literal["mean", "per-position"] = Field("per-position", description="how contributors are averaged: plain mean, or each position over the contributors that sent it")
     top_g: int = Field(8, ge=1, le=1024, description="contributors aggregated per window")
-    eval_samples: int = Field(32, ge=1, le=4096, description="samples per own/random evaluation batch (fewer make the own-vs-random test noisy)")
+    eval_samples: int = Field(32, ge=1, le=4096, description="batch size of the validator's evaluation forward passes (how many samples it evaluates is set by the criteria)")
     max_evaluations: int = Field(64, ge=1, description="miners evaluated per window at most")
     checkpoint_every: int = Field(5, ge=1, description="K: full checkpoint every K windows")
 

@@ -38,7 +38,7 @@ from protocol.similarity import update_norm
 from protocol.subnet import SubnetConfig
 
 OTHER_DATA_OFFSET = 1000  # data-ignoring miners train on the slots of uid + this (nobody's)
-END_STEPS = 3  # own-data-at-the-end: inner steps on its own samples after training elsewhere
+END_SHARE = 0.2  # own-data-at-the-end: the share of inner steps (at least 1) on its own samples
 
 
 @dataclass
@@ -139,10 +139,11 @@ def data_ignoring(trainer: Trainer, uid: int) -> Plan:
 
 
 def own_data_at_end(trainer: Trainer, uid: int) -> Plan:
-    """Trains elsewhere, then finishes with END_STEPS steps on its own samples."""
+    """Trains elsewhere, then finishes with a few steps (END_SHARE of H) on its own samples."""
     def plan(world: World, w: int) -> SparseUpdate:
         other, own = world.batches(w, uid + OTHER_DATA_OFFSET), world.batches(w, uid)
-        return trainer.update(world, other[: len(other) - END_STEPS] + own[:END_STEPS])
+        end = max(1, round(END_SHARE * len(own)))
+        return trainer.update(world, other[: len(other) - end] + own[:end])
     return plan
 
 

@@ -165,7 +165,8 @@ def intake_all(v: BenchValidator, world: World, w: int, bodies: list[tuple[Strat
 def evaluate(v: BenchValidator, world: World, w: int, hotkeys: dict[int, str]) -> WindowEvaluation:
     assert v.store is not None and v.evaluator is not None and v.book is not None
     subs = v.store.for_window(w)
-    result = v.evaluator.evaluate_window(world.state, subs, last_evaluated=v.book.last_evaluated(), secret=v.secret)
+    result = v.evaluator.evaluate_window(world.state, subs, last_evaluated=v.book.last_evaluated(),
+                                         secret=v.secret, recent_z=v.book.recent_z())
     v.book.update(w, result.verdicts, [s.uid for s in subs], hotkeys)
     v.store.drop_through(w)
     v.results.append(result)
@@ -333,12 +334,18 @@ def print_rows(rows: list[Row]) -> None:
 
 def print_early(run: SeedRun, count: int = 8) -> None:
     print(f"\nfirst {count} windows of seed 0 at the lead (honest: {sum(s.group == 'honest' for s in run.suite)} miners)")
-    print("| window | own-data test counts | z_top | honest scored 1 | honest weight share | data-ignoring | own-data-at-end |")
+    print("| window | own-data test counts | z_top | honest window scores (sum over evaluated) | honest weight share "
+          "| data-ignoring | own-data-at-end |")
     print("|---|---|---|---|---|---|---|")
     for e in run.early[:count]:
-        print(f"| {e['window']} | {'yes' if e['informative'] else 'no'} | {e['z_top']} | {e['honest_scored']:.0f} "
+        print(f"| {e['window']} | {'yes' if e['informative'] else 'no'} | {e['z_top']} | {e['honest_scored']:.2f} "
               f"| {e['honest_weight']:.3f} | {e['reasons'].get('data-ignoring', '-')} "
               f"| {e['reasons'].get('own-data-at-end', '-')} |")
+
+
+def print_first_informative(runs: list[SeedRun]) -> None:
+    firsts = [next((e["window"] for e in r.early if e["informative"]), None) for r in runs]
+    print(f"the own-data test first counted (at the lead) in window: {firsts} (per seed)")
 
 
 def print_validators(runs: list[SeedRun]) -> None:
@@ -405,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print_rows(rows)
     print_early(runs[0])
+    print_first_informative(runs)
     print_validators(runs)
     if runs[0].refusals:
         print(f"\nrefused at intake (strategy:code -> count, seed 0): {runs[0].refusals}")

@@ -21,7 +21,7 @@ import hashlib
 import random
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -95,25 +95,28 @@ class Evaluator:
         self.params = params
         self.population = dataset.num_samples(cfg.seq_len)
         self.history: deque[list[np.ndarray]] = deque(maxlen=max(params.history_windows, 1))
-        self.last_aggregate: np.ndarray | None = None
+        self.last_aggregate: codec.SparseUpdate | None = None
 
     def note_aggregate(self, payload: bytes, spec: Mapping[str, tuple[int, ...]]) -> None:
-        """Remember the sketch of a published aggregate (updates alike to it are copies)."""
-        if payload:
-            self.last_aggregate = sketch(codec.decode(payload, spec, AGGREGATE_CODEC), spec)
+        """Remember the last published aggregate (an update that resends it is a copy);
+        an empty payload (no contributors) forgets it."""
+        self.last_aggregate = codec.decode(payload, spec, AGGREGATE_CODEC) if payload else None
 
     def earlier(self) -> list[np.ndarray]:
-        """Sketches a new update must not repeat: recent windows' updates, the last aggregate."""
-        past = [s for window in list(self.history)[-self.params.history_windows:] for s in window]
-        if self.params.history_windows > 0 and self.last_aggregate is not None:
-            past.append(self.last_aggregate)
-        return past if self.params.history_windows > 0 else []
+        """Sketches of the recent windows' updates: a new update must not repeat one."""
+        if self.params.history_windows <= 0:
+            return []
+        return [s for window in list(self.history)[-self.params.history_windows:] for s in window]
 
     def evaluate_window(
         self, state: ModelState, subs: Sequence[StoredSubmission], *,
-        last_evaluated: Mapping[int, int], secret: bytes,
+        last_evaluated: Mapping[int, int], secret: bytes, recent_z: Mapping[int, Sequence[float]] | None = None,
     ) -> WindowEvaluation:
-        """Find copies, select, decode, measure and judge the submissions of ``state.window``."""
+        """Find copies, select, decode, measure and judge the submissions of ``state.window``.
+
+        ``recent_z``: each uid's own-data z of its last evaluations (``MinerScore.recent_z``),
+        pooled with this window's by ``criteria.pooled_z``.
+        """
         window, entropy = state.window, window_entropy(secret, state.window)
         sketches = {s.uid: sketch(s.update, state.spec) for s in subs}
         norms = {s.uid: update_norm(s.update) for s in subs}
@@ -124,7 +127,9 @@ class Evaluator:
         )
         by_uid = {s.uid: s for s in subs}
         out.dense = {uid: decompress(by_uid[uid].update, state.spec) for uid in chosen}
-        out.evaluations = self.measure_all(state, [by_uid[u] for u in chosen], out, norms, entropy)
+        measured = self.measure_all(state, [by_uid[u] for u in chosen], out, norms, entropy)
+        out.evaluations = {u: replace(e, pooled_z=criteria.pooled_z((recent_z or {}).get(u, ()), e.own_z, self.params))
+                           for u, e in measured.items()}
         out.verdicts = criteria.judge_window(out.evaluations, out.copies, self.params)
         out.bar = criteria.evidence_bar(out.evaluations, self.params)
         self.history.append(list(sketches.values()))
@@ -134,7 +139,9 @@ class Evaluator:
         """copier -> original over every submission of the window (sketches: cheap)."""
         arrivals = {s.uid: float(s.arrival) for s in subs}
         copies = criteria.find_copies(arrivals, sketches, self.params)
-        for uid in criteria.matches_earlier(sketches, self.earlier(), self.params):
+        earlier = criteria.matches_earlier(sketches, self.earlier(), self.params)
+        resent = criteria.resends_aggregate({s.uid: s.update for s in subs}, self.last_aggregate, self.params)
+        for uid in sorted(earlier | resent):
             copies.setdefault(uid, criteria.EARLIER)
         return copies
 

@@ -66,6 +66,9 @@ class ScoreBook:
     def last_evaluated(self) -> dict[int, int]:
         return {uid: s.last_evaluated for uid, s in self.scores.items()}
 
+    def recent_z(self) -> dict[int, list[float]]:
+        return {uid: list(s.recent_z) for uid, s in self.scores.items()}
+
     def ema(self) -> dict[int, float]:
         return {uid: s.ema for uid, s in self.scores.items()}
 

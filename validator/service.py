@@ -265,6 +265,7 @@ class Validator:
             result = await asyncio.to_thread(
                 self.evaluator.evaluate_window, self.state.model, subs,
                 last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
+                recent_z=self.state.scores.recent_z(),
             )
         else:
             result = WindowEvaluation()

@@ -18,11 +18,9 @@ from protocol.codec import (
     ErrorFeedback,
     SparseTensor,
     compress,
-    cosine,
     decode,
     decompress,
     encode,
-    index_overlap,
     payload_stats,
     spec_digest,
 )
@@ -219,20 +217,6 @@ def test_error_feedback_recurrence_and_state_round_trip() -> None:
     clone.load_state_dict(ef.state_dict())
     d = _randn((50,), 99)
     assert clone.step({"b": d}, cfg) == ef.step({"b": d}, cfg)
-
-
-# ---------------------------------------------------------------------------- similarity
-
-
-def test_overlap_and_cosine() -> None:
-    cfg = CodecConfig(chunk=8, topk=8)
-    x = {"w": _randn((16, 16), 1)}
-    a, b = compress(x, cfg), compress({"w": -x["w"]}, cfg)
-    c = compress({"w": _randn((16, 16), 2)}, cfg)
-    assert index_overlap(a, a) == 1.0 and cosine(a, a) == pytest.approx(1.0)
-    assert index_overlap(a, b) == 1.0 and cosine(a, b) == pytest.approx(-1.0)
-    assert index_overlap(a, c) < 0.5 and abs(cosine(a, c)) < 0.5
-    assert index_overlap({}, {}) == 0.0 and cosine(a, {}) == 0.0
 
 
 # ---------------------------------------------------------------------------- hostile input

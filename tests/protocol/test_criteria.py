@@ -28,8 +28,10 @@ from protocol.criteria import (
     load_scores,
     matches_earlier,
     own_data_z,
+    pooled_z,
     reference_norm,
     relative_gain,
+    resends_aggregate,
     select_for_evaluation,
     top_contributors,
     update_scores,
@@ -82,6 +84,23 @@ def test_own_data_z_is_welch_t() -> None:
     assert math.isfinite(own_data_z([1.0, 1.0], [0.0, 0.0]))  # zero variance
 
 
+def test_pooled_z_is_stouffer_over_the_last_windows() -> None:
+    assert pooled_z([], 3.0) == 3.0
+    assert pooled_z([2.0], 2.0) == pytest.approx(4.0 / math.sqrt(2))
+    assert pooled_z([9.0, 2.0, 2.0], 2.0) == pytest.approx(6.0 / math.sqrt(3))  # z_windows = 3
+    assert pooled_z([NAN, 2.0], 1.0) == pytest.approx(3.0 / math.sqrt(3))
+    assert pooled_z([5.0, 5.0], 1.0, CriteriaParams(z_windows=1)) == 1.0
+
+
+def test_a_steady_weak_trace_passes_where_one_window_would_not() -> None:
+    evs = {u: ev(u, own_z=2.6, pooled_z=pooled_z([2.4, 2.7], 2.6)) for u in range(4)}
+    evs[9] = ev(9, own_z=2.6, pooled_z=pooled_z([0.1, -0.4], 2.6))  # a lucky window of a cheat
+    verdicts = judge_window(evs, ())
+    assert evidence_bar(evs).informative
+    assert [verdicts[u].reason for u in range(4)] == ["ok"] * 4 and verdicts[9].reason == "no_own_data"
+    assert not evidence_bar({u: ev(u, own_z=2.6) for u in range(4)}).informative
+
+
 # ---- one window -------------------------------------------------------------------------
 
 
@@ -103,7 +122,7 @@ def test_own_data_z_is_welch_t() -> None:
 def test_judge_window_reasons(extra, copies, reason) -> None:
     verdicts = judge_window(honest_window(**{"9": extra}), copies)
     assert verdicts[9].reason == reason
-    assert verdicts[9].score == (1.0 if reason == "ok" else 0.0)
+    assert (verdicts[9].score > 0) == (reason == "ok")
     assert all(verdicts[u].reason == "ok" for u in range(4))
 
 
@@ -118,6 +137,18 @@ def test_own_data_test_counts_only_where_it_can_tell() -> None:
     assert bar.informative and bar.z_top == 7.0 and bar.z_pass == pytest.approx(2.5)
     verdicts = judge_window(late, ())
     assert verdicts[9].evidence == 0.0 and verdicts[0].evidence == 1.0
+
+
+def test_where_the_test_counts_pay_follows_the_own_data_trace() -> None:
+    evs = {u: ev(u, own_z=z) for u, z in enumerate([4.0, 6.0, 8.0, 12.0, 30.0])}
+    evs[9] = ev(9, own_z=0.2)
+    scores = {u: v.score for u, v in judge_window(evs, ()).items()}
+    assert scores[2] == pytest.approx(1.0)  # the median passing z
+    assert scores[0] == pytest.approx(0.5) and scores[3] == pytest.approx(1.5)
+    assert scores[4] == pytest.approx(1.5)  # capped: score_cap
+    assert scores[9] == 0.0
+    early = {u: ev(u, own_z=z) for u, z in enumerate([0.5, 1.5, 3.0])}
+    assert {v.score for v in judge_window(early, ()).values()} == {1.0}  # the test cannot tell yet
 
 
 def test_the_pass_bar_rises_with_the_window_and_needs_a_quorum() -> None:
@@ -178,7 +209,20 @@ def test_find_copies_table(arrivals, sketches, expected) -> None:
     assert find_copies(arrivals, sketches) == expected
 
 
-def test_matches_earlier_catches_replays_and_the_aggregate() -> None:
+def test_resends_aggregate_finds_a_top_k_of_the_aggregate() -> None:
+    import torch
+
+    from protocol.sparse import SparseTensor
+
+    agg = {"w": SparseTensor((100,), torch.arange(0, 100, 2), torch.linspace(-1, 1, 50))}
+    top = torch.tensor([0, 2, 96, 98])
+    resent = {"w": SparseTensor((100,), top, torch.tensor([-0.5, -0.5, 0.5, 0.5]))}
+    own = {"w": SparseTensor((100,), torch.tensor([1, 2, 3, 98]), torch.tensor([0.5, -0.5, 0.5, -0.5]))}
+    assert resends_aggregate({1: resent, 2: own}, agg) == {1}
+    assert resends_aggregate({1: resent}, None) == set()
+
+
+def test_matches_earlier_catches_replays() -> None:
     sketches = {1: _sk(1, 0, 0), 2: _sk(0, 1, 0), 3: _sk(0, 0, 1)}
     earlier = [_sk(0.95, 0.31, 0), _sk(0, 0, -1)]
     assert matches_earlier(sketches, earlier) == {1}
@@ -195,11 +239,15 @@ def test_update_scores_ema_decays_and_evidence() -> None:
     assert scores[1].ema == pytest.approx(0.2) and scores[1].evidence == pytest.approx(0.75)
     scores = {u: replace(s, ema=1.0) for u, s in scores.items()}
     scores = update_scores(scores, 1, {}, submitted=[2], hotkeys=hk)
-    assert scores[2].ema == pytest.approx(0.9)  # submitted, not evaluated
+    assert scores[2].ema == pytest.approx(0.95)  # submitted, not evaluated
     assert scores[1].ema == pytest.approx(0.5)  # registered, did not submit
     assert scores[3].evidence == 0.5 and scores[3].last_evaluated == -1
     scores = update_scores(scores, 2, {2: verdict(2, 0.0, evidence=0.0)}, submitted=[2], hotkeys=hk)
-    assert scores[2].ema == pytest.approx(0.72) and scores[2].evidence == pytest.approx(0.25)
+    assert scores[2].ema == pytest.approx(0.76) and scores[2].evidence == pytest.approx(0.25)
+    assert scores[2].recent_z == [5.0] and scores[1].recent_z == [5.0]
+    scores = update_scores(scores, 3, {2: verdict(2, 1.0)}, submitted=[2], hotkeys=hk)
+    scores = update_scores(scores, 4, {2: verdict(2, 1.0)}, submitted=[2], hotkeys=hk)
+    assert scores[2].recent_z == [5.0, 5.0]  # the last z_windows - 1
 
 
 def test_a_cheat_caught_in_informative_windows_loses_its_weight_fast() -> None:
@@ -232,7 +280,8 @@ def test_replaying_a_window_changes_nothing() -> None:
 
 
 def test_scores_round_trip_through_json() -> None:
-    scores = {3: MinerScore("hk", ema=0.25, evidence=0.75, windows_seen=2, last_window=7, last_evaluated=6)}
+    scores = {3: MinerScore("hk", ema=0.25, evidence=0.75, windows_seen=2, last_window=7, last_evaluated=6,
+                            recent_z=[1.5, 2.5])}
     assert load_scores(json.loads(json.dumps(dump_scores(scores)))) == scores
     with pytest.raises(ValueError, match="malformed"):
         load_scores({"1": {"hotkey": "x"}})
@@ -279,7 +328,7 @@ def test_criteria_hash_is_version_and_canonical_params() -> None:
 @pytest.mark.parametrize(
     ("changes", "match"),
     [({"score_alpha": 1.5}, "score_alpha"), ({"gain_floor": NAN}, "finite"),
-     ({"own_eval_samples": 1}, "at least 2"), ({"evidence_quorum": 0}, "evidence_quorum"),
+     ({"own_eval_samples": 1}, "at least 2"), ({"score_cap": 0.5}, "score_cap"), ({"evidence_quorum": 0}, "evidence_quorum"),
      ({"history_windows": -1}, "history_windows")],
 )
 def test_bad_params_raise(changes, match) -> None:

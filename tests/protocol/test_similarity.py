@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from protocol import codec
-from protocol.similarity import SKETCH_DIM, similarity, similarity_matrix, sketch, update_norm
+from protocol.similarity import (
+    SKETCH_DIM,
+    similarity,
+    similarity_matrix,
+    sketch,
+    support_similarity,
+    update_norm,
+)
 
 SPEC = {"a.weight": (128, 128), "b.bias": (300,)}
 CFG = codec.CodecConfig(chunk=32, topk=32, bits=2)
@@ -62,3 +69,17 @@ def test_norm_and_unknown_tensor() -> None:
     assert update_norm(a) == pytest.approx(math.sqrt(sum(float(t.double().square().sum()) for t in dense.values())))
     with pytest.raises(ValueError, match="not in the model"):
         sketch({"other": a["b.bias"]}, SPEC)
+
+
+def test_support_similarity_ignores_the_reference_elsewhere() -> None:
+    ref = _update(6)
+    top = {k: codec.SparseTensor(st.shape, st.indices[:5], st.values[:5] * 3.0) for k, st in ref.items()}
+    assert support_similarity(top, ref) == pytest.approx(1.0)  # any scale of its values there
+    signs = {k: codec.SparseTensor(st.shape, st.indices, st.values.sign()) for k, st in top.items()}
+    assert support_similarity(signs, ref) > 0.9  # 1-bit: signs only
+    assert support_similarity({k: codec.SparseTensor(st.shape, st.indices, -st.values) for k, st in top.items()},
+                              ref) == pytest.approx(-1.0)
+    elsewhere = {"b.bias": codec.SparseTensor((300,), torch.tensor([299]), torch.tensor([1.0]))}
+    if 299 not in ref["b.bias"].indices.tolist():
+        assert support_similarity(elsewhere, ref) == 0.0
+    assert support_similarity(top, {}) == 0.0
