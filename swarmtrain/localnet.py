@@ -22,6 +22,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +45,9 @@ VALIDATOR = "validator"  # the lead validator's name; the others are validator2,
 HOTKEY = "default"
 MINER_METRICS = "metrics.jsonl"
 VALIDATOR_METRICS = "metrics.jsonl"
+
+
+RUN_OUTPUTS = ("devnet", "state", "logs", "wallets", "subnet.json", "summary.json", "local.png")
 
 
 class LocalNetError(RuntimeError):
@@ -367,9 +371,22 @@ class LocalNet:
             await asyncio.sleep(0.5)
 
     # ---- the run ----------------------------------------------------------------------------
+    def clear_previous_run(self) -> None:
+        """Remove what an earlier run left in ``out`` (its chain, node state, logs, results):
+        every run starts a fresh devnet, and nodes must not resume the old network's state."""
+        leftovers = [self.out / n for n in RUN_OUTPUTS if (self.out / n).exists()]
+        for path in leftovers:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if leftovers:
+            log.info("removed the previous run's %s from %s", ", ".join(p.name for p in leftovers), self.out)
+
     async def run(self) -> LocalRunResult:
         """Start everything, wait for N windows and a tempo, collect the results."""
         started = time.monotonic()
+        self.clear_previous_run()
         self.out.mkdir(parents=True, exist_ok=True)
         self.cfg.subnet.save(self.subnet_path)
         self.start_devnet()

@@ -90,3 +90,19 @@ def test_children_die_with_a_killed_parent(tmp_path):
         for pid in kids:  # only the pids this test saw started
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_new_run_starts_from_a_clean_out_directory(tmp_path) -> None:
+    """A second `swarmtrain local` into the same folder must not resume the first run's
+    chain or node state (it would report the old windows as done at once)."""
+    from protocol.subnet import SubnetConfig
+    from swarmtrain.localnet import RUN_OUTPUTS, LocalNet, LocalNetConfig, MinerSpec
+
+    for name in ("devnet", "state", "logs", "wallets"):
+        (tmp_path / name / "x").mkdir(parents=True)
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    cfg = LocalNetConfig(out=tmp_path, miners=[MinerSpec("miner1")], windows=1, subnet=SubnetConfig())
+    LocalNet(cfg).clear_previous_run()
+    assert not any((tmp_path / n).exists() for n in RUN_OUTPUTS)
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # only what a run writes is removed
