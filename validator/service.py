@@ -28,6 +28,7 @@ from chain.wallets import hotkey_address
 from node.commitment import ValidatorCommitment
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
+from node.subnet_check import PinnedReader, check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
@@ -128,6 +129,7 @@ class Validator:
     async def start(self) -> None:
         """Reload the open window's submissions, serve HTTPS, publish endpoint + commitment."""
         await self.sync_chain()  # the server is not up yet: nothing can arrive while we reload
+        await self.check_lead_config()
         self.restore_submissions()
         app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes)
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
@@ -135,6 +137,15 @@ class Validator:
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
         await self.sync_chain(force=True)
         self.refresh_view()
+
+    async def check_lead_config(self) -> None:
+        """Refuse to start (``SubnetConfigMismatch``, naming the fields) when another validator
+        leads with another subnet config: our scores and aggregates would mean nothing."""
+        lead = self.lead_endpoint()
+        if lead is None or lead.hotkey == self.hotkey:
+            return
+        async with PinnedReader(timeout=self.settings.chain_timeout_s) as reader:
+            await check_against(reader, lead, self.cfg)
 
     def restore_submissions(self) -> int:
         """Re-validate and re-add the stored submissions of θ's window; drop other windows."""
@@ -149,7 +160,8 @@ class Validator:
 
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
-        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params))
+        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params),
+                                         cfg=self.cfg.config_hash())
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
         log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
