@@ -37,12 +37,15 @@ from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
 from validator.app import HttpsServer, build_app
+from validator.dashboard import add_operator_routes
 from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
 from validator.follower import LeadLink
 from validator.intake import Intake, IntakeView
+from validator.peers import PeerWatch
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
+from validator.telemetry import ValidatorTelemetry, tail_records
 
 log = logging.getLogger("swarmtrain.validator")
 
@@ -101,6 +104,10 @@ class Validator:
         self.dataset, self.params, self.clock = dataset, params, clock
         self.hotkey = hotkey or hotkey_address(wallet)
         self.state = ValidatorState.open(settings, cfg, params)
+        self.telemetry = ValidatorTelemetry()
+        self.telemetry.seed(tail_records(self.state.metrics.path))
+        self.peers = PeerWatch(self.hotkey, interval_s=settings.peer_status_interval_s,
+                               timeout_s=settings.peer_status_timeout_s)
         self.view = IntakeView()
         self.subs = SubmissionStore(
             max_per_window=settings.max_submissions_per_window,
@@ -110,7 +117,7 @@ class Validator:
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
-            population=self.evaluator.population, spec=self.state.model.spec,
+            population=self.evaluator.population, spec=self.state.model.spec, observer=self.telemetry,
         )
         self.server: HttpsServer | None = None
         self.lead: LeadLink | None = None
@@ -131,7 +138,8 @@ class Validator:
         await self.sync_chain()  # the server is not up yet: nothing can arrive while we reload
         await self.check_lead_config()
         self.restore_submissions()
-        app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes)
+        app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes,
+                        on_sent=self.telemetry.on_sent, extra=lambda a: add_operator_routes(a, self))
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
         await self.publish_endpoint()
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
@@ -167,6 +175,7 @@ class Validator:
         log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
 
     async def close(self) -> None:
+        await self.peers.close()
         if self.lead is not None:
             await self.lead.close()
         if self.server is not None:
@@ -231,6 +240,7 @@ class Validator:
         self.view.open_window = self.state.model.window
         chain_window = window_of(self.block, self.cfg.blocks_per_window)
         self.view.ready = not should_close_window(self.state.model.window, chain_window)
+        self.telemetry.on_progress(block=self.block, open_window=self.view.open_window, model_hash=self.view.model_hash)
         if self.metagraph is not None:
             mg = self.metagraph
             self.view.hotkeys = {int(u): str(h) for u, h in zip(mg.uids, mg.hotkeys, strict=True)}
@@ -274,10 +284,12 @@ class Validator:
         if cached is not None:
             return cached
         if subs:
+            started = time.monotonic()
             result = await asyncio.to_thread(
                 self.evaluator.evaluate_window, self.state.model, subs,
                 last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
             )
+            self.telemetry.on_evaluated(time.monotonic() - started)
         else:
             result = WindowEvaluation()
         self.update_scores(window, result, [s.uid for s in subs])
@@ -375,6 +387,7 @@ class Validator:
             "seconds": round(seconds, 3),
         }
         self.state.metrics.write(record)
+        self.telemetry.on_window(record)
         log.info(progress_line(
             "window", w=window, val_loss=val_after, subs=len(subs),
             contributors=len(header.contributors), hash=header.next_model_hash[:12],
@@ -408,4 +421,18 @@ class Validator:
             "submissions": self.subs.count(self.view.open_window),
             "latest_checkpoint": self.state.store.latest_checkpoint(),
             "val_loss": self.last_val_loss,
+            **self.operator_status(),
+        }
+
+    def operator_status(self) -> dict[str, Any]:
+        """The per-miner part of ``GET /status``: scores, verdicts, last submissions, refusals."""
+        uid = self.metagraph.uid_of(self.hotkey) if self.metagraph is not None else None
+        block_time = getattr(self.chain, "block_time", None)
+        return {
+            "uid": uid,
+            "netuid": self.cfg.netuid,
+            "block_time": block_time if isinstance(block_time, (int, float)) else None,
+            "refusals": dict(self.intake.refusals),
+            "miners": self.telemetry.miner_rows(self.metagraph, model_hash=self.view.model_hash,
+                                                open_window=self.state.model.window, ema=self.state.scores.ema()),
         }
