@@ -145,6 +145,8 @@ class Validator:
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
         await self.sync_chain(force=True)
         self.refresh_view()
+        if self.has_no_stake():
+            log.warning(self.permit_hint())
 
     async def check_lead_config(self) -> None:
         """Refuse to start (``SubnetConfigMismatch``, naming the fields) when another validator
@@ -244,6 +246,15 @@ class Validator:
         if self.metagraph is not None:
             mg = self.metagraph
             self.view.hotkeys = {int(u): str(h) for u, h in zip(mg.uids, mg.hotkeys, strict=True)}
+
+    def has_no_stake(self) -> bool:
+        """No permit and no stake: weights will be refused until the operator stakes."""
+        mg = self.metagraph
+        uid = mg.uid_of(self.hotkey) if mg is not None and hasattr(mg, "uid_of") else None
+        if uid is None:
+            return False
+        i = mg.uids.index(uid)
+        return not bool(mg.validator_permit[i]) and float(mg.stake[i]) <= 0.0
 
     def lead_endpoint(self) -> ValidatorEndpoint | None:
         """The lead as miners see it: the highest-stake permitted validator, or, before any
@@ -405,7 +416,21 @@ class Validator:
             log.info("weights rate-limited: %s", exc)
             self.last_weights_block = self.block - self.tempo + (exc.blocks or 1)
         except ChainError as exc:
-            log.warning("setting weights failed (retrying next tempo): %s", exc)
+            if "NoValidatorPermit" in str(exc):
+                log.error("setting weights failed: %s", self.permit_hint())
+            else:
+                log.warning("setting weights failed (retrying next tempo): %s", exc)
+
+    def permit_hint(self) -> str:
+        """Why this hotkey has no validator permit, and what to do about it (in TAO)."""
+        mg, uid = self.metagraph, None
+        uid = mg.uid_of(self.hotkey) if mg is not None else None
+        stake = float(mg.stake[mg.uids.index(uid)]) if uid is not None else 0.0
+        return (f"hotkey {self.hotkey} (uid {uid}) holds no validator permit on netuid {self.cfg.netuid} "
+                f"(stake τ{stake:.4f}): permits go to the highest-stake hotkeys at each epoch; stake on it with "
+                f"`swarmtrain stake add --netuid {self.cfg.netuid} --amount TAO` and this validator's "
+                "--wallet.name/--wallet.hotkey/--subtensor.network, then wait for the next epoch "
+                "(retrying every tempo)")
 
     def status(self) -> dict[str, Any]:
         return {
