@@ -137,6 +137,17 @@ def test_status_shows_per_miner_scores_and_hash_agreement(network, capsys):
     assert "miners (scores as each validator sees them)" in out and "model hashes at window" in out
 
 
+def test_subnet_fetch_downloads_the_lead_validators_config(network, tmp_path, capsys):
+    from protocol.subnet import SubnetConfig
+    from swarmtrain.cli import main
+
+    net, _ = network
+    out = tmp_path / "fetched.json"
+    assert main(["subnet", "fetch", "--netuid", "1", "--subtensor.network", net.url, "--out", str(out)]) == 0
+    assert SubnetConfig.load(out) == net.cfg.subnet
+    assert "matches its commitment on chain" in capsys.readouterr().out
+
+
 def _validator_hashes(net: LocalNet) -> dict[int, str]:
     return {int(r["window"]): r["model_hash"] for r in read_metrics(net.validator_metrics()) if "model_hash" in r}
 
