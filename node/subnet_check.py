@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 from pydantic import ValidationError
 
 from node.signed_http import NodeHttpError, parse_error
+from node.subnet_file import SubnetConfigError, describe_config, documented, write_documented  # noqa: F401
 from node.tls import pinned
 from node.validators import ValidatorEndpoint
 from protocol.subnet import SubnetConfig, config_diff
 
 SUBNET_CONFIG_PATH = "/subnet-config"
 MAX_CONFIG_BYTES = 1 << 20
-
-
-class SubnetConfigError(ValueError):
-    """The subnet config file is missing or unreadable, or is not the subnet's."""
 
 
 class SubnetConfigMismatch(SubnetConfigError):
@@ -134,27 +131,3 @@ async def check_against(client: Getter, endpoint: ValidatorEndpoint, cfg: Subnet
     except (SubnetConfigError, NodeHttpError) as exc:
         error = str(exc)
     raise SubnetConfigMismatch(mismatch_message(cfg, endpoint, theirs, error))
-
-
-def describe_config(cfg: SubnetConfig) -> list[dict[str, Any]]:
-    """Every field with its value and meaning (``swarmtrain subnet show``, the dashboard)."""
-    values = cfg.model_dump()
-    return [{"field": name, "value": values[name], "meaning": f.description or ""}
-            for name, f in SubnetConfig.model_fields.items()]
-
-
-def documented(cfg: SubnetConfig) -> dict[str, Any]:
-    """The config as a JSON object that explains itself: ``_about`` and ``_doc`` (field -> meaning)
-    first, then the fields. ``SubnetConfig.load`` ignores the ``_`` keys, so hashes are unchanged."""
-    about = (f"swarmtrain subnet config for netuid {cfg.netuid}: every miner and validator of the subnet "
-             "starts with --subnet-config pointing at this file, and nodes whose config hash differs from "
-             "the lead validator's refuse to start. Keys starting with '_' are comments.")
-    docs = {item["field"]: item["meaning"] for item in describe_config(cfg)}
-    return {"_about": about, "_doc": docs, **cfg.model_dump()}
-
-
-def write_documented(cfg: SubnetConfig, path: Any) -> None:
-    """Write ``documented(cfg)`` as indented JSON (atomically: temp file, then rename)."""
-    from node.checkpoints import atomic_write
-
-    atomic_write(path, (json.dumps(documented(cfg), indent=2) + "\n").encode())

@@ -13,14 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from node.shard_sources import is_sharded_location, is_url
 from node.sharded_dataset import ShardedDataset
-from node.subnet_check import SubnetConfigError
+from node.subnet_file import SubnetConfigError, read_subnet_config  # noqa: F401 (re-exported)
 from protocol.data import Dataset, DatasetSpec, open_dataset, verify_dataset
 from protocol.subnet import SubnetConfig
 from protocol.tokenizer import (
@@ -43,27 +40,6 @@ def load_subnet_config(path: Path | None, netuid: int, preset: str | None = None
     if preset is not None and preset != cfg.preset:
         raise ValueError(f"--preset {preset} but the subnet trains preset {cfg.preset!r}")
     return cfg
-
-
-def read_subnet_config(path: Path, netuid: int | None = None) -> SubnetConfig:
-    """``SubnetConfig.load`` with errors that say how to get a good file (``SubnetConfigError``)."""
-    fetch = f"`swarmtrain subnet fetch --netuid {netuid if netuid is not None else 'N'} --out {path}`"
-    if not path.is_file():
-        raise SubnetConfigError(
-            f"subnet config {path} not found: fetch the subnet's with {fetch}, or write a new "
-            f"subnet's with `swarmtrain subnet init --out {path}`"
-        )
-    try:
-        return SubnetConfig.load(path)
-    except json.JSONDecodeError as exc:
-        raise SubnetConfigError(f"subnet config {path} is not JSON (line {exc.lineno}: {exc.msg}): "
-                                f"fetch it again with {fetch}") from exc
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()[:5])
-        raise SubnetConfigError(f"subnet config {path} is invalid: {problems} (`swarmtrain subnet show "
-                                f"{path}` explains every field)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SubnetConfigError(f"cannot read subnet config {path}: {exc}") from exc
 
 
 def subnet_dataset(cfg: SubnetConfig) -> Dataset:

@@ -44,14 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chain.errors import ChainError
-    from protocol.data import DataError
-
     handlers = {"init": _init, "show": _show, "fetch": _fetch}
     try:
         return handlers[args.subnet_action](args)
-    except (ChainError, DataError, ValueError, OSError) as err:
+    except (ValueError, OSError) as err:  # bad configs and files (``show`` imports nothing heavier)
         return fail(str(err))
+    except Exception as err:
+        from chain.errors import ChainError
+        from protocol.data import DataError
+
+        if isinstance(err, (ChainError, DataError)):
+            return fail(str(err))
+        raise
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -88,7 +92,7 @@ def dataset_pin(dataset: str, tokenizer: str | None) -> dict[str, Any]:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from node.subnet_check import write_documented
+    from node.subnet_file import write_documented
     from protocol.subnet import SubnetConfig
 
     if args.out.exists() and not args.force:
@@ -113,8 +117,7 @@ def _show(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from node.subnet_check import describe_config
-    from node.subnet_setup import read_subnet_config
+    from node.subnet_file import describe_config, read_subnet_config
 
     cfg = read_subnet_config(args.config)
     table = Table(title=f"{args.config} · config_hash {cfg.config_hash()}")
@@ -129,7 +132,7 @@ def _show(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     import asyncio
 
-    from node.subnet_check import write_documented
+    from node.subnet_file import write_documented
 
     cfg, endpoint = asyncio.run(_fetch_config(args))
     write_documented(cfg, args.out)
