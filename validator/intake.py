@@ -244,7 +244,9 @@ class Intake:
                 f"base_model_hash {header.base_model_hash[:12]}… is not θ_{header.window} ({self.view.model_hash[:12]}…)",
             )
         if header.data_digest != self._expected_digest(header.window, header.uid):
-            raise RequestRefused(422, "wrong_data_digest", "data_digest does not match the samples assigned to this uid and window")
+            raise RequestRefused(422, "wrong_data_digest", "data_digest does not match the samples assigned to this uid "
+                                 "and window: is the miner's subnet config this validator's? (GET /subnet-config; "
+                                 "`swarmtrain subnet fetch`)")
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 (bounded; lives as long as the intake)
     def _expected_digest(self, window: int, uid: int) -> str:
