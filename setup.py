@@ -22,6 +22,8 @@ setup(
         "swarmtrain.commands",
         "swarmtrain.dataprep",
     ],
+    package_data={"validator": ["static/*.html"]},  # the dashboard page
+
     install_requires=[
         "bittensor>=11.3,<12",
         "torch>=2.2",
@@ -31,6 +33,7 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "rich>=13",
+        "prometheus-client>=0.17",  # /metrics of the validator and the miner
     ],
     extras_require={
         "dev": [
@@ -40,9 +43,10 @@ setup(
             "ruff>=0.5",
             "hypothesis>=6",
             "tokenizers>=0.15",  # the data tests train and load BPE tokenizers
+            "transformers>=4.40",  # the Hugging Face export test loads the exported model
         ],
         "plot": ["matplotlib>=3.7"],
-        "hf": ["datasets>=2.14"],
+        "hf": ["datasets>=2.14", "transformers>=4.40"],  # Hugging Face datasets; swarmtrain import --hf
         "data": ["tokenizers>=0.15"],  # BPE tokenizers: swarmtrain data train-tokenizer / prepare
     },
     entry_points={"console_scripts": ["swarmtrain=swarmtrain.cli:main"]},

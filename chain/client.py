@@ -171,6 +171,12 @@ class Chain:
             block_time = await asyncio.wait_for(client.block_time(), timeout)
         except (asyncio.TimeoutError, *TRANSPORT_ERRORS, bt.BittensorError) as err:
             await _quiet_close(client)
+            if not is_devnet(url) and await _is_devnet_endpoint(url):
+                host_port = urlsplit(url).netloc
+                raise ChainConnectionError(
+                    f"{url} is a swarmtrain devnet, not a subtensor node",
+                    reason=f"use --subtensor.network devnet://{host_port}",
+                ) from err
             raise _connect_error(url, err) from err
         return cls(client, url, timeout=timeout, block_time=float(block_time))
 
@@ -232,7 +238,8 @@ class Chain:
     async def metagraph(self, netuid: int) -> Metagraph:
         graph = await self._call("read metagraph", self.client.subnets.metagraph(netuid))
         if graph is None:
-            raise ChainError(f"subnet {netuid} does not exist on {self.url}")
+            raise ChainError(f"subnet {netuid} does not exist on {self.url}",
+                             reason="check --netuid (the subnet owner publishes it; a devnet starts with netuid 1)")
         return metagraph_from_sdk(graph)
 
     async def hyperparameters(self, netuid: int) -> SubnetHyperparams:
@@ -261,7 +268,8 @@ class Chain:
             "read subnet", self.client.query(st.SubtensorModule.NetworksAdded, [netuid])
         )
         if not exists:
-            raise ChainError(f"subnet {netuid} does not exist on {self.url}")
+            raise ChainError(f"subnet {netuid} does not exist on {self.url}",
+                             reason="check --netuid (the subnet owner publishes it; a devnet starts with netuid 1)")
 
     async def _require_uid(self, netuid: int, hotkey_ss58: str) -> int:
         uid = await self.uid_of(netuid, hotkey_ss58)
@@ -426,6 +434,7 @@ class Chain:
         if not amount_tao > 0:
             raise ValueError(f"stake amount must be positive, got {amount_tao}")
         hotkey = hotkey_address(wallet)
+        await self._require_subnet(netuid)
         await self._require_uid(netuid, hotkey)
         what = f"add stake on netuid {netuid}"
         if self.is_devnet:
@@ -477,6 +486,23 @@ def _connect_error(url: str, err: BaseException) -> ChainConnectionError:
             f"no devnet at {url} — start one with `swarmtrain devnet`", reason=reason
         )
     return ChainConnectionError(f"cannot connect to {url}", reason=reason)
+
+
+async def _is_devnet_endpoint(url: str) -> bool:
+    """Does ``url`` (ws:// or wss://) answer like a swarmtrain devnet (``GET /health``)?"""
+    import aiohttp
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        return False
+    health = f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}/health"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3.0)) as session, \
+                session.get(health) as resp:
+            doc = await resp.json(content_type=None) if resp.status == 200 else {}
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        return False
+    return isinstance(doc, dict) and "genesis_hash" in doc and "block" in doc
 
 
 async def _quiet_close(client: bt.Client) -> None:

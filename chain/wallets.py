@@ -36,6 +36,11 @@ def wallet_exists(name: str, hotkey: str, path: PathLike | None = None) -> bool:
     return w.coldkeypub_file.exists_on_device() and w.hotkey_file.exists_on_device()
 
 
+def coldkey_exists(name: str, path: PathLike | None = None) -> bool:
+    """True when the wallet's coldkey (its public file) is present."""
+    return bool(_wallet(name, "default", path).coldkeypub_file.exists_on_device())
+
+
 def create_wallet(
     name: str,
     hotkey: str,

@@ -19,7 +19,7 @@ from chain.wallets import load_wallet
 from miner.service import Miner, MinerOptions
 from miner.state import MinerStateStore
 from miner.trainer import InnerTrainer
-from node.logs import MetricsWriter
+from node.metrics import CountingClient, MetricsServer, MinerTelemetry, ObservedMetricsWriter
 from node.signed_http import SignedClient
 from node.subnet_setup import load_subnet_config, subnet_dataset
 from protocol.data import Dataset
@@ -27,6 +27,8 @@ from protocol.model import subnet_model_config
 from protocol.subnet import SubnetConfig
 
 log = logging.getLogger("swarmtrain.miner")
+
+DEFAULT_METRICS_PORT = 9101
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,18 @@ class MinerSettings:
     http_timeout_s: float = 60.0
     chain_timeout_s: float = 30.0
     max_windows: int | None = None
+    metrics_host: str = "127.0.0.1"  # Prometheus /metrics (plain HTTP): local by default
+    metrics_port: int | None = DEFAULT_METRICS_PORT  # None: no metrics server; 0: a free port
 
 
 def subnet_config(s: MinerSettings) -> SubnetConfig:
     """The subnet config file if given (its netuid/preset must agree), else defaults."""
-    return load_subnet_config(s.subnet_config, s.netuid, s.preset)
+    cfg = load_subnet_config(s.subnet_config, s.netuid, s.preset)
+    if s.subnet_config is None:
+        log.warning("no --subnet-config given: using the default config (hash %s…); if the lead validator "
+                    "runs another, the miner stops and says which fields differ (get the subnet's with "
+                    "`swarmtrain subnet fetch --netuid %d --out subnet.json`)", cfg.config_hash()[:12], s.netuid)
+    return cfg
 
 
 def state_dir(s: MinerSettings) -> Path:
@@ -72,15 +81,21 @@ async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
     trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
     log.info("miner %s on %s netuid %d, device %s, state %s", s.wallet_name, s.network, cfg.netuid,
              trainer.device, directory)
+    telemetry = MinerTelemetry()
+    server = None
+    if s.metrics_port is not None:
+        server = await MetricsServer.start(telemetry.registry, s.metrics_host, s.metrics_port)
     chain = await Chain.connect(s.network, timeout=s.chain_timeout_s)
-    client = SignedClient(wallet, timeout=s.http_timeout_s)
+    client = CountingClient(SignedClient(wallet, timeout=s.http_timeout_s), telemetry)
     try:
         miner = miner_cls(
             chain=chain, wallet=wallet, cfg=cfg, dataset=dataset, trainer=trainer,
             store=MinerStateStore(directory), client=client,
-            metrics=MetricsWriter(directory / "metrics.jsonl"), options=MinerOptions(),
+            metrics=ObservedMetricsWriter(directory / "metrics.jsonl", telemetry.on_record), options=MinerOptions(),
         )
         await miner.run(max_windows=s.max_windows)
     finally:
         await client.close()
         await chain.close()
+        if server is not None:
+            await server.stop()

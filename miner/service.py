@@ -34,6 +34,7 @@ from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError
+from node.subnet_check import check_against
 from node.validators import ValidatorEndpoint, find_validators
 from protocol import codec
 from protocol.data import Dataset
@@ -142,6 +143,7 @@ class Miner:
         self.uid = -1
         self.metagraph: Any = None
         self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
+        self._checked_config: tuple[str, str] | None = None  # (lead hotkey, its config hash) checked
 
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
@@ -161,7 +163,11 @@ class Miner:
         self.metagraph = await self.chain.metagraph(self.cfg.netuid)
         uid = self.metagraph.uid_of(self.hotkey)
         if uid is None:
-            raise MinerError(f"hotkey {self.hotkey} is not registered on netuid {self.cfg.netuid}")
+            raise MinerError(
+                f"hotkey {self.hotkey} is not registered on netuid {self.cfg.netuid}: register it first "
+                f"(`swarmtrain register --netuid {self.cfg.netuid}` with this miner's --wallet.name/--wallet.hotkey "
+                "and --subtensor.network), then start the miner again"
+            )
         self.uid = int(uid)
 
     def validators(self) -> list[ValidatorEndpoint]:
@@ -177,12 +183,21 @@ class Miner:
             found = self.validators()
             if not found:
                 raise SyncError("no validator has published an endpoint yet")
+            await self.check_config(found[0])
             return ValidatorLink(self.client, found[0], self.cfg)
 
         return await poll(
             attempt, timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
             retry_on=(SyncError,),
         )
+
+    async def check_config(self, lead: ValidatorEndpoint) -> None:
+        """Stop (``SubnetConfigMismatch``, naming the fields) when the lead runs another subnet
+        config: every submission would be refused, or the model would never sync."""
+        key = (lead.hotkey, lead.config_hash)
+        if key != self._checked_config:
+            await check_against(self.client, lead, self.cfg)
+            self._checked_config = key
 
     # ---- the loop ---------------------------------------------------------------------
     async def run(self, max_windows: int | None = None) -> None:

@@ -20,32 +20,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from node.devices import DeviceUnavailableError, resolve_device  # noqa: F401 (re-exported)
 from protocol.model import ModelConfig, build_model, lm_loss
 
 # (step index from 1, total steps, loss) -> None; used for progress display.
 StepCallback = Callable[[int, int, float], None]
-
-
-class DeviceUnavailableError(RuntimeError):
-    """The requested torch device is not usable on this machine."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """Map 'cpu' | 'cuda' | 'cuda:N' | 'mps' | 'auto' to a usable torch.device."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceUnavailableError(f"device {name!r} requested but torch sees no CUDA GPU")
-    if name == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise DeviceUnavailableError("device 'mps' requested but Metal is not available")
-    if name != "cpu" and not name.startswith(("cuda", "mps")):
-        raise DeviceUnavailableError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto")
-    return torch.device(name)
 
 
 def split_batches(samples: Tensor, batch_size: int) -> list[Tensor]:

@@ -1,8 +1,9 @@
-"""The validator's on-chain commitment: certificate fingerprint + criteria hash.
+"""The validator's on-chain commitment: certificate fingerprint, criteria hash, config hash.
 
-Stored as compact JSON (well under the chain's commitment size), e.g.
-``{"v":1,"fp":"<64 hex>","crit":"<64 hex>"}``. Miners read it from the metagraph's
-commitments and pin TLS to ``fp``.
+Stored as compact JSON (within the chain's 3 x 128-byte commitment), e.g.
+``{"v":1,"fp":"<64 hex>","crit":"<64 hex>","cfg":"<64 hex>"}``. Miners read it from the
+metagraph's commitments, pin TLS to ``fp`` and refuse to start when ``cfg`` (the subnet
+config hash the validator runs) is not theirs.
 
 Example:
     >>> c = ValidatorCommitment(fp="ab" * 32, crit="cd" * 32)
@@ -17,7 +18,7 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 COMMITMENT_VERSION = 1
-MAX_COMMITMENT_BYTES = 200
+MAX_COMMITMENT_BYTES = 384  # the Commitments pallet: 3 Raw fields of 128 bytes
 
 _HEX64 = r"^[0-9a-f]{64}$"
 
@@ -30,9 +31,13 @@ class ValidatorCommitment(BaseModel):
     v: int = Field(COMMITMENT_VERSION, ge=1, le=COMMITMENT_VERSION)
     fp: str = Field(pattern=_HEX64, description="sha256 hex of the TLS certificate DER")
     crit: str = Field(pattern=r"^[0-9a-f]{1,64}$", description="hash of the published criteria")
+    cfg: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="SubnetConfig.config_hash() it runs; empty: unknown")
 
     def to_str(self) -> str:
-        text = json.dumps(self.model_dump(), separators=(",", ":"))
+        fields = self.model_dump()
+        if not fields["cfg"]:
+            del fields["cfg"]  # the v1 shape, byte for byte, when the config hash is unknown
+        text = json.dumps(fields, separators=(",", ":"))
         assert len(text.encode()) <= MAX_COMMITMENT_BYTES, "commitment grew past its bound"
         return text
 

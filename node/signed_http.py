@@ -48,6 +48,7 @@ class RequestRefused(Exception):
         self.status = status
         self.code = code
         self.reason = reason
+        self.header: Any = None  # the authenticated message it refuses, when known (for operators' views)
 
     def response(self) -> web.Response:
         return error_response(self.status, self.code, self.reason)

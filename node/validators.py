@@ -28,6 +28,7 @@ class ValidatorEndpoint:
     fingerprint: str  # sha256 hex of its certificate DER
     stake: float
     criteria_hash: str = ""
+    config_hash: str = ""  # the subnet config hash it committed ("" when it did not)
 
 
 def axon_url(axon: str | None) -> str | None:
@@ -67,7 +68,7 @@ def _endpoint_at(
     commitment = parse_commitment(commitments.get(hotkey))
     if url is None or commitment is None:
         return None
-    return ValidatorEndpoint(uid, hotkey, url, commitment.fp, float(mg.stake[i]), commitment.crit)
+    return ValidatorEndpoint(uid, hotkey, url, commitment.fp, float(mg.stake[i]), commitment.crit, commitment.cfg)
 
 
 def lead_validator(metagraph: Any, *, require_permit: bool = True) -> ValidatorEndpoint | None:

@@ -136,6 +136,7 @@ class LocalNetConfig:
     timeout_s: float = 900.0  # the whole run, start to emission
     threads_per_node: int = 1  # OMP/torch threads per child: 2 cores are shared by all
     extra_env: dict[str, str] = field(default_factory=dict)
+    open_dashboard: bool = False  # open the lead validator's dashboard in a browser once it is up
 
     @property
     def window_s(self) -> float:
@@ -235,6 +236,7 @@ class LocalNet:
         self.url = f"devnet://127.0.0.1:{self.port}"
         self.processes: dict[str, ManagedProcess] = {}
         self.uids: dict[str, int] = {}
+        self.ports: dict[str, int] = {}  # validator name -> HTTPS port; miner name -> metrics port
 
     # ---- paths ------------------------------------------------------------------------
     @property
@@ -297,10 +299,24 @@ class LocalNet:
         ]
         return self.spawn("devnet", argv)
 
+    def node_port(self, name: str) -> int:
+        """The port a node keeps across restarts: a validator's HTTPS port, a miner's metrics port."""
+        if name not in self.ports:
+            self.ports[name] = free_port()
+        return self.ports[name]
+
+    def dashboard_url(self, name: str = VALIDATOR) -> str:
+        return f"https://127.0.0.1:{self.node_port(name)}/dashboard"
+
+    def metrics_url(self, name: str) -> str:
+        """A miner's Prometheus endpoint (plain HTTP), or a validator's (HTTPS)."""
+        scheme = "https" if is_validator_name(name) else "http"
+        return f"{scheme}://127.0.0.1:{self.node_port(name)}/metrics"
+
     def start_validator(self, name: str = VALIDATOR) -> ManagedProcess:
         argv = [
             self.python, "-m", "swarmtrain", "validator", *self.chain_args(name),
-            "--port", str(free_port()), "--host", "127.0.0.1",
+            "--port", str(self.node_port(name)), "--host", "127.0.0.1",
             "--subnet-config", str(self.subnet_path), "--state", str(self.state_dir(name)),
             "--device", self.cfg.device,
         ]
@@ -311,7 +327,7 @@ class LocalNet:
         return [
             *entry, *self.chain_args(spec.name),
             "--subnet-config", str(self.subnet_path), "--state", str(self.state_dir(spec.name)),
-            "--device", self.cfg.device,
+            "--device", self.cfg.device, "--metrics-port", str(self.node_port(spec.name)),
         ]
 
     def start_miner(self, spec: MinerSpec) -> ManagedProcess:
@@ -370,6 +386,16 @@ class LocalNet:
                 raise LocalNetError(f"the validators did not publish their endpoints within {timeout:.0f}s")
             await asyncio.sleep(0.5)
 
+    def announce_dashboard(self) -> None:
+        """Log where the dashboards are (and open the lead's in a browser when asked)."""
+        for name in self.cfg.validator_names:
+            log.info("dashboard of %s: %s (self-signed certificate: the browser asks once)",
+                     name, self.dashboard_url(name))
+        if self.cfg.open_dashboard:
+            import webbrowser
+
+            webbrowser.open(self.dashboard_url())
+
     # ---- the run ----------------------------------------------------------------------------
     def clear_previous_run(self) -> None:
         """Remove what an earlier run left in ``out`` (its chain, node state, logs, results):
@@ -396,6 +422,7 @@ class LocalNet:
             for name in self.cfg.validator_names:
                 self.start_validator(name)
             await self.wait_for_validators(chain)
+            self.announce_dashboard()
             for spec in self.cfg.miners:
                 self.start_miner(spec)
             first = await self.wait_for_windows(self.cfg.windows)

@@ -83,3 +83,34 @@ def test_both_validators_earn_dividends_and_both_miners_incentive(network):
     assert set(summary["emission"]) == {uid[n] for n in ("validator", "validator2", "miner1", "miner2")}
     # the lead's metrics carry the per-window rows; the follower wrote its own
     assert read_metrics(net.validator_metrics("validator2"))
+
+
+def test_each_dashboard_and_status_compare_the_other_validators_model_hash(network, capsys):
+    """The follower's dashboard reads the lead's /status (in the background, once asked) and
+    finds the same model; ``swarmtrain status`` compares both validators and both miners."""
+    import json
+    import ssl
+    import time
+    import urllib.request
+
+    from swarmtrain.cli import main
+
+    net, result = network
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    url = net.dashboard_url("validator2") + "/data"
+    deadline = time.monotonic() + 20
+    while True:
+        with urllib.request.urlopen(url, timeout=10, context=context) as resp:
+            rows = {v["uid"]: v for v in json.loads(resp.read())["validators"]}
+        lead = rows.get(result.uids["validator"])
+        if lead is not None and lead["agrees"] is not None:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.5)
+    assert lead["agrees"] is True and rows[result.uids["validator2"]]["self"], rows
+    assert main(["status", "--netuid", "1", "--subtensor.network", net.url, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [v["uid"] for v in doc["validators"]] == [result.uids["validator"], result.uids["validator2"]]
+    assert all(v["status"] for v in doc["validators"]), doc["validators"]
+    assert doc["agreement"]["miners"] == {str(result.uids["miner1"]): True, str(result.uids["miner2"]): True}

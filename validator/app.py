@@ -48,9 +48,11 @@ def _window_arg(request: web.Request) -> int | None:
 class Routes:
     """Handlers for the GET endpoints, reading from the checkpoint store."""
 
-    def __init__(self, store: CheckpointStore, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, store: CheckpointStore, status: Callable[[], dict[str, Any]],
+                 on_sent: Callable[[int], None] | None = None) -> None:
         self.store = store
         self.status_fn = status
+        self.on_sent = on_sent or (lambda n: None)  # bytes of aggregates and checkpoints served
 
     async def aggregate(self, request: web.Request) -> web.StreamResponse:
         window = _window_arg(request)
@@ -59,6 +61,7 @@ class Routes:
         data = self.store.get_aggregate(window)
         if data is None:
             return error_response(404, "not_ready", f"aggregate of window {window} is not published (yet)")
+        self.on_sent(len(data))
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def latest_checkpoint(self, request: web.Request) -> web.Response:
@@ -74,6 +77,8 @@ class Routes:
             return error_response(400, "bad_window", "window must be a non-negative integer")
         if self.store.get_manifest(window) is None:
             return error_response(404, "no_checkpoint", f"no checkpoint of window {window}")
+        path = self.store.checkpoint_path(window)
+        self.on_sent(path.stat().st_size if path.exists() else 0)
         return web.FileResponse(self.store.checkpoint_path(window), headers={"Content-Type": "application/octet-stream"})
 
     async def status(self, request: web.Request) -> web.Response:
@@ -81,15 +86,19 @@ class Routes:
 
 
 def build_app(intake: Intake, store: CheckpointStore, status: Callable[[], dict[str, Any]],
-              *, max_body_bytes: int) -> web.Application:
-    """The aiohttp application; ``client_max_size`` bounds every request body."""
+              *, max_body_bytes: int, on_sent: Callable[[int], None] | None = None,
+              extra: Callable[[web.Application], None] | None = None) -> web.Application:
+    """The aiohttp application; ``client_max_size`` bounds every request body. ``extra`` adds
+    routes (the operator routes of ``validator.dashboard``)."""
     app = web.Application(client_max_size=max_body_bytes)
-    routes = Routes(store, status)
+    routes = Routes(store, status, on_sent)
     app.router.add_post(SUBMIT_PATH, intake.handle)
     app.router.add_get("/aggregate/{window}", routes.aggregate)
     app.router.add_get("/checkpoint/latest", routes.latest_checkpoint)
     app.router.add_get("/checkpoint/{window}", routes.checkpoint)
     app.router.add_get("/status", routes.status)
+    if extra is not None:
+        extra(app)
     return app
 
 

@@ -22,6 +22,7 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from aiohttp import web
 from bittensor import http_auth
@@ -56,6 +57,21 @@ class IntakeView:
     hotkeys: dict[int, str] = field(default_factory=dict)  # uid -> registered hotkey
 
 
+class IntakeObserver(Protocol):
+    """Who hears about every request (``validator.telemetry.ValidatorTelemetry``)."""
+
+    def on_received(self, nbytes: int) -> None: ...
+    def on_outcome(self, header: Any, outcome: str, expected_hash: str | None = None) -> None: ...
+
+
+class _Nobody:
+    def on_received(self, nbytes: int) -> None:
+        pass
+
+    def on_outcome(self, header: Any, outcome: str, expected_hash: str | None = None) -> None:
+        pass
+
+
 def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
     return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
 
@@ -66,7 +82,7 @@ class Intake:
     def __init__(
         self, view: IntakeView, store: SubmissionStore, cfg: SubnetConfig, settings: ValidatorSettings, *,
         self_hotkey: str, population: int, spec: dict[str, tuple[int, ...]],
-        nonce_store: http_auth.NonceStore | None = None,
+        nonce_store: http_auth.NonceStore | None = None, observer: IntakeObserver | None = None,
     ) -> None:
         self.view, self.store, self.cfg, self.settings = view, store, cfg, settings
         self.self_hotkey = self_hotkey
@@ -76,6 +92,7 @@ class Intake:
         self.nonce_store = nonce_store or http_auth.InMemoryNonceStore(retention=settings.nonce_retention_s)
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self.refusals: dict[str, int] = {}  # code -> count, for /status
+        self.observer: IntakeObserver = observer or _Nobody()
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -91,15 +108,21 @@ class Intake:
 
     def _refuse(self, refused: RequestRefused) -> web.Response:
         self.refusals[refused.code] = self.refusals.get(refused.code, 0) + 1
+        self.observer.on_outcome(refused.header, refused.code, self._expected_hash(refused.header))
         log.info("refused submission: %s %s: %s", refused.status, refused.code, refused.reason)
         return error_response(refused.status, refused.code, refused.reason)
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
+        self.observer.on_received(len(body))
         caller = verify_request(request, body, self.self_hotkey, self.nonce_store)
         sub = await asyncio.to_thread(self.admit, body, caller.hotkey_ss58)
         header = sub.header
-        self._add(sub)
+        try:
+            self._add(sub)
+        except RequestRefused as refused:
+            refused.header = header
+            raise
         try:
             await asyncio.to_thread(self.store.persist, sub)  # on disk before we say 200
         except OSError as exc:
@@ -107,6 +130,7 @@ class Intake:
             log.error("cannot store submission of uid %d: %s", sub.uid, exc)
             raise RequestRefused(503, "storage", "the validator could not store the submission; retry") from exc
         log.info("accepted window %d uid %d (%d bytes)", header.window, header.uid, len(sub.payload))
+        self.observer.on_outcome(header, "accepted", self._expected_hash(header))
         accepted = SubmitAccepted(window=header.window, uid=header.uid, payload_sha256=header.payload_sha256)
         return web.json_response(text=accepted.model_dump_json())
 
@@ -117,10 +141,20 @@ class Intake:
         """
         header, payload = self._parse(body)
         self._check_identity(header, signer)
-        self._check_window(header)
-        self._check_content(header)
-        update = self._decode(payload)
+        try:
+            self._check_window(header)
+            self._check_content(header)
+            update = self._decode(payload)
+        except RequestRefused as refused:
+            refused.header = header  # the signer holds this uid: operators may see it per uid
+            raise
         return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
+
+    def _expected_hash(self, header: Any) -> str | None:
+        """θ_w's hash when ``header`` is for the open window (its base model must be that)."""
+        if header is None or header.window != self.view.open_window:
+            return None
+        return self.view.model_hash
 
     def _add(self, sub: StoredSubmission) -> None:
         try:
@@ -210,7 +244,9 @@ class Intake:
                 f"base_model_hash {header.base_model_hash[:12]}… is not θ_{header.window} ({self.view.model_hash[:12]}…)",
             )
         if header.data_digest != self._expected_digest(header.window, header.uid):
-            raise RequestRefused(422, "wrong_data_digest", "data_digest does not match the samples assigned to this uid and window")
+            raise RequestRefused(422, "wrong_data_digest", "data_digest does not match the samples assigned to this uid "
+                                 "and window: is the miner's subnet config this validator's? (GET /subnet-config; "
+                                 "`swarmtrain subnet fetch`)")
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 (bounded; lives as long as the intake)
     def _expected_digest(self, window: int, uid: int) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from chain.client import Chain
 from chain.wallets import load_wallet
+from node.devices import resolve_device
 from node.subnet_setup import load_subnet_config, subnet_dataset
 from protocol.data import Dataset
 from protocol.subnet import SubnetConfig
@@ -39,7 +40,13 @@ class LaunchSettings:
 
 def subnet_config(s: LaunchSettings) -> SubnetConfig:
     """The subnet config file if given (its netuid must agree), else defaults for the netuid."""
-    return load_subnet_config(s.subnet_config, s.netuid)
+    cfg = load_subnet_config(s.subnet_config, s.netuid)
+    if s.subnet_config is None:
+        log.warning("no --subnet-config given: using the default config (hash %s…); a validator whose config "
+                    "is not the lead's refuses to start (get it with `swarmtrain subnet fetch --netuid %d "
+                    "--out subnet.json`, or write a new subnet's with `swarmtrain subnet init`)",
+                    cfg.config_hash()[:12], s.netuid)
+    return cfg
 
 
 def default_state_dir(s: LaunchSettings) -> Path:
@@ -63,6 +70,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def launch(s: LaunchSettings, vs: ValidatorSettings) -> None:
     """Connect, build, start, run until SIGINT/SIGTERM (or max windows), close."""
     cfg = subnet_config(s)
+    resolve_device(vs.device)  # refuse a device this machine lacks before loading anything
     wallet = load_wallet(s.wallet_name, s.wallet_hotkey, s.wallet_path)
     dataset = await asyncio.to_thread(dataset_for, cfg)
     chain = await Chain.connect(s.network, timeout=s.chain_timeout_s)

@@ -28,6 +28,7 @@ from chain.wallets import hotkey_address
 from node.commitment import ValidatorCommitment
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
+from node.subnet_check import PinnedReader, check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
@@ -36,12 +37,15 @@ from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
 from validator.app import HttpsServer, build_app
+from validator.dashboard import add_operator_routes
 from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
 from validator.follower import LeadLink
 from validator.intake import Intake, IntakeView
+from validator.peers import PeerWatch
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
+from validator.telemetry import ValidatorTelemetry, tail_records
 
 log = logging.getLogger("swarmtrain.validator")
 
@@ -100,6 +104,10 @@ class Validator:
         self.dataset, self.params, self.clock = dataset, params, clock
         self.hotkey = hotkey or hotkey_address(wallet)
         self.state = ValidatorState.open(settings, cfg, params)
+        self.telemetry = ValidatorTelemetry()
+        self.telemetry.seed(tail_records(self.state.metrics.path))
+        self.peers = PeerWatch(self.hotkey, interval_s=settings.peer_status_interval_s,
+                               timeout_s=settings.peer_status_timeout_s)
         self.view = IntakeView()
         self.subs = SubmissionStore(
             max_per_window=settings.max_submissions_per_window,
@@ -109,7 +117,7 @@ class Validator:
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
-            population=self.evaluator.population, spec=self.state.model.spec,
+            population=self.evaluator.population, spec=self.state.model.spec, observer=self.telemetry,
         )
         self.server: HttpsServer | None = None
         self.lead: LeadLink | None = None
@@ -128,13 +136,26 @@ class Validator:
     async def start(self) -> None:
         """Reload the open window's submissions, serve HTTPS, publish endpoint + commitment."""
         await self.sync_chain()  # the server is not up yet: nothing can arrive while we reload
+        await self.check_lead_config()
         self.restore_submissions()
-        app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes)
+        app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes,
+                        on_sent=self.telemetry.on_sent, extra=lambda a: add_operator_routes(a, self))
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
         await self.publish_endpoint()
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
         await self.sync_chain(force=True)
         self.refresh_view()
+        if self.has_no_stake():
+            log.warning(self.permit_hint())
+
+    async def check_lead_config(self) -> None:
+        """Refuse to start (``SubnetConfigMismatch``, naming the fields) when another validator
+        leads with another subnet config: our scores and aggregates would mean nothing."""
+        lead = self.lead_endpoint()
+        if lead is None or lead.hotkey == self.hotkey:
+            return
+        async with PinnedReader(timeout=self.settings.chain_timeout_s) as reader:
+            await check_against(reader, lead, self.cfg)
 
     def restore_submissions(self) -> int:
         """Re-validate and re-add the stored submissions of θ's window; drop other windows."""
@@ -149,12 +170,14 @@ class Validator:
 
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
-        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params))
+        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params),
+                                         cfg=self.cfg.config_hash())
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
         log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
 
     async def close(self) -> None:
+        await self.peers.close()
         if self.lead is not None:
             await self.lead.close()
         if self.server is not None:
@@ -219,9 +242,19 @@ class Validator:
         self.view.open_window = self.state.model.window
         chain_window = window_of(self.block, self.cfg.blocks_per_window)
         self.view.ready = not should_close_window(self.state.model.window, chain_window)
+        self.telemetry.on_progress(block=self.block, open_window=self.view.open_window, model_hash=self.view.model_hash)
         if self.metagraph is not None:
             mg = self.metagraph
             self.view.hotkeys = {int(u): str(h) for u, h in zip(mg.uids, mg.hotkeys, strict=True)}
+
+    def has_no_stake(self) -> bool:
+        """No permit and no stake: weights will be refused until the operator stakes."""
+        mg = self.metagraph
+        uid = mg.uid_of(self.hotkey) if mg is not None and hasattr(mg, "uid_of") else None
+        if uid is None:
+            return False
+        i = mg.uids.index(uid)
+        return not bool(mg.validator_permit[i]) and float(mg.stake[i]) <= 0.0
 
     def lead_endpoint(self) -> ValidatorEndpoint | None:
         """The lead as miners see it: the highest-stake permitted validator, or, before any
@@ -262,11 +295,13 @@ class Validator:
         if cached is not None:
             return cached
         if subs:
+            started = time.monotonic()
             result = await asyncio.to_thread(
                 self.evaluator.evaluate_window, self.state.model, subs,
                 last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
                 recent_z=self.state.scores.recent_z(),
             )
+            self.telemetry.on_evaluated(time.monotonic() - started)
         else:
             result = WindowEvaluation()
         self.update_scores(window, result, [s.uid for s in subs])
@@ -364,6 +399,7 @@ class Validator:
             "seconds": round(seconds, 3),
         }
         self.state.metrics.write(record)
+        self.telemetry.on_window(record)
         log.info(progress_line(
             "window", w=window, val_loss=val_after, subs=len(subs),
             contributors=len(header.contributors), hash=header.next_model_hash[:12],
@@ -381,7 +417,21 @@ class Validator:
             log.info("weights rate-limited: %s", exc)
             self.last_weights_block = self.block - self.tempo + (exc.blocks or 1)
         except ChainError as exc:
-            log.warning("setting weights failed (retrying next tempo): %s", exc)
+            if "NoValidatorPermit" in str(exc):
+                log.error("setting weights failed: %s", self.permit_hint())
+            else:
+                log.warning("setting weights failed (retrying next tempo): %s", exc)
+
+    def permit_hint(self) -> str:
+        """Why this hotkey has no validator permit, and what to do about it (in TAO)."""
+        mg, uid = self.metagraph, None
+        uid = mg.uid_of(self.hotkey) if mg is not None else None
+        stake = float(mg.stake[mg.uids.index(uid)]) if uid is not None else 0.0
+        return (f"hotkey {self.hotkey} (uid {uid}) holds no validator permit on netuid {self.cfg.netuid} "
+                f"(stake τ{stake:.4f}): permits go to the highest-stake hotkeys at each epoch; stake on it with "
+                f"`swarmtrain stake add --netuid {self.cfg.netuid} --amount TAO` and this validator's "
+                "--wallet.name/--wallet.hotkey/--subtensor.network, then wait for the next epoch "
+                "(retrying every tempo)")
 
     def status(self) -> dict[str, Any]:
         return {
@@ -397,4 +447,18 @@ class Validator:
             "submissions": self.subs.count(self.view.open_window),
             "latest_checkpoint": self.state.store.latest_checkpoint(),
             "val_loss": self.last_val_loss,
+            **self.operator_status(),
+        }
+
+    def operator_status(self) -> dict[str, Any]:
+        """The per-miner part of ``GET /status``: scores, verdicts, last submissions, refusals."""
+        uid = self.metagraph.uid_of(self.hotkey) if self.metagraph is not None else None
+        block_time = getattr(self.chain, "block_time", None)
+        return {
+            "uid": uid,
+            "netuid": self.cfg.netuid,
+            "block_time": block_time if isinstance(block_time, (int, float)) else None,
+            "refusals": dict(self.intake.refusals),
+            "miners": self.telemetry.miner_rows(self.metagraph, model_hash=self.view.model_hash,
+                                                open_window=self.state.model.window, ema=self.state.scores.ema()),
         }

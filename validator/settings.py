@@ -32,3 +32,5 @@ class ValidatorSettings(BaseModel):
     keep_checkpoints: int = Field(3, ge=1)
     val_batches: int = Field(2, ge=1, description="batches of eval_samples in the fixed validation set")
     nonce_retention_s: float = Field(120.0, gt=0)
+    peer_status_interval_s: float = Field(10.0, gt=0, description="the dashboard reads other validators' /status at most this often")
+    peer_status_timeout_s: float = Field(5.0, gt=0, description="reading one other validator's /status, at most")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+PLOT_SKIPPED = "plot: skipped (install matplotlib: pip install 'swarmtrain[plot]')"
 NAME = "local"
 HELP = "run a whole network locally (devnet, validator, miners) and report training and emission"
 
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "e.g. one written by 'swarmtrain data subnet-config')")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--device", default="cpu", help="device for the validator and miners")
+    parser.add_argument("--open", action="store_true", help="open the lead validator's dashboard in a browser")
 
 
 def subnet_config(args: argparse.Namespace):  # -> SubnetConfig
@@ -91,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, miners=default_miners(args.miners), windows=args.windows,
         subnet=subnet, block_time=args.block_time,
         tempo=args.tempo, timeout_s=args.timeout, device=args.device, validators=args.validators,
+        open_dashboard=args.open,
     )
     try:
         with LocalNet(cfg) as net:
@@ -100,8 +103,12 @@ def run(args: argparse.Namespace) -> int:
     summary = build_summary(result)
     render(summary, console)
     out = Path(args.out)
-    console.print(f"summary: {write_summary(summary, out / 'summary.json')}")
-    png = plot(summary, out / "local.png")
-    console.print(f"plot: {png}" if png else "plot: skipped (install matplotlib: pip install 'swarmtrain[plot]')")
-    console.print(f"logs: {out / 'logs'}")
+    print_files(console, write_summary(summary, out / "summary.json"), plot(summary, out / "local.png"), out / "logs")
     return 0
+
+
+def print_files(console, summary: Path, png: Path | None, logs: Path) -> None:  # console: rich Console
+    """Where the outputs are. markup=False: rich would read "[plot]" as a style tag."""
+    console.print(f"summary: {summary}", markup=False)
+    console.print(f"plot: {png}" if png else PLOT_SKIPPED, markup=False)
+    console.print(f"logs: {logs}", markup=False)

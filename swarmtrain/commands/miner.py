@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subnet-config", type=Path, default=None, help="the subnet's published config JSON")
     parser.add_argument("--state", type=Path, default=None, help="state directory (default ~/.swarmtrain/miner/...)")
     parser.add_argument("--max-windows", type=int, default=None, help="stop after this many windows")
+    parser.add_argument("--metrics-port", type=int, default=9101,
+                        help="Prometheus /metrics over plain HTTP (default 9101; 0 picks a free port)")
+    parser.add_argument("--metrics-host", default="127.0.0.1",
+                        help="address the metrics server binds (default 127.0.0.1: this machine only)")
+    parser.add_argument("--no-metrics", action="store_true", help="serve no metrics")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -45,6 +50,7 @@ def settings_from(args: argparse.Namespace):  # -> miner.launch.MinerSettings (i
         wallet_hotkey=args.wallet_hotkey, wallet_path=Path(args.wallet_path) if args.wallet_path else None,
         device=args.device, preset=args.preset, subnet_config=args.subnet_config,
         state_dir=args.state, chain_timeout_s=args.timeout, max_windows=args.max_windows,
+        metrics_host=args.metrics_host, metrics_port=None if args.no_metrics else args.metrics_port,
     )
 
 
@@ -57,11 +63,13 @@ def run(args: argparse.Namespace, miner_cls: type | None = None) -> int:
     from miner.sync import SyncError
     from miner.trainer import DeviceUnavailableError
     from node.logs import setup_logging
+    from node.metrics import MetricsPortError
     from protocol.data import DataError
 
     setup_logging(args.log_level)
     try:
         asyncio.run(launch(settings_from(args), miner_cls or Miner))
-    except (ChainError, MinerError, MinerStateError, SyncError, DeviceUnavailableError, DataError, ValueError) as err:
+    except (ChainError, MinerError, MinerStateError, SyncError, DeviceUnavailableError, DataError, ValueError,
+            MetricsPortError) as err:
         return fail(f"{type(err).__name__}: {err}")
     return 0

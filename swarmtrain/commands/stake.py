@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _add(args: argparse.Namespace, wallet: Any) -> int:
     from chain.client import Chain
-    from chain.wallets import hotkey_address
+    from chain.wallets import coldkey_address, hotkey_address
 
     network = network_of(args)
     hotkey = hotkey_address(wallet)
@@ -66,9 +66,19 @@ async def _add(args: argparse.Namespace, wallet: Any) -> int:
         print("aborted")
         return 1
     async with await Chain.connect(network, timeout=args.timeout) as chain:
+        check_balance(coldkey_address(wallet), await chain.balance(coldkey_address(wallet)), args.amount)
         await chain.add_stake(wallet, args.netuid, args.amount)
         mg = await chain.metagraph(args.netuid)
     uid = mg.uid_of(hotkey)
     stake = mg.stake[uid] if uid is not None else 0.0
-    print(f"staked τ{args.amount} onto {hotkey} on netuid {args.netuid}; stake now {stake:.4f}")
+    print(f"staked τ{args.amount:g} onto {hotkey} on netuid {args.netuid}; stake now τ{stake:.4f}")
     return 0
+
+
+def check_balance(coldkey: str, balance_tao: float, amount_tao: float) -> None:
+    """Refuse, in TAO, a stake the coldkey cannot pay (before any extrinsic is sent)."""
+    if amount_tao > balance_tao:
+        raise ValueError(
+            f"coldkey {coldkey} holds τ{balance_tao:.4f}, less than the τ{amount_tao:g} to stake: "
+            f"pass a smaller --amount (at most τ{balance_tao:.4f}, less the fee) or fund the coldkey first"
+        )

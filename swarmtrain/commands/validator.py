@@ -60,6 +60,7 @@ def settings_from(args: argparse.Namespace):  # -> (LaunchSettings, ValidatorSet
 def run(args: argparse.Namespace) -> int:
     """Parse → build → run → close; domain errors become one ``error:`` line."""
     from chain.errors import ChainError
+    from node.devices import DeviceUnavailableError
     from node.logs import setup_logging
     from node.model_state import ModelStateError
     from node.tls import TlsError
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         from validator.launch import launch
 
         asyncio.run(launch(launch_settings, vs))
-    except (ChainError, DataError, ModelStateError, StateDirError, TlsError, OSError, ValueError) as err:
+    except (ChainError, DataError, ModelStateError, StateDirError, TlsError, OSError, ValueError,
+            DeviceUnavailableError) as err:
         return fail(f"{type(err).__name__}: {err}")
     return 0

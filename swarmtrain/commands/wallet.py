@@ -43,15 +43,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from chain.wallets import coldkey_address, create_wallet, hotkey_address
+    import sys
 
-    wallet = create_wallet(
-        args.wallet_name,
-        args.wallet_hotkey,
-        wallet_path(args),
-        overwrite=args.overwrite,
-        use_password=not args.no_password,
-    )
+    from chain.wallets import coldkey_address, coldkey_exists, create_wallet, hotkey_address
+
+    new_coldkey = args.overwrite or not coldkey_exists(args.wallet_name, wallet_path(args))
+    asks_password = not args.no_password and new_coldkey
+    if asks_password and not sys.stdin.isatty():
+        return fail(
+            "a new coldkey is encrypted with a password typed on the terminal, and there is no terminal "
+            "here: run the command in a terminal, or pass --no-password (unencrypted coldkey: for devnet "
+            "keys only, never for keys holding real TAO)"
+        )
+    try:
+        wallet = create_wallet(
+            args.wallet_name,
+            args.wallet_hotkey,
+            wallet_path(args),
+            overwrite=args.overwrite,
+            use_password=not args.no_password,
+        )
+    except (EOFError, KeyboardInterrupt):
+        return fail("no password was entered: the wallet was not created (pass --no-password for devnet keys)")
     print(f"wallet   {args.wallet_name}/{args.wallet_hotkey} at {wallet_path(args)}")
     print(f"coldkey  {coldkey_address(wallet)}")
     print(f"hotkey   {hotkey_address(wallet)}")
