@@ -4,19 +4,18 @@ Kept apart from the CLI so tests and faulty-miner scripts can launch a ``Miner``
 subclass with the same wiring.
 
 Example:
-    >>> settings = MinerSettings(network="devnet", netuid=1, wallet_name="m1")
+    >>> settings = MinerSettings(netuid=1, wallet=WalletSettings(name="m1"))
     >>> asyncio.run(launch(settings))
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 
 from chain.client import Chain
 from chain.wallets import load_wallet
-from miner.service import Miner, MinerOptions
+from miner.service import Miner
+from miner.settings import MinerSettings
 from miner.state import MinerStateStore
 from miner.trainer import InnerTrainer
 from node.logs import MetricsWriter
@@ -29,33 +28,9 @@ from protocol.subnet import SubnetConfig
 log = logging.getLogger("swarmtrain.miner")
 
 
-@dataclass(frozen=True)
-class MinerSettings:
-    """What an operator chooses; everything else comes from the subnet config."""
-
-    network: str
-    netuid: int
-    wallet_name: str
-    wallet_hotkey: str = "default"
-    wallet_path: Path | None = None
-    device: str = "auto"
-    preset: str | None = None
-    subnet_config: Path | None = None
-    state_dir: Path | None = None
-    http_timeout_s: float = 60.0
-    chain_timeout_s: float = 30.0
-    max_windows: int | None = None
-
-
 def subnet_config(s: MinerSettings) -> SubnetConfig:
     """The subnet config file if given (its netuid/preset must agree), else defaults."""
     return load_subnet_config(s.subnet_config, s.netuid, s.preset)
-
-
-def state_dir(s: MinerSettings) -> Path:
-    if s.state_dir is not None:
-        return Path(s.state_dir).expanduser()
-    return Path.home() / ".swarmtrain" / "miner" / f"{s.wallet_name}-{s.wallet_hotkey}-netuid{s.netuid}"
 
 
 def dataset_for(cfg: SubnetConfig) -> Dataset:
@@ -66,19 +41,19 @@ def dataset_for(cfg: SubnetConfig) -> Dataset:
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
     """Wire chain, wallet, data, trainer, state and HTTP client into a miner and run it."""
     cfg = subnet_config(s)
-    wallet = load_wallet(s.wallet_name, s.wallet_hotkey, s.wallet_path)
+    wallet = load_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
     dataset = dataset_for(cfg)
-    directory = state_dir(s)
+    directory = s.state_path
     trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
-    log.info("miner %s on %s netuid %d, device %s, state %s", s.wallet_name, s.network, cfg.netuid,
+    log.info("miner %s on %s netuid %d, device %s, state %s", s.wallet.name, s.subtensor.endpoint, cfg.netuid,
              trainer.device, directory)
-    chain = await Chain.connect(s.network, timeout=s.chain_timeout_s)
+    chain = await Chain.connect(s.subtensor.endpoint, timeout=s.subtensor.timeout_s)
     client = SignedClient(wallet, timeout=s.http_timeout_s)
     try:
         miner = miner_cls(
             chain=chain, wallet=wallet, cfg=cfg, dataset=dataset, trainer=trainer,
             store=MinerStateStore(directory), client=client,
-            metrics=MetricsWriter(directory / "metrics.jsonl"), options=MinerOptions(),
+            metrics=MetricsWriter(directory / "metrics.jsonl"), options=s.options,
         )
         await miner.run(max_windows=s.max_windows)
     finally:

@@ -26,6 +26,7 @@ from typing import Any
 from torch import Tensor
 
 from chain.errors import ChainError
+from miner.settings import MinerOptions
 from miner.state import MinerState, MinerStateStore
 from miner.submit import SubmitOutcome, Submitter, build_submission
 from miner.sync import SyncError, ValidatorLink, WindowClock, catch_up, poll
@@ -48,17 +49,6 @@ TRANSIENT: tuple[type[BaseException], ...] = (ChainError, SyncError, NodeHttpErr
 
 class MinerError(RuntimeError):
     """The miner cannot go on (not registered, no validator, wrong data)."""
-
-
-@dataclass(frozen=True)
-class MinerOptions:
-    """Timing knobs (seconds) of the miner loop."""
-
-    sync_timeout_s: float = 600.0  # how long to wait for a validator / an aggregate
-    poll_interval_s: float = 0.25
-    submit_deadline_s: float = 60.0  # retries of one submission stop after this
-    log_every_steps: int = 5
-    max_consecutive_failures: int = 10  # transient chain/HTTP errors in a row before giving up
 
 
 @dataclass

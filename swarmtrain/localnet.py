@@ -32,11 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from chain.client import Chain
 from chain.errors import ChainConnectionError
 from chain.wallets import create_wallet, hotkey_address, wallet_exists
 from node.logs import read_metrics
 from protocol.subnet import SubnetConfig
+from swarmtrain.local_settings import LocalRunSettings
 
 log = logging.getLogger("swarmtrain.local")
 
@@ -116,22 +119,12 @@ def _preexec() -> Any:
     return die_with_parent if _PRCTL is not None else None
 
 
-@dataclass(frozen=True)
-class LocalNetConfig:
-    """Everything ``swarmtrain local`` needs (paths, sizes, timing)."""
+class LocalNetConfig(LocalRunSettings):
+    """Everything ``swarmtrain local`` needs: the run's settings, the miners and the subnet."""
 
-    out: Path
     miners: Sequence[MinerSpec]
-    windows: int
     subnet: SubnetConfig
-    block_time: float = 0.5
-    tempo: int = 20
-    stake_tao: float = 100.0  # the lead validator's stake; validator k (1-based) gets stake_tao / k
-    validators: int = 1
-    device: str = "cpu"
-    timeout_s: float = 900.0  # the whole run, start to emission
-    threads_per_node: int = 1  # OMP/torch threads per child: 2 cores are shared by all
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = Field(default_factory=dict)  # added to every child's environment
 
     @property
     def window_s(self) -> float:

@@ -299,7 +299,7 @@ class Validator:
         if self.lead is None or not same_endpoint(self.lead.endpoint, lead):
             if self.lead is not None:
                 await self.lead.close()
-            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.chain_timeout_s)
+            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.lead_timeout_s)
         envelope = await self.lead.aggregate(window)
         if envelope is None or not self.fits_model(window, envelope):
             return None

@@ -22,7 +22,8 @@ from swarmtrain.commands._chainargs import (
     guarded,
     is_real_network,
     network_of,
-    wallet_path,
+    open_wallet,
+    subtensor_of,
 )
 
 NAME = "register"
@@ -47,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from chain.wallets import load_wallet
-
-    wallet = load_wallet(args.wallet_name, args.wallet_hotkey, wallet_path(args))
+    wallet = open_wallet(args)
     wallet.unlock_coldkey()  # an encrypted coldkey asks for its password here, before any chain call
     return asyncio.run(_register(args, wallet))
 
@@ -60,7 +59,7 @@ async def _register(args: argparse.Namespace, wallet: Any) -> int:
 
     network = network_of(args)
     hotkey = hotkey_address(wallet)
-    async with await Chain.connect(network, timeout=args.timeout) as chain:
+    async with await Chain.connect(network, timeout=subtensor_of(args).timeout_s) as chain:
         uid = await chain.uid_of(args.netuid, hotkey)
         if uid is not None:
             print(f"{hotkey} is already registered on netuid {args.netuid} as uid {uid}")

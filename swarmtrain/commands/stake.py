@@ -22,7 +22,8 @@ from swarmtrain.commands._chainargs import (
     guarded,
     is_real_network,
     network_of,
-    wallet_path,
+    open_wallet,
+    subtensor_of,
 )
 
 NAME = "stake"
@@ -44,11 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from chain.wallets import load_wallet
-
     if not args.amount > 0:
         raise ValueError(f"--amount must be positive, got {args.amount}")
-    wallet = load_wallet(args.wallet_name, args.wallet_hotkey, wallet_path(args))
+    wallet = open_wallet(args)
     wallet.unlock_coldkey()  # an encrypted coldkey asks for its password here
     return asyncio.run(_add(args, wallet))
 
@@ -65,7 +64,7 @@ async def _add(args: argparse.Namespace, wallet: Any) -> int:
     ):
         print("aborted")
         return 1
-    async with await Chain.connect(network, timeout=args.timeout) as chain:
+    async with await Chain.connect(network, timeout=subtensor_of(args).timeout_s) as chain:
         await chain.add_stake(wallet, args.netuid, args.amount)
         mg = await chain.metagraph(args.netuid)
     uid = mg.uid_of(hotkey)

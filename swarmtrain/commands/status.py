@@ -14,7 +14,13 @@ import asyncio
 import json
 from typing import Any
 
-from swarmtrain.commands._chainargs import add_netuid_arg, add_network_args, guarded, network_of
+from swarmtrain.commands._chainargs import (
+    add_netuid_arg,
+    add_network_args,
+    guarded,
+    network_of,
+    subtensor_of,
+)
 
 NAME = "status"
 HELP = "show a subnet's metagraph (uids, stake, permits, incentive, axons)"
@@ -33,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 async def _status(args: argparse.Namespace) -> int:
     from chain.client import Chain
 
-    async with await Chain.connect(network_of(args), timeout=args.timeout) as chain:
+    async with await Chain.connect(network_of(args), timeout=subtensor_of(args).timeout_s) as chain:
         mg = await chain.metagraph(args.netuid)
         hp = await chain.hyperparameters(args.netuid)
     doc = status_document(network_of(args), mg, hp)

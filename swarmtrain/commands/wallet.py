@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from swarmtrain.commands._chainargs import add_wallet_args, fail, wallet_path
+from swarmtrain.commands._chainargs import add_wallet_args, fail, open_wallet, wallet_of
 
 NAME = "wallet"
 HELP = "create or show a wallet (coldkey + hotkey), as btcli would"
@@ -45,23 +45,24 @@ def run(args: argparse.Namespace) -> int:
 def _create(args: argparse.Namespace) -> int:
     from chain.wallets import coldkey_address, create_wallet, hotkey_address
 
+    w = wallet_of(args)
     wallet = create_wallet(
-        args.wallet_name,
-        args.wallet_hotkey,
-        wallet_path(args),
+        w.name,
+        w.hotkey,
+        w.directory,
         overwrite=args.overwrite,
         use_password=not args.no_password,
     )
-    print(f"wallet   {args.wallet_name}/{args.wallet_hotkey} at {wallet_path(args)}")
+    print(f"wallet   {w.name}/{w.hotkey} at {w.directory}")
     print(f"coldkey  {coldkey_address(wallet)}")
     print(f"hotkey   {hotkey_address(wallet)}")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    from chain.wallets import coldkey_address, hotkey_address, load_wallet
+    from chain.wallets import coldkey_address, hotkey_address
 
-    wallet = load_wallet(args.wallet_name, args.wallet_hotkey, wallet_path(args))
+    wallet = open_wallet(args)
     print(f"coldkey  {coldkey_address(wallet)}")
     print(f"hotkey   {hotkey_address(wallet)}")
     return 0

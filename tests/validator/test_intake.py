@@ -41,7 +41,7 @@ def ds():
 @pytest.fixture
 async def node(tmp_path, ds):
     chain = FakeChain(CFG.netuid, [VAL.ss58_address] + [m.ss58_address for m in MINERS], [100.0, 0, 0, 0])
-    settings = ValidatorSettings(state_dir=tmp_path / "v", port=0, max_body_bytes=MAX_BODY, poll_interval_s=0.05)
+    settings = ValidatorSettings(netuid=CFG.netuid, state_dir=tmp_path / "v", port=0, max_body_bytes=MAX_BODY, poll_interval_s=0.05)
     v = Validator(chain, VAL, CFG, settings, ds, hotkey=VAL.ss58_address)
     await v.start()
     try:
