@@ -490,4 +490,4 @@ async def _quiet_close(client: bt.Client) -> None:
 def _log_close_failure(err: BaseException) -> None:
     import logging
 
-    logging.getLogger(__name__).debug("closing the chain client failed: %r", err)
+    logging.getLogger("swarmtrain.chain").debug("closing the chain client failed: error=%r", err)

@@ -18,7 +18,7 @@ from miner.service import Miner
 from miner.settings import MinerSettings
 from miner.state import MinerStateStore
 from miner.trainer import InnerTrainer
-from node.logs import MetricsWriter
+from node.logs import MetricsWriter, progress_line
 from node.signed_http import SignedClient
 from node.subnet_setup import load_subnet_config, subnet_dataset
 from protocol.data import Dataset
@@ -45,8 +45,8 @@ async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
     dataset = dataset_for(cfg)
     directory = s.state_path
     trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
-    log.info("miner %s on %s netuid %d, device %s, state %s", s.wallet.name, s.subtensor.endpoint, cfg.netuid,
-             trainer.device, directory)
+    log.info(progress_line("miner", wallet=s.wallet.name, network=s.subtensor.endpoint, netuid=cfg.netuid,
+                           device=trainer.device, state=directory))
     chain = await Chain.connect(s.subtensor.endpoint, timeout=s.subtensor.timeout_s)
     client = SignedClient(wallet, timeout=s.http_timeout_s)
     try:

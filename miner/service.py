@@ -138,20 +138,22 @@ class Miner:
         """Load the local checkpoint (model, inner optimizer, error feedback) if any."""
         state = self.store.load(self.cfg)
         if state is None:
-            log.info("no local state: starting from θ_0 (%s)", self.model.hash()[:12])
+            log.info(progress_line("no local state: starting from θ_0", model=self.model.hash()[:12]))
             return
         self.model = state.model
         if state.inner_optimizer:
             self.trainer.load_optimizer_state(state.inner_optimizer)
         if state.error_feedback:
             self.error_feedback.load_state_dict(state.error_feedback)
-        log.info("restored local state at window %d (%s)", self.model.window, self.model.hash()[:12])
+        log.info(progress_line("restored local state", w=self.model.window, model=self.model.hash()[:12]))
 
     async def refresh_metagraph(self) -> None:
         self.metagraph = await self.chain.metagraph(self.cfg.netuid)
         uid = self.metagraph.uid_of(self.hotkey)
         if uid is None:
             raise MinerError(f"hotkey {self.hotkey} is not registered on netuid {self.cfg.netuid}")
+        if int(uid) != self.uid:
+            log.info(progress_line("registered", uid=int(uid), hotkey=self.hotkey, netuid=self.cfg.netuid))
         self.uid = int(uid)
 
     def validators(self) -> list[ValidatorEndpoint]:
@@ -188,7 +190,7 @@ class Miner:
                     failures += 1
                     if failures > self.options.max_consecutive_failures:
                         raise
-                    log.warning("window failed (%s: %s); retrying", type(exc).__name__, exc)
+                    log.warning(progress_line("window failed, retrying", error=type(exc).__name__, reason=exc))
                     await asyncio.sleep(min(30.0, self.options.poll_interval_s * 2**failures))
                     continue
                 failures = 0
@@ -218,7 +220,7 @@ class Miner:
         """Steps 2–4: train, compress, submit (skipped when θ_window is not what we hold)."""
         report = WindowReport(window=window, uid=self.uid, base_model_hash=self.model.hash())
         if self.model.window != window:
-            log.warning("holding θ_%d, not θ_%d: not training this window", self.model.window, window)
+            log.warning(progress_line("not training this window: model behind", w=window, holding=self.model.window))
             return report
         indices = self.assigned_indices(window)
         await self.fetch_data(indices, report)
@@ -227,7 +229,7 @@ class Miner:
         payload = self.timed(report, "compress", lambda: self.encode_update(result.delta))
         report.payload_bytes = len(payload)
         if await self.clock.window() != window:
-            log.warning("window %d ended during training: submission would be late, skipped", window)
+            log.warning(progress_line("window ended during training: late submission skipped", w=window))
             return report
         await self.submit(report, indices, payload)
         return report
@@ -259,7 +261,7 @@ class Miner:
             try:
                 await pending
             except ShardFetchError as exc:  # fetched again below; a lasting failure raises there
-                log.warning("prefetching shards failed: %s", exc)
+                log.warning(progress_line("prefetching shards failed", reason=exc))
         report.shards_fetched = await asyncio.to_thread(self.dataset.prefetch, indices, self.cfg.seq_len)
         report.timings["data"] = time.monotonic() - started
         if report.shards_fetched:
@@ -272,7 +274,7 @@ class Miner:
             try:
                 await pending
             except Exception as exc:  # noqa: BLE001 - nothing needs those shards any more
-                log.debug("prefetch ended with %s", exc)
+                log.debug(progress_line("prefetch ended", reason=exc))
 
     def start_prefetch(self, window: int) -> None:
         """Fetch ``window``'s shards in a thread while this window trains."""
@@ -317,8 +319,8 @@ class Miner:
                 log.info(progress_line("submitted", w=report.window, validator=o.validator_uid,
                                        bytes=len(body), s=o.seconds))
             else:
-                log.warning("validator %d refused window %d: %s %s: %s",
-                            o.validator_uid, report.window, o.status, o.code, o.reason)
+                log.warning(progress_line("refused", w=report.window, validator=o.validator_uid, status=o.status,
+                                          code=o.code, reason=o.reason))
 
     def checkpoint(self) -> None:
         self.store.save(MinerState(

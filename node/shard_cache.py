@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from node.logs import progress_line
 from node.shard_sources import ShardSource
 from protocol.shards import (
     HEADER_SIZE,
@@ -117,7 +118,7 @@ class ShardStore:
                 self._check(path, entry, str(path))
                 return path
             except ShardError as e:
-                log.warning("discarding cached %s: %s", path, e)
+                log.warning(progress_line("discarding cached shard", path=path, reason=e))
                 self._forget(entry.file)
         self._download(entry, path)
         return path
@@ -145,7 +146,7 @@ class ShardStore:
         with self._lock:
             self._cached[entry.file] = entry.bytes
             self.downloaded.append(entry.file)
-        log.info("fetched %s (%d bytes)", entry.file, entry.bytes)
+        log.info(progress_line("fetched shard", file=entry.file, bytes=entry.bytes))
 
     def _verified_map(self, path: Path, entry: ShardEntry, where: str, in_place: bool) -> np.ndarray:
         if in_place:
@@ -190,8 +191,8 @@ class ShardStore:
                     victims.append(name)
                     total -= size
             if total > self.max_bytes:
-                log.warning("shard cache holds %d bytes, over its %d-byte bound: one request needs "
-                            "more shards than the bound allows", total, self.max_bytes)
+                log.warning(progress_line("shard cache over its bound: one request needs more shards than it allows",
+                                          bytes=total, bound=self.max_bytes))
         for name in victims:
             self._forget(name)
 

@@ -37,7 +37,7 @@ from pydantic import Field
 from chain.client import Chain
 from chain.errors import ChainConnectionError
 from chain.wallets import create_wallet, hotkey_address, wallet_exists
-from node.logs import read_metrics
+from node.logs import progress_line, read_metrics
 from protocol.subnet import SubnetConfig
 from swarmtrain.local_settings import LocalRunSettings
 
@@ -159,7 +159,7 @@ class ManagedProcess:
             self.proc = subprocess.Popen(
                 self.argv, stdout=fh, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_preexec()
             )
-        log.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
+        log.info(progress_line("started", name=self.name, pid=self.proc.pid, log=self.log_path))
         return self
 
     @property
@@ -184,7 +184,7 @@ class ManagedProcess:
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            log.warning("%s ignored SIGTERM for %.0fs: killing it", self.name, grace_s)
+            log.warning(progress_line("ignored SIGTERM: killing it", name=self.name, grace_s=grace_s))
             self.proc.kill()
             self.proc.wait(timeout=10)
 
@@ -339,7 +339,7 @@ class LocalNet:
         for name in names:
             wallet = self.wallet(name)
             self.uids[name] = await chain.register(wallet, self.cfg.subnet.netuid)
-            log.info("registered %s as uid %d (%s)", name, self.uids[name], hotkey_address(wallet))
+            log.info(progress_line("registered", name=name, uid=self.uids[name], hotkey=hotkey_address(wallet)))
         for i, name in enumerate(self.cfg.validator_names):
             await chain.add_stake(self.wallet(name), self.cfg.subnet.netuid, validator_stake(i, self.cfg.stake_tao))
 
@@ -413,7 +413,7 @@ class LocalNet:
             self.check_alive()
             first, done = self.progress()
             if (first, done) != last:
-                log.info("windows done: %d/%d (first trained window %s)", done, count, first)
+                log.info(progress_line("windows done", done=done, of=count, first_trained=first))
                 last = (first, done)
             if first is not None and done >= count:
                 return first
@@ -426,7 +426,7 @@ class LocalNet:
         then up to three more tempos until a miner earns and every validator has dividends."""
         target = await chain.block() + self.cfg.tempo + 2
         timeout = (self.cfg.tempo + 10) * max(self.cfg.block_time, 0.05) * 4 + 30
-        log.info("waiting for the next epoch (block %d) so emission is paid", target)
+        log.info(progress_line("waiting for the next epoch so emission is paid", block=target))
         await chain.wait_for_block(target, timeout=timeout)
         for _ in range(self.cfg.tempo * 3):
             if self.paid(await chain.metagraph(self.cfg.subnet.netuid)):

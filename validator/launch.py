@@ -12,6 +12,7 @@ import signal
 
 from chain.client import Chain
 from chain.wallets import load_wallet
+from node.logs import progress_line
 from node.subnet_setup import load_subnet_config, subnet_dataset
 from protocol.data import Dataset
 from protocol.subnet import SubnetConfig
@@ -37,7 +38,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread / not supported
-            log.debug("cannot install a handler for %s", sig)
+            log.debug(progress_line("cannot install a signal handler", signal=sig))
 
 
 async def launch(s: ValidatorSettings) -> None:
@@ -52,7 +53,8 @@ async def launch(s: ValidatorSettings) -> None:
         validator = Validator(chain, wallet, cfg, s, dataset)
         try:
             await validator.start()
-            log.info("validator uid-hotkey %s serving window %d", validator.hotkey, validator.state.model.window)
+            log.info(progress_line("validator serving", uid=validator.uid, hotkey=validator.hotkey,
+                                   w=validator.state.model.window))
             await validator.run(stop=stop, max_windows=s.max_windows)
         finally:
             await validator.close()

@@ -144,7 +144,7 @@ class Validator:
         journal.prune(keep=window)
         restored = self.intake.restore(list(journal.read_window(window)), window)
         if restored:
-            log.info("restored %d submission(s) of window %d from disk", restored, window)
+            log.info(progress_line("restored submissions from disk", w=window, count=restored))
         return restored
 
     async def publish_endpoint(self) -> None:
@@ -152,7 +152,8 @@ class Validator:
         commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params))
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
-        log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
+        log.info(progress_line("published", uid=self.uid, hotkey=self.hotkey, endpoint=f"{ip}:{self.server.port}",  # type: ignore[union-attr]
+                               commitment=commitment.to_str()))
 
     async def close(self) -> None:
         if self.lead is not None:
@@ -191,7 +192,7 @@ class Validator:
             try:
                 closed = await self.close_window()
             except ShardFetchError as exc:  # the data source hiccuped: evaluate again next tick
-                log.warning("fetching data shards failed (retrying next tick): %s", exc)
+                log.warning(progress_line("fetching data shards failed, retrying next tick", reason=exc))
                 break
             if not closed:
                 self.waiting_for_lead = True
@@ -209,7 +210,7 @@ class Validator:
                 self.metagraph = await self.chain.metagraph(self.cfg.netuid)
             self.block = block
         except ChainError as exc:
-            log.warning("chain read failed (retrying next tick): %s", exc)
+            log.warning(progress_line("chain read failed, retrying next tick", reason=exc))
         self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -229,6 +230,16 @@ class Validator:
         if self.metagraph is None:
             return None
         return lead_validator(self.metagraph) or lead_validator(self.metagraph, require_permit=False)
+
+    def lead_fields(self) -> dict[str, Any]:
+        """``lead=<uid> lead_hotkey=<ss58>`` for log lines about the lead."""
+        lead = self.lead_endpoint()
+        return {"lead": lead.uid, "lead_hotkey": lead.hotkey} if lead else {"lead": None}
+
+    @property
+    def uid(self) -> int | None:
+        """Our uid in the last metagraph read (None before it, or when not registered)."""
+        return self.view.uid_of(self.hotkey)
 
     def is_lead(self) -> bool:
         lead = self.lead_endpoint()
@@ -311,14 +322,14 @@ class Validator:
         try:
             header, _ = unpack_envelope(envelope, Aggregate)
         except MessageError as exc:
-            log.warning("lead sent a malformed aggregate for window %d: %s", window, exc)
+            log.warning(progress_line("malformed aggregate from the lead", w=window, **self.lead_fields(), reason=exc))
             return False
         ours = self.view.model_hash if self._hashed_window == self.state.model.window else self.state.model.hash()
         if header.window != window or header.netuid != self.cfg.netuid or header.base_model_hash != ours:
-            log.error(
-                "lead's aggregate (window %d, base %s) does not build on our θ_%d (%s): not applied",
-                header.window, header.base_model_hash[:12], window, ours[:12],
-            )
+            log.error(progress_line(
+                "the lead's aggregate does not build on our model: not applied", w=window, **self.lead_fields(),
+                aggregate_w=header.window, aggregate_base=header.base_model_hash[:12], ours=ours[:12],
+            ))
             return False
         return True
 
@@ -375,12 +386,12 @@ class Validator:
         self.last_weights_block = self.block
         try:
             await self.chain.set_weights(self.wallet, self.cfg.netuid, weights)
-            log.info("set weights at block %d: %s", self.block, {u: round(w, 4) for u, w in weights.items()})
+            log.info(progress_line("set weights", block=self.block, weights=",".join(f"{u}:{w:.4f}" for u, w in weights.items())))
         except RateLimitedError as exc:
-            log.info("weights rate-limited: %s", exc)
+            log.info(progress_line("weights rate-limited", reason=exc))
             self.last_weights_block = self.block - self.tempo + (exc.blocks or 1)
         except ChainError as exc:
-            log.warning("setting weights failed (retrying next tempo): %s", exc)
+            log.warning(progress_line("setting weights failed, retrying next tempo", reason=exc))
 
     def status(self) -> dict[str, Any]:
         return {

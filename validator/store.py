@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from node.checkpoints import atomic_write
+from node.logs import progress_line
 from protocol.codec import SparseUpdate
 from protocol.messages import pack_envelope
 
@@ -130,7 +131,7 @@ class SubmissionJournal:
             try:
                 yield decode_record(path, path.read_bytes())
             except (OSError, ValueError) as exc:
-                log.warning("skipping stored submission %s: %s", path, exc)
+                log.warning(progress_line("skipping stored submission", path=path, reason=exc))
 
     def prune(self, keep: int | None = None, *, through: int | None = None) -> None:
         """Delete window directories: every one but ``keep``, or every one <= ``through``."""

@@ -34,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    logging.basicConfig(level=logging.WARNING)
+    from node.logs import setup_logging
+
+    setup_logging("WARNING")
     try:
         cfg = _config(args)
     except SettingsError as error:
