@@ -20,16 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
 from chain.errors import ChainError
+from chain.types import Metagraph
+from chain.wallets import Wallet
 from miner.settings import MinerOptions
 from miner.state import MinerState, MinerStateStore
-from miner.submit import SubmitOutcome, Submitter, build_submission
-from miner.sync import SyncError, ValidatorLink, WindowClock, catch_up, poll
+from miner.submit import Poster, SubmitOutcome, Submitter, build_submission
+from miner.sync import ChainClock, Getter, SyncError, ValidatorLink, WindowClock, catch_up, poll
 from miner.trainer import InnerTrainer, TrainResult, split_batches
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
@@ -43,8 +46,20 @@ from protocol.windows import assigned_samples
 
 log = logging.getLogger("swarmtrain.miner")
 
+T = TypeVar("T")
+
 # Errors after which the miner retries the window instead of exiting.
 TRANSIENT: tuple[type[BaseException], ...] = (ChainError, SyncError, NodeHttpError, ShardFetchError)
+
+
+class MinerChain(ChainClock, Protocol):
+    """The part of ``chain.client.Chain`` the miner uses."""
+
+    async def metagraph(self, netuid: int) -> Metagraph: ...
+
+
+class HttpClient(Getter, Poster, Protocol):
+    """The part of ``node.signed_http.SignedClient`` the miner uses: reads and submissions."""
 
 
 class MinerError(RuntimeError):
@@ -105,13 +120,13 @@ class Miner:
     def __init__(
         self,
         *,
-        chain: Any,
-        wallet: Any,
+        chain: MinerChain,
+        wallet: Wallet,
         cfg: SubnetConfig,
         dataset: Dataset,
         trainer: InnerTrainer,
         store: MinerStateStore,
-        client: Any,
+        client: HttpClient,
         metrics: MetricsWriter,
         options: MinerOptions | None = None,
     ) -> None:
@@ -130,7 +145,7 @@ class Miner:
         self.error_feedback = codec.ErrorFeedback(cfg.error_feedback_beta)
         self.model: ModelState = ModelState.initial(cfg)
         self.uid = -1
-        self.metagraph: Any = None
+        self.metagraph: Metagraph | None = None
         self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
 
     # ---- start-up -------------------------------------------------------------------
@@ -158,6 +173,8 @@ class Miner:
 
     def validators(self) -> list[ValidatorEndpoint]:
         """Permitted validators; before any permit exists, every committed validator."""
+        if self.metagraph is None:  # not read yet
+            return []
         found = find_validators(self.metagraph)
         return found or find_validators(self.metagraph, require_permit=False)
 
@@ -330,7 +347,7 @@ class Miner:
         ))
 
     @staticmethod
-    def timed(report: WindowReport, name: str, fn: Any) -> Any:
+    def timed(report: WindowReport, name: str, fn: Callable[[], T]) -> T:
         started = time.monotonic()
         out = fn()
         report.timings[name] = time.monotonic() - started

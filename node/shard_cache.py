@@ -25,7 +25,9 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -48,13 +50,13 @@ _CHUNK = 1 << 20
 class _HashingWriter:
     """File writer that hashes what passes through (one read of the network stream)."""
 
-    def __init__(self, f: object) -> None:
+    def __init__(self, f: BinaryIO) -> None:
         self.f = f
         self.h = hashlib.sha256()
 
     def write(self, data: bytes) -> int:
         self.h.update(data)
-        return self.f.write(data)  # type: ignore[attr-defined, no-any-return]
+        return self.f.write(data)
 
 
 class ShardStore:
@@ -169,7 +171,7 @@ class ShardStore:
         check_shard_size(where, path.stat().st_size, width, tokens, entry)
 
     # -- the size bound ---------------------------------------------------------------------
-    def _touch(self, names: set[str]) -> None:
+    def _touch(self, names: AbstractSet[str]) -> None:
         """Mark downloads as just used (the file's mtime keeps the order across restarts)."""
         with self._lock:
             used = [n for n in names if n in self._cached]

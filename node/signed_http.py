@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 from bittensor import http_auth
 
+from chain.wallets import Wallet
 from node.tls import pinned
 
 AUTH_CODES: dict[type[http_auth.AuthError], str] = {
@@ -102,7 +102,7 @@ class SignedClient:
     ``timeout`` bounds each request end to end (connect + send + read), in seconds.
     """
 
-    def __init__(self, wallet: Any, *, timeout: float = 30.0) -> None:
+    def __init__(self, wallet: Wallet, *, timeout: float = 30.0) -> None:
         self.wallet = wallet
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None

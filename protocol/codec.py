@@ -150,7 +150,8 @@ def _to_global(lay: _Layout, block: np.ndarray, local: np.ndarray) -> np.ndarray
     """(block id, position inside the block's real area) -> flat index into the tensor."""
     br, bc = np.divmod(block, lay.nbc)
     pr, pc = np.divmod(local, lay.widths[bc])
-    return (br * lay.bh + pr) * lay.cols + bc * lay.bw + pc
+    flat: np.ndarray = (br * lay.bh + pr) * lay.cols + bc * lay.bw + pc
+    return flat
 
 
 def _to_local(lay: _Layout, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -469,7 +470,7 @@ def decode(data: bytes, spec: Mapping[str, tuple[int, ...]], cfg: CodecConfig) -
     if len(data) > cfg.max_payload_bytes:
         raise CodecError(f"payload is {len(data)} bytes, over max_payload_bytes={cfg.max_payload_bytes}")
     spec = {name: _shape_of(shape) for name, shape in spec.items()}
-    r, seen = ByteReader(bytes(data)), set()
+    r, seen = ByteReader(bytes(data)), set[str]()
     try:
         _read_header(r, cfg, len(spec))
         update = dict(_read_tensor(r, spec, seen, cfg) for _ in range(len(spec)))

@@ -27,19 +27,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from chain.client import Chain
 from chain.errors import ChainConnectionError
+from chain.types import Metagraph
 from chain.wallets import create_wallet, hotkey_address, wallet_exists
 from node.logs import progress_line, read_metrics
 from protocol.subnet import SubnetConfig
 from swarmtrain.local_settings import LocalRunSettings
+
+if TYPE_CHECKING:
+    import bittensor as bt
 
 log = logging.getLogger("swarmtrain.local")
 
@@ -115,7 +119,7 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _preexec() -> Any:
+def _preexec() -> Callable[[], None] | None:
     return die_with_parent if _PRCTL is not None else None
 
 
@@ -326,7 +330,7 @@ class LocalNet:
                     raise
                 await asyncio.sleep(0.3)
 
-    def wallet(self, name: str) -> Any:
+    def wallet(self, name: str) -> bt.Wallet:
         from chain.wallets import load_wallet
 
         if wallet_exists(name, HOTKEY, self.wallet_path):
@@ -408,7 +412,7 @@ class LocalNet:
     async def wait_for_windows(self, count: int) -> int:
         """Wait until ``count`` windows are closed by every validator and every honest miner."""
         deadline = time.monotonic() + self.cfg.timeout_s
-        last = (None, -1)
+        last: tuple[int | None, int] = (None, -1)
         while True:
             self.check_alive()
             first, done = self.progress()
@@ -435,7 +439,7 @@ class LocalNet:
             await asyncio.sleep(self.cfg.block_time)
         log.warning("no miner has emission (or a validator no dividends) after waiting three more tempos")
 
-    def paid(self, mg: Any) -> bool:
+    def paid(self, mg: Metagraph) -> bool:
         """Some honest miner has emission and every validator has dividends."""
         miners = any(mg.emission[self.uids[m.name]] > 0 for m in self.honest())
         return miners and all(mg.dividends[self.uids[v]] > 0 for v in self.cfg.validator_names)

@@ -8,8 +8,8 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from chain.wallets import Wallet
 from node.logs import progress_line
 from node.signed_http import NodeHttpError, SignedClient, parse_error
 from node.validators import ValidatorEndpoint
@@ -20,7 +20,7 @@ log = logging.getLogger("swarmtrain.validator.follower")
 class LeadLink:
     """Reads Aggregate(w) envelopes from the lead validator."""
 
-    def __init__(self, wallet: Any, endpoint: ValidatorEndpoint, *, timeout: float = 30.0) -> None:
+    def __init__(self, wallet: Wallet, endpoint: ValidatorEndpoint, *, timeout: float = 30.0) -> None:
         self.endpoint = endpoint
         self.client = SignedClient(wallet, timeout=timeout)
 

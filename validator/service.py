@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chain.errors import ChainError, RateLimitedError
-from chain.wallets import hotkey_address
+from chain.types import Metagraph, SubnetHyperparams
+from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
@@ -53,11 +54,11 @@ class ChainLike(Protocol):
     """The part of ``chain.client.Chain`` the validator uses."""
 
     async def block(self) -> int: ...
-    async def metagraph(self, netuid: int) -> Any: ...
-    async def hyperparameters(self, netuid: int) -> Any: ...
-    async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None: ...
-    async def commit(self, wallet: Any, netuid: int, data: str) -> None: ...
-    async def set_weights(self, wallet: Any, netuid: int, weights: dict[int, float]) -> None: ...
+    async def metagraph(self, netuid: int) -> Metagraph: ...
+    async def hyperparameters(self, netuid: int) -> SubnetHyperparams: ...
+    async def serve(self, wallet: Wallet, netuid: int, ip: str, port: int) -> None: ...
+    async def commit(self, wallet: Wallet, netuid: int, data: str) -> None: ...
+    async def set_weights(self, wallet: Wallet, netuid: int, weights: dict[int, float]) -> None: ...
 
 
 # ---- decisions ----------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class Validator:
     """One validator node: state, HTTPS API, and the window loop."""
 
     def __init__(
-        self, chain: ChainLike, wallet: Any, cfg: SubnetConfig, settings: ValidatorSettings,
+        self, chain: ChainLike, wallet: Wallet, cfg: SubnetConfig, settings: ValidatorSettings,
         dataset: Dataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
         hotkey: str | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
@@ -115,7 +116,7 @@ class Validator:
         self.lead: LeadLink | None = None
         self.block = 0
         self.tempo = 100
-        self.metagraph: Any = None
+        self.metagraph: Metagraph | None = None
         self.last_weights_block: int | None = None
         self.last_val_loss: float | None = None
         self.windows_closed = 0

@@ -21,10 +21,13 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.settings import SubtensorSettings, WalletSettings
 from swarmtrain.flags import add_flags, flag_specs, namespace_values, validate
+
+if TYPE_CHECKING:
+    import bittensor as bt
 
 REAL_NETWORKS = ("finney", "test")
 SUBTENSOR_FLAGS = flag_specs(SubtensorSettings, prefix="subtensor.", path=("subtensor",), group="subtensor")
@@ -75,7 +78,7 @@ def wallet_path(args: argparse.Namespace) -> Path:
     return wallet_of(args).directory
 
 
-def open_wallet(args: argparse.Namespace) -> Any:
+def open_wallet(args: argparse.Namespace) -> bt.Wallet:
     """The wallet the flags name (``bittensor.Wallet``; keys are read lazily)."""
     from chain.wallets import load_wallet
 

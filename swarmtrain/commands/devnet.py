@@ -18,6 +18,7 @@ from swarmtrain.flags import (
 
 if TYPE_CHECKING:
     from chain.devnet.params import DevnetConfig
+    from chain.devnet.server import BlockReport
 
 NAME = "devnet"
 HELP = "Run the embedded local chain that the miner, validator and tests use."
@@ -94,10 +95,10 @@ def _say(text: str, *, err: bool = False) -> bool:
 class _EpochPrinter:
     """One line per epoch, until stdout goes away."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool) -> None:
         self.enabled = not quiet
 
-    def on_block(self, report) -> None:
+    def on_block(self, report: BlockReport) -> None:
         for epoch in report.epochs if self.enabled else ():
             self.enabled = _say(
                 f"block {epoch.block}: epoch netuid {epoch.netuid}: {epoch.neurons} uids, "

@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         subnet_dataset(subnet)  # fail here, once, rather than in every node
     except (DataError, ValueError, OSError) as err:
         return fail(str(err))
-    cfg = LocalNetConfig(**settings.run_settings(), miners=default_miners(settings.miners), subnet=subnet)
+    cfg = LocalNetConfig.model_validate(
+        {**settings.run_settings(), "miners": default_miners(settings.miners), "subnet": subnet}
+    )
     try:
         with LocalNet(cfg) as net:
             result = asyncio.run(net.run())

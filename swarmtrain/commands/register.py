@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
 
 from swarmtrain.commands._chainargs import (
     add_netuid_arg,
@@ -25,6 +25,10 @@ from swarmtrain.commands._chainargs import (
     open_wallet,
     subtensor_of,
 )
+
+if TYPE_CHECKING:
+    from chain.client import Chain
+    from chain.wallets import Wallet
 
 NAME = "register"
 HELP = "register a wallet's hotkey on a subnet (burned TAO or --pow)"
@@ -53,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(_register(args, wallet))
 
 
-async def _register(args: argparse.Namespace, wallet: Any) -> int:
+async def _register(args: argparse.Namespace, wallet: Wallet) -> int:
     from chain.client import Chain
     from chain.wallets import coldkey_address, hotkey_address
 
@@ -74,7 +78,7 @@ async def _register(args: argparse.Namespace, wallet: Any) -> int:
     return 0
 
 
-async def _confirm_cost(chain: Any, args: argparse.Namespace, coldkey: str) -> bool:
+async def _confirm_cost(chain: Chain, args: argparse.Namespace, coldkey: str) -> bool:
     """Show what registering costs right now and ask to go on."""
     hp = await chain.hyperparameters(args.netuid)
     balance = await chain.balance(coldkey)

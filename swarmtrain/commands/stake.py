@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
 
 from swarmtrain.commands._chainargs import (
     add_netuid_arg,
@@ -25,6 +25,9 @@ from swarmtrain.commands._chainargs import (
     open_wallet,
     subtensor_of,
 )
+
+if TYPE_CHECKING:
+    from chain.wallets import Wallet
 
 NAME = "stake"
 HELP = "stake TAO onto a wallet's hotkey (so a validator gets a permit)"
@@ -52,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(_add(args, wallet))
 
 
-async def _add(args: argparse.Namespace, wallet: Any) -> int:
+async def _add(args: argparse.Namespace, wallet: Wallet) -> int:
     from chain.client import Chain
     from chain.wallets import hotkey_address
 
