@@ -31,6 +31,7 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "rich>=13",
+        "tomli>=1.1; python_version < '3.11'",  # --config settings files (tomllib from 3.11)
     ],
     extras_require={
         "dev": [
@@ -38,6 +39,7 @@ setup(
             "pytest-asyncio>=0.23",
             "pytest-timeout>=2.2",
             "ruff>=0.5",
+            "mypy>=1.10,<2",  # scripts/test.sh type-checks (config in pyproject.toml)
             "hypothesis>=6",
             "tokenizers>=0.15",  # the data tests train and load BPE tokenizers
         ],
