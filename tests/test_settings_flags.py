@@ -160,3 +160,9 @@ def test_nested_groups_keep_btcli_spelling() -> None:
     assert {"--wallet.name", "--wallet.hotkey", "--wallet.path", "--subtensor.network",
             "--subtensor.chain_endpoint", "--timeout", "--state", "--subnet-config", "--external-ip"} <= flags
     assert {"--sync-timeout-s", "--http-timeout-s", "--preset"} <= {s.flag for s in flag_specs(MinerSettings)}
+
+
+def test_local_reads_its_environment() -> None:
+    env = {"SWARMTRAIN_LOCAL_OUT": "/tmp/elsewhere", "SWARMTRAIN_LOCAL_MINERS": "2", "SWARMTRAIN_LOCAL_TIMEOUT": "60"}
+    s = local_command.settings_from(_parse(["local", "--miners", "4"]), environ=env)
+    assert (s.out, s.miners, s.timeout_s) == (Path("/tmp/elsewhere"), 4, 60.0)

@@ -63,6 +63,9 @@ def print_table(doc: dict[str, Any]) -> None:
     """Render the status document as a rich table on stdout."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from node.logs import safe_text
 
     hp = doc["hyperparameters"]
     title = (
@@ -93,7 +96,7 @@ def print_table(doc: dict[str, Any]) -> None:
             f"{n['incentive']:.4f}",
             f"{n['dividends']:.4f}",
             f"{n['emission']:.6f}",
-            n["axon"] or "-",
-            (n["commitment"] or "-")[:24],
+            Text(safe_text(n["axon"] or "-")),  # chain data, anyone's: no markup, no escapes
+            Text(safe_text(n["commitment"] or "-")[:24]),
         )
     Console(width=max(150, Console().width)).print(table)

@@ -17,7 +17,7 @@ import pytest
 from chain.types import Metagraph, SubnetHyperparams
 from swarmtrain.cli import build_parser, discover_commands, main
 from swarmtrain.commands._chainargs import network_of, subtensor_of, wallet_of
-from swarmtrain.commands.status import status_document
+from swarmtrain.commands.status import print_table, status_document
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def test_netuid_is_required():
         _parse(["register", "--wallet.name", "a"])
 
 
-def test_status_document_shape():
+def _status_doc() -> dict:
     mg = Metagraph(
         netuid=1,
         block=9,
@@ -103,11 +103,24 @@ def test_status_document_shape():
         max_allowed_validators=64,
         burn=1.0,
     )
-    doc = json.loads(json.dumps(status_document("devnet", mg, hp)))
+    return json.loads(json.dumps(status_document("devnet", mg, hp)))
+
+
+def test_status_document_shape():
+    doc = _status_doc()
     assert (doc["netuid"], doc["block"], doc["network"]) == (1, 9, "devnet")
     assert doc["hyperparameters"]["burn"] == 1.0
     assert [n["uid"] for n in doc["neurons"]] == [0, 1]
     assert doc["neurons"][1]["axon"] == "1.2.3.4:5" and doc["neurons"][0]["validator_permit"]
+
+
+def test_status_table_shows_chain_text_inert(capsys):
+    """A commitment is anyone's text: printed without rich markup and with escapes written out."""
+    doc = _status_doc()
+    doc["neurons"][1]["commitment"] = "[bold red]x\x1b]0;pwn\x07"
+    print_table(doc)
+    out = capsys.readouterr().out
+    assert "[bold red]x\\x1b]0;pwn" in out and "\x1b]0" not in out and "\x07" not in out
 
 
 def test_wallet_create_prints_addresses_and_refuses_overwrite(tmp_path, capsys):
