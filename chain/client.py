@@ -36,7 +36,7 @@ from chain.errors import (
     domain_error,
 )
 from chain.types import Metagraph, SubnetHyperparams, hyperparams_from_raw, metagraph_from_sdk
-from chain.wallets import coldkey_address, hotkey_address
+from chain.wallets import Wallet, coldkey_address, hotkey_address
 
 T = TypeVar("T")
 
@@ -231,7 +231,7 @@ class Chain:
     async def uid_of(self, netuid: int, hotkey_ss58: str) -> int | None:
         """The hotkey's uid on ``netuid``, or None when unregistered."""
         uid = await self._call(
-            "read uid", self.client.query(st.SubtensorModule.Uids, [netuid, hotkey_ss58])
+            "read uid", self.client.query(_pair(st.SubtensorModule.Uids), [netuid, hotkey_ss58])
         )
         return None if uid is None else int(uid)
 
@@ -259,13 +259,13 @@ class Chain:
     async def balance(self, coldkey_ss58: str) -> float:
         """Free TAO of an account."""
         account = await self._call(
-            "read balance", self.client.query(st.System.Account, [coldkey_ss58])
+            "read balance", self.client.query(_pair(st.System.Account), [coldkey_ss58])
         )
         return int(((account or {}).get("data") or {}).get("free") or 0) / 1e9
 
     async def _require_subnet(self, netuid: int) -> None:
         exists = await self._call(
-            "read subnet", self.client.query(st.SubtensorModule.NetworksAdded, [netuid])
+            "read subnet", self.client.query(_pair(st.SubtensorModule.NetworksAdded), [netuid])
         )
         if not exists:
             raise ChainError(f"subnet {netuid} does not exist on {self.url}",
@@ -283,7 +283,7 @@ class Chain:
     # --- writes ----------------------------------------------------------------------
 
     async def register(
-        self, wallet: Any, netuid: int, *, pow: bool = False, pow_timeout: float = 300.0
+        self, wallet: Wallet, netuid: int, *, pow: bool = False, pow_timeout: float = 300.0
     ) -> int:
         """Register the wallet's hotkey (burned, or proof of work); returns its uid. Idempotent."""
         hotkey = hotkey_address(wallet)
@@ -297,7 +297,7 @@ class Chain:
             await self._register_burned(wallet, netuid, hotkey)
         return await self._wait_for_uid(netuid, hotkey)
 
-    async def _register_burned(self, wallet: Any, netuid: int, hotkey: str) -> None:
+    async def _register_burned(self, wallet: Wallet, netuid: int, hotkey: str) -> None:
         if await self._mev_shield_active():
             # Real networks require burned registration to go through the MEV shield.
             aw = self.client.execute(
@@ -310,11 +310,11 @@ class Chain:
             aw = self.client.submit_call(call, wallet, wait_for_finalization=False)
         await self._submit(f"register on netuid {netuid}", aw)
 
-    async def _register_pow(self, wallet: Any, netuid: int, hotkey: str, timeout: float) -> None:
+    async def _register_pow(self, wallet: Wallet, netuid: int, hotkey: str, timeout: float) -> None:
         what = f"proof-of-work registration on netuid {netuid}"
         allowed = await self._call(
             "read pow allowed",
-            self.client.query(st.SubtensorModule.NetworkPowRegistrationAllowed, [netuid]),
+            self.client.query(_pair(st.SubtensorModule.NetworkPowRegistrationAllowed), [netuid]),
         )
         if not allowed:
             raise ChainError(
@@ -355,14 +355,14 @@ class Chain:
             await asyncio.sleep(self.poll_interval)
         return uid
 
-    async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None:
+    async def serve(self, wallet: Wallet, netuid: int, ip: str, port: int) -> None:
         """Publish the hotkey's endpoint ip:port on the subnet (no-op when already published).
 
         Skipping an unchanged endpoint keeps restarts clear of the chain's serving rate limit.
         """
         hotkey = hotkey_address(wallet)
         mg = await self._registered_view(netuid, hotkey)
-        position = mg.uids.index(mg.uid_of(hotkey))
+        position = mg.hotkeys.index(hotkey)  # present: _registered_view checked it
         if mg.axons[position] == f"{ip}:{port}":
             return
         intent = bt.ServeAxon(netuid=netuid, ip=ip, port=port)
@@ -371,7 +371,7 @@ class Chain:
             self.client.execute(intent, wallet, wait_for_finalization=False),
         )
 
-    async def commit(self, wallet: Any, netuid: int, data: str) -> None:
+    async def commit(self, wallet: Wallet, netuid: int, data: str) -> None:
         """Publish ``data`` as the hotkey's commitment (no-op when it is already the commitment).
 
         Read it back via ``metagraph(netuid).commitments[hotkey]``; an unchanged commitment
@@ -396,7 +396,7 @@ class Chain:
             raise NotRegisteredError(f"hotkey {hotkey} is not registered on netuid {netuid}")
         return mg
 
-    async def set_weights(self, wallet: Any, netuid: int, weights: dict[int, float]) -> None:
+    async def set_weights(self, wallet: Wallet, netuid: int, weights: dict[int, float]) -> None:
         """Set normalized weights (commit-reveal when the subnet enables it).
 
         Raises ``RateLimitedError`` (with ``blocks`` to wait) instead of sending an
@@ -416,8 +416,8 @@ class Chain:
         limit, last = await self._call(
             "read weights rate limit",
             asyncio.gather(
-                self.client.query(st.SubtensorModule.WeightsSetRateLimit, [netuid], block=block),
-                self.client.query(st.SubtensorModule.LastUpdate, [netuid], block=block),
+                self.client.query(_pair(st.SubtensorModule.WeightsSetRateLimit), [netuid], block=block),
+                self.client.query(_pair(st.SubtensorModule.LastUpdate), [netuid], block=block),
             ),
         )
         last_update = int(last[uid]) if isinstance(last, list | tuple) and uid < len(last) else 0
@@ -429,7 +429,7 @@ class Chain:
                 reason=f"weights_rate_limit is {int(limit)} blocks",
             )
 
-    async def add_stake(self, wallet: Any, netuid: int, amount_tao: float) -> None:
+    async def add_stake(self, wallet: Wallet, netuid: int, amount_tao: float) -> None:
         """Stake ``amount_tao`` from the wallet's coldkey onto its own hotkey on ``netuid``."""
         if not amount_tao > 0:
             raise ValueError(f"stake amount must be positive, got {amount_tao}")
@@ -513,7 +513,13 @@ async def _quiet_close(client: bt.Client) -> None:
         _log_close_failure(err)
 
 
+def _pair(item: st.Item) -> tuple[str, str]:
+    """A generated storage descriptor as the ``(pallet, item)`` pair ``Client.query`` is typed to
+    take (the generated ``Item`` carries a third, metadata-only field; ``query`` reads two)."""
+    return (item.container, item.name)
+
+
 def _log_close_failure(err: BaseException) -> None:
     import logging
 
-    logging.getLogger(__name__).debug("closing the chain client failed: %r", err)
+    logging.getLogger("swarmtrain.chain").debug("closing the chain client failed: error=%r", err)

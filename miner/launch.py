@@ -4,21 +4,21 @@ Kept apart from the CLI so tests and faulty-miner scripts can launch a ``Miner``
 subclass with the same wiring.
 
 Example:
-    >>> settings = MinerSettings(network="devnet", netuid=1, wallet_name="m1")
+    >>> settings = MinerSettings(netuid=1, wallet=WalletSettings(name="m1"))
     >>> asyncio.run(launch(settings))
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 
 from chain.client import Chain
 from chain.wallets import load_wallet
-from miner.service import Miner, MinerOptions
+from miner.service import Miner
+from miner.settings import MinerSettings
 from miner.state import MinerStateStore
 from miner.trainer import InnerTrainer
+from node.logs import progress_line
 from node.metrics import CountingClient, MetricsServer, MinerTelemetry, ObservedMetricsWriter
 from node.signed_http import SignedClient
 from node.subnet_setup import load_subnet_config, subnet_dataset
@@ -27,28 +27,6 @@ from protocol.model import subnet_model_config
 from protocol.subnet import SubnetConfig
 
 log = logging.getLogger("swarmtrain.miner")
-
-DEFAULT_METRICS_PORT = 9101
-
-
-@dataclass(frozen=True)
-class MinerSettings:
-    """What an operator chooses; everything else comes from the subnet config."""
-
-    network: str
-    netuid: int
-    wallet_name: str
-    wallet_hotkey: str = "default"
-    wallet_path: Path | None = None
-    device: str = "auto"
-    preset: str | None = None
-    subnet_config: Path | None = None
-    state_dir: Path | None = None
-    http_timeout_s: float = 60.0
-    chain_timeout_s: float = 30.0
-    max_windows: int | None = None
-    metrics_host: str = "127.0.0.1"  # Prometheus /metrics (plain HTTP): local by default
-    metrics_port: int | None = DEFAULT_METRICS_PORT  # None: no metrics server; 0: a free port
 
 
 def subnet_config(s: MinerSettings) -> SubnetConfig:
@@ -61,12 +39,6 @@ def subnet_config(s: MinerSettings) -> SubnetConfig:
     return cfg
 
 
-def state_dir(s: MinerSettings) -> Path:
-    if s.state_dir is not None:
-        return Path(s.state_dir).expanduser()
-    return Path.home() / ".swarmtrain" / "miner" / f"{s.wallet_name}-{s.wallet_hotkey}-netuid{s.netuid}"
-
-
 def dataset_for(cfg: SubnetConfig) -> Dataset:
     """The subnet's dataset, refusing to start on different tokens."""
     return subnet_dataset(cfg)
@@ -75,23 +47,23 @@ def dataset_for(cfg: SubnetConfig) -> Dataset:
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
     """Wire chain, wallet, data, trainer, state and HTTP client into a miner and run it."""
     cfg = subnet_config(s)
-    wallet = load_wallet(s.wallet_name, s.wallet_hotkey, s.wallet_path)
+    wallet = load_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
     dataset = dataset_for(cfg)
-    directory = state_dir(s)
+    directory = s.state_path
     trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
-    log.info("miner %s on %s netuid %d, device %s, state %s", s.wallet_name, s.network, cfg.netuid,
-             trainer.device, directory)
+    log.info(progress_line("miner", wallet=s.wallet.name, network=s.subtensor.endpoint, netuid=cfg.netuid,
+                           device=trainer.device, state=directory))
     telemetry = MinerTelemetry()
     server = None
-    if s.metrics_port is not None:
+    if s.metrics:
         server = await MetricsServer.start(telemetry.registry, s.metrics_host, s.metrics_port)
-    chain = await Chain.connect(s.network, timeout=s.chain_timeout_s)
+    chain = await Chain.connect(s.subtensor.endpoint, timeout=s.subtensor.timeout_s)
     client = CountingClient(SignedClient(wallet, timeout=s.http_timeout_s), telemetry)
     try:
         miner = miner_cls(
             chain=chain, wallet=wallet, cfg=cfg, dataset=dataset, trainer=trainer,
             store=MinerStateStore(directory), client=client,
-            metrics=ObservedMetricsWriter(directory / "metrics.jsonl", telemetry.on_record), options=MinerOptions(),
+            metrics=ObservedMetricsWriter(directory / "metrics.jsonl", telemetry.on_record), options=s.options,
         )
         await miner.run(max_windows=s.max_windows)
     finally:

@@ -20,15 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
 from chain.errors import ChainError
+from chain.types import Metagraph
+from chain.wallets import Wallet
+from miner.settings import MinerOptions
 from miner.state import MinerState, MinerStateStore
-from miner.submit import SubmitOutcome, Submitter, build_submission
-from miner.sync import SyncError, ValidatorLink, WindowClock, catch_up, poll
+from miner.submit import Poster, SubmitOutcome, Submitter, build_submission
+from miner.sync import ChainClock, Getter, SyncError, ValidatorLink, WindowClock, catch_up, poll
 from miner.trainer import InnerTrainer, TrainResult, split_batches
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
@@ -43,23 +47,24 @@ from protocol.windows import assigned_samples
 
 log = logging.getLogger("swarmtrain.miner")
 
+T = TypeVar("T")
+
 # Errors after which the miner retries the window instead of exiting.
 TRANSIENT: tuple[type[BaseException], ...] = (ChainError, SyncError, NodeHttpError, ShardFetchError)
 
 
+class MinerChain(ChainClock, Protocol):
+    """The part of ``chain.client.Chain`` the miner uses."""
+
+    async def metagraph(self, netuid: int) -> Metagraph: ...
+
+
+class HttpClient(Getter, Poster, Protocol):
+    """The part of ``node.signed_http.SignedClient`` the miner uses: reads and submissions."""
+
+
 class MinerError(RuntimeError):
     """The miner cannot go on (not registered, no validator, wrong data)."""
-
-
-@dataclass(frozen=True)
-class MinerOptions:
-    """Timing knobs (seconds) of the miner loop."""
-
-    sync_timeout_s: float = 600.0  # how long to wait for a validator / an aggregate
-    poll_interval_s: float = 0.25
-    submit_deadline_s: float = 60.0  # retries of one submission stop after this
-    log_every_steps: int = 5
-    max_consecutive_failures: int = 10  # transient chain/HTTP errors in a row before giving up
 
 
 @dataclass
@@ -116,13 +121,13 @@ class Miner:
     def __init__(
         self,
         *,
-        chain: Any,
-        wallet: Any,
+        chain: MinerChain,
+        wallet: Wallet,
         cfg: SubnetConfig,
         dataset: Dataset,
         trainer: InnerTrainer,
         store: MinerStateStore,
-        client: Any,
+        client: HttpClient,
         metrics: MetricsWriter,
         options: MinerOptions | None = None,
     ) -> None:
@@ -141,7 +146,7 @@ class Miner:
         self.error_feedback = codec.ErrorFeedback(cfg.error_feedback_beta)
         self.model: ModelState = ModelState.initial(cfg)
         self.uid = -1
-        self.metagraph: Any = None
+        self.metagraph: Metagraph | None = None
         self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
         self._checked_config: tuple[str, str] | None = None  # (lead hotkey, its config hash) checked
 
@@ -150,14 +155,14 @@ class Miner:
         """Load the local checkpoint (model, inner optimizer, error feedback) if any."""
         state = self.store.load(self.cfg)
         if state is None:
-            log.info("no local state: starting from θ_0 (%s)", self.model.hash()[:12])
+            log.info(progress_line("no local state: starting from θ_0", model=self.model.hash()[:12]))
             return
         self.model = state.model
         if state.inner_optimizer:
             self.trainer.load_optimizer_state(state.inner_optimizer)
         if state.error_feedback:
             self.error_feedback.load_state_dict(state.error_feedback)
-        log.info("restored local state at window %d (%s)", self.model.window, self.model.hash()[:12])
+        log.info(progress_line("restored local state", w=self.model.window, model=self.model.hash()[:12]))
 
     async def refresh_metagraph(self) -> None:
         self.metagraph = await self.chain.metagraph(self.cfg.netuid)
@@ -168,10 +173,14 @@ class Miner:
                 f"(`swarmtrain register --netuid {self.cfg.netuid}` with this miner's --wallet.name/--wallet.hotkey "
                 "and --subtensor.network), then start the miner again"
             )
+        if int(uid) != self.uid:
+            log.info(progress_line("registered", uid=int(uid), hotkey=self.hotkey, netuid=self.cfg.netuid))
         self.uid = int(uid)
 
     def validators(self) -> list[ValidatorEndpoint]:
         """Permitted validators; before any permit exists, every committed validator."""
+        if self.metagraph is None:  # not read yet
+            return []
         found = find_validators(self.metagraph)
         return found or find_validators(self.metagraph, require_permit=False)
 
@@ -213,7 +222,7 @@ class Miner:
                     failures += 1
                     if failures > self.options.max_consecutive_failures:
                         raise
-                    log.warning("window failed (%s: %s); retrying", type(exc).__name__, exc)
+                    log.warning(progress_line("window failed, retrying", error=type(exc).__name__, reason=exc))
                     await asyncio.sleep(min(30.0, self.options.poll_interval_s * 2**failures))
                     continue
                 failures = 0
@@ -243,7 +252,7 @@ class Miner:
         """Steps 2–4: train, compress, submit (skipped when θ_window is not what we hold)."""
         report = WindowReport(window=window, uid=self.uid, base_model_hash=self.model.hash())
         if self.model.window != window:
-            log.warning("holding θ_%d, not θ_%d: not training this window", self.model.window, window)
+            log.warning(progress_line("not training this window: model behind", w=window, holding=self.model.window))
             return report
         indices = self.assigned_indices(window)
         await self.fetch_data(indices, report)
@@ -252,7 +261,7 @@ class Miner:
         payload = self.timed(report, "compress", lambda: self.encode_update(result.delta))
         report.payload_bytes = len(payload)
         if await self.clock.window() != window:
-            log.warning("window %d ended during training: submission would be late, skipped", window)
+            log.warning(progress_line("window ended during training: late submission skipped", w=window))
             return report
         await self.submit(report, indices, payload)
         return report
@@ -284,7 +293,7 @@ class Miner:
             try:
                 await pending
             except ShardFetchError as exc:  # fetched again below; a lasting failure raises there
-                log.warning("prefetching shards failed: %s", exc)
+                log.warning(progress_line("prefetching shards failed", reason=exc))
         report.shards_fetched = await asyncio.to_thread(self.dataset.prefetch, indices, self.cfg.seq_len)
         report.timings["data"] = time.monotonic() - started
         if report.shards_fetched:
@@ -297,7 +306,7 @@ class Miner:
             try:
                 await pending
             except Exception as exc:  # noqa: BLE001 - nothing needs those shards any more
-                log.debug("prefetch ended with %s", exc)
+                log.debug(progress_line("prefetch ended", reason=exc))
 
     def start_prefetch(self, window: int) -> None:
         """Fetch ``window``'s shards in a thread while this window trains."""
@@ -342,8 +351,8 @@ class Miner:
                 log.info(progress_line("submitted", w=report.window, validator=o.validator_uid,
                                        bytes=len(body), s=o.seconds))
             else:
-                log.warning("validator %d refused window %d: %s %s: %s",
-                            o.validator_uid, report.window, o.status, o.code, o.reason)
+                log.warning(progress_line("refused", w=report.window, validator=o.validator_uid, status=o.status,
+                                          code=o.code, reason=o.reason))
 
     def checkpoint(self) -> None:
         self.store.save(MinerState(
@@ -353,7 +362,7 @@ class Miner:
         ))
 
     @staticmethod
-    def timed(report: WindowReport, name: str, fn: Any) -> Any:
+    def timed(report: WindowReport, name: str, fn: Callable[[], T]) -> T:
         started = time.monotonic()
         out = fn()
         report.timings[name] = time.monotonic() - started

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from node.logs import progress_line
 from node.signed_http import NodeHttpError, PinMismatchError, parse_error
 from node.validators import ValidatorEndpoint
 from protocol.messages import Submission, data_digest, pack_envelope
@@ -119,7 +120,7 @@ class Submitter:
             delay = self.backoff_s * 2 ** (attempt - 1)
             if attempt == self.max_attempts or loop.time() + delay > deadline:
                 break
-            log.info("validator %d: %s (%s), retrying in %.1fs", v.uid, code, reason, delay)
+            log.info(progress_line("retrying submission", validator=v.uid, hotkey=v.hotkey, code=code, reason=reason, delay_s=delay))
             await asyncio.sleep(delay)
         accepted = status == 200
         return SubmitOutcome(v.uid, status, accepted, code, reason, attempt, loop.time() - started)

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from node.logs import progress_line
 from node.model_state import ModelDesyncError, ModelState, ModelStateError
 from node.signed_http import NodeHttpError, parse_error
 from node.validators import ValidatorEndpoint
@@ -150,7 +151,8 @@ async def load_latest_checkpoint(link: ValidatorLink, model: ModelState, *, forc
     manifest = await link.latest_checkpoint()
     if manifest is None or (manifest.window <= model.window and not force):
         return model
-    log.info("loading checkpoint of window %d from validator uid %d", manifest.window, link.endpoint.uid)
+    log.info(progress_line("loading checkpoint", w=manifest.window, validator=link.endpoint.uid,
+                           hotkey=link.endpoint.hotkey))
     return model_from_checkpoint(await link.checkpoint_bytes(manifest), manifest, link.cfg)
 
 
@@ -175,7 +177,7 @@ async def catch_up(model: ModelState, link: ValidatorLink, target: int) -> Model
     try:
         return await replay(model, link, target)
     except ModelDesyncError as exc:
-        log.warning("model desync at window %d (%s): reloading the validator's checkpoint", model.window, exc)
+        log.warning(progress_line("model desync: reloading the validator's checkpoint", w=model.window, reason=exc))
         fresh = await load_latest_checkpoint(link, model, force=True)
         if fresh is model:
             raise SyncError(f"model diverged at window {model.window} and no checkpoint is available") from exc

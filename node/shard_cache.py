@@ -25,10 +25,13 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from node.logs import progress_line
 from node.shard_sources import ShardSource
 from protocol.shards import (
     HEADER_SIZE,
@@ -47,13 +50,13 @@ _CHUNK = 1 << 20
 class _HashingWriter:
     """File writer that hashes what passes through (one read of the network stream)."""
 
-    def __init__(self, f: object) -> None:
+    def __init__(self, f: BinaryIO) -> None:
         self.f = f
         self.h = hashlib.sha256()
 
     def write(self, data: bytes) -> int:
         self.h.update(data)
-        return self.f.write(data)  # type: ignore[attr-defined, no-any-return]
+        return self.f.write(data)
 
 
 class ShardStore:
@@ -117,7 +120,7 @@ class ShardStore:
                 self._check(path, entry, str(path))
                 return path
             except ShardError as e:
-                log.warning("discarding cached %s: %s", path, e)
+                log.warning(progress_line("discarding cached shard", path=path, reason=e))
                 self._forget(entry.file)
         self._download(entry, path)
         return path
@@ -145,7 +148,7 @@ class ShardStore:
         with self._lock:
             self._cached[entry.file] = entry.bytes
             self.downloaded.append(entry.file)
-        log.info("fetched %s (%d bytes)", entry.file, entry.bytes)
+        log.info(progress_line("fetched shard", file=entry.file, bytes=entry.bytes))
 
     def _verified_map(self, path: Path, entry: ShardEntry, where: str, in_place: bool) -> np.ndarray:
         if in_place:
@@ -168,7 +171,7 @@ class ShardStore:
         check_shard_size(where, path.stat().st_size, width, tokens, entry)
 
     # -- the size bound ---------------------------------------------------------------------
-    def _touch(self, names: set[str]) -> None:
+    def _touch(self, names: AbstractSet[str]) -> None:
         """Mark downloads as just used (the file's mtime keeps the order across restarts)."""
         with self._lock:
             used = [n for n in names if n in self._cached]
@@ -190,8 +193,8 @@ class ShardStore:
                     victims.append(name)
                     total -= size
             if total > self.max_bytes:
-                log.warning("shard cache holds %d bytes, over its %d-byte bound: one request needs "
-                            "more shards than the bound allows", total, self.max_bytes)
+                log.warning(progress_line("shard cache over its bound: one request needs more shards than it allows",
+                                          bytes=total, bound=self.max_bytes))
         for name in victims:
             self._forget(name)
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 from bittensor import http_auth
 
+from chain.wallets import Wallet
 from node.tls import pinned
+from protocol.messages import Submission
 
 AUTH_CODES: dict[type[http_auth.AuthError], str] = {
     http_auth.MalformedAuth: "auth_malformed",
@@ -48,7 +49,7 @@ class RequestRefused(Exception):
         self.status = status
         self.code = code
         self.reason = reason
-        self.header: Any = None  # the authenticated message it refuses, when known (for operators' views)
+        self.header: Submission | None = None  # the message it refuses, once its signer is known (operators' views)
 
     def response(self) -> web.Response:
         return error_response(self.status, self.code, self.reason)
@@ -103,7 +104,7 @@ class SignedClient:
     ``timeout`` bounds each request end to end (connect + send + read), in seconds.
     """
 
-    def __init__(self, wallet: Any, *, timeout: float = 30.0) -> None:
+    def __init__(self, wallet: Wallet, *, timeout: float = 30.0) -> None:
         self.wallet = wallet
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None

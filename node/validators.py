@@ -13,8 +13,8 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from chain.types import Metagraph
 from node.commitment import parse_commitment
 
 
@@ -43,7 +43,7 @@ def axon_url(axon: str | None) -> str | None:
     return f"https://{host}:{port}"
 
 
-def find_validators(metagraph: Any, *, require_permit: bool = True) -> list[ValidatorEndpoint]:
+def find_validators(metagraph: Metagraph, *, require_permit: bool = True) -> list[ValidatorEndpoint]:
     """Reachable validators, highest stake first (ties: lower uid first).
 
     ``metagraph`` needs: ``uids``, ``hotkeys``, ``stake``, ``validator_permit``, ``axons``,
@@ -59,7 +59,7 @@ def find_validators(metagraph: Any, *, require_permit: bool = True) -> list[Vali
 
 
 def _endpoint_at(
-    mg: Any, i: int, uid: int, commitments: dict[str, str], require_permit: bool
+    mg: Metagraph, i: int, uid: int, commitments: dict[str, str], require_permit: bool
 ) -> ValidatorEndpoint | None:
     if require_permit and not bool(mg.validator_permit[i]):
         return None
@@ -71,7 +71,7 @@ def _endpoint_at(
     return ValidatorEndpoint(uid, hotkey, url, commitment.fp, float(mg.stake[i]), commitment.crit, commitment.cfg)
 
 
-def lead_validator(metagraph: Any, *, require_permit: bool = True) -> ValidatorEndpoint | None:
+def lead_validator(metagraph: Metagraph, *, require_permit: bool = True) -> ValidatorEndpoint | None:
     """The highest-stake reachable validator, or None."""
     found = find_validators(metagraph, require_permit=require_permit)
     return found[0] if found else None

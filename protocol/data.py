@@ -144,8 +144,11 @@ class Dataset(Protocol):
     """What miners and validators use of a dataset: a ``TokenDataset`` (all tokens local)
     or a ``node.sharded_dataset.ShardedDataset`` (shards fetched on demand)."""
 
-    name: str
-    content_hash: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def content_hash(self) -> str: ...
 
     def num_samples(self, seq_len: int, split: Split = "train") -> int: ...
 
@@ -197,7 +200,7 @@ class DatasetSpec(BaseModel):
     content_hash: str = Field(pattern=r"^([0-9a-f]{64})?$", description="empty: not pinned (devnets)")
 
 
-def verify_dataset(ds: TokenDataset, spec: DatasetSpec) -> None:
+def verify_dataset(ds: Dataset, spec: DatasetSpec) -> None:
     """Raise ``DatasetMismatchError`` unless ``ds`` has the spec's hash (an empty one pins nothing)."""
     if not spec.content_hash or ds.content_hash == spec.content_hash:
         return

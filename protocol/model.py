@@ -175,7 +175,8 @@ class Attention(nn.Module):
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
-        return self.wo(y.transpose(1, 2).reshape(b, t, -1))
+        out: Tensor = self.wo(y.transpose(1, 2).reshape(b, t, -1))
+        return out
 
 
 class SwiGLU(nn.Module):
@@ -186,7 +187,8 @@ class SwiGLU(nn.Module):
         self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)  # down
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        out: Tensor = self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return out
 
 
 class Block(nn.Module):
@@ -199,7 +201,8 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin)
-        return x + self.mlp(self.mlp_norm(x))
+        out: Tensor = x + self.mlp(self.mlp_norm(x))
+        return out
 
 
 class Transformer(nn.Module):
@@ -230,7 +233,8 @@ class Transformer(nn.Module):
         x = self.tok_emb(idx)
         for layer in self.layers:
             x = layer(x, cos, sin)
-        return self.lm_head(self.norm(x))
+        logits: Tensor = self.lm_head(self.norm(x))  # (B, T, vocab)
+        return logits
 
 
 # ---------------------------------------------------------------------------- building

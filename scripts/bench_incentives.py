@@ -118,7 +118,7 @@ def make_validators(setup: Setup, world: World, n_miners: int, root: Path, seed:
     for i, (stake, copier) in enumerate(stakes):
         v = BenchValidator(uid=n_miners + i, stake=stake, copier=copier, secret=f"secret-{seed}-{i}".encode())
         if not copier:
-            settings = ValidatorSettings(state_dir=root / f"v{i}")
+            settings = ValidatorSettings(netuid=world.cfg.netuid, state_dir=root / f"v{i}")
             v.store = SubmissionStore()
             population = world.dataset.num_samples(world.cfg.seq_len)
             v.intake = Intake(IntakeView(), v.store, world.cfg, settings, self_hotkey=bc.fake_hotkey(v.uid),

@@ -146,7 +146,7 @@ def inner_step_seconds(cfg: SubnetConfig, ds: TokenDataset, repeats: int, device
 
 def val_loss_seconds(cfg: SubnetConfig, ds: TokenDataset, state: ModelState, repeats: int,
                      device: torch.device) -> float:
-    count = cfg.eval_samples * ValidatorSettings(state_dir=Path(".")).val_batches
+    count = cfg.eval_samples * ValidatorSettings(netuid=cfg.netuid, state_dir=Path(".")).val_batches
     idx = validation_indices(ds, cfg, count)
     model = state.clone_model()
     return bc.median_seconds(lambda: validation_loss(model, ds, cfg, idx, str(device)),

@@ -28,16 +28,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from chain.client import Chain
 from chain.errors import ChainConnectionError
+from chain.types import Metagraph
 from chain.wallets import create_wallet, hotkey_address, wallet_exists
-from node.logs import read_metrics
+from node.logs import progress_line, read_metrics
 from protocol.subnet import SubnetConfig
+from swarmtrain.local_settings import LocalRunSettings
+
+if TYPE_CHECKING:
+    import bittensor as bt
 
 log = logging.getLogger("swarmtrain.local")
 
@@ -116,27 +123,16 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _preexec() -> Any:
+def _preexec() -> Callable[[], None] | None:
     return die_with_parent if _PRCTL is not None else None
 
 
-@dataclass(frozen=True)
-class LocalNetConfig:
-    """Everything ``swarmtrain local`` needs (paths, sizes, timing)."""
+class LocalNetConfig(LocalRunSettings):
+    """Everything ``swarmtrain local`` needs: the run's settings, the miners and the subnet."""
 
-    out: Path
     miners: Sequence[MinerSpec]
-    windows: int
     subnet: SubnetConfig
-    block_time: float = 0.5
-    tempo: int = 20
-    stake_tao: float = 100.0  # the lead validator's stake; validator k (1-based) gets stake_tao / k
-    validators: int = 1
-    device: str = "cpu"
-    timeout_s: float = 900.0  # the whole run, start to emission
-    threads_per_node: int = 1  # OMP/torch threads per child: 2 cores are shared by all
-    extra_env: dict[str, str] = field(default_factory=dict)
-    open_dashboard: bool = False  # open the lead validator's dashboard in a browser once it is up
+    extra_env: dict[str, str] = Field(default_factory=dict)  # added to every child's environment
 
     @property
     def window_s(self) -> float:
@@ -171,7 +167,7 @@ class ManagedProcess:
             self.proc = subprocess.Popen(
                 self.argv, stdout=fh, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_preexec()
             )
-        log.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
+        log.info(progress_line("started", name=self.name, pid=self.proc.pid, log=self.log_path))
         return self
 
     @property
@@ -196,7 +192,7 @@ class ManagedProcess:
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            log.warning("%s ignored SIGTERM for %.0fs: killing it", self.name, grace_s)
+            log.warning(progress_line("ignored SIGTERM: killing it", name=self.name, grace_s=grace_s))
             self.proc.kill()
             self.proc.wait(timeout=10)
 
@@ -353,7 +349,7 @@ class LocalNet:
                     raise
                 await asyncio.sleep(0.3)
 
-    def wallet(self, name: str) -> Any:
+    def wallet(self, name: str) -> bt.Wallet:
         from chain.wallets import load_wallet
 
         if wallet_exists(name, HOTKEY, self.wallet_path):
@@ -366,7 +362,7 @@ class LocalNet:
         for name in names:
             wallet = self.wallet(name)
             self.uids[name] = await chain.register(wallet, self.cfg.subnet.netuid)
-            log.info("registered %s as uid %d (%s)", name, self.uids[name], hotkey_address(wallet))
+            log.info(progress_line("registered", name=name, uid=self.uids[name], hotkey=hotkey_address(wallet)))
         for i, name in enumerate(self.cfg.validator_names):
             await chain.add_stake(self.wallet(name), self.cfg.subnet.netuid, validator_stake(i, self.cfg.stake_tao))
 
@@ -459,12 +455,12 @@ class LocalNet:
     async def wait_for_windows(self, count: int) -> int:
         """Wait until ``count`` windows are closed by every validator and every honest miner."""
         deadline = time.monotonic() + self.cfg.timeout_s
-        last = (None, -1)
+        last: tuple[int | None, int] = (None, -1)
         while True:
             self.check_alive()
             first, done = self.progress()
             if (first, done) != last:
-                log.info("windows done: %d/%d (first trained window %s)", done, count, first)
+                log.info(progress_line("windows done", done=done, of=count, first_trained=first))
                 last = (first, done)
             if first is not None and done >= count:
                 return first
@@ -477,7 +473,7 @@ class LocalNet:
         then up to three more tempos until a miner earns and every validator has dividends."""
         target = await chain.block() + self.cfg.tempo + 2
         timeout = (self.cfg.tempo + 10) * max(self.cfg.block_time, 0.05) * 4 + 30
-        log.info("waiting for the next epoch (block %d) so emission is paid", target)
+        log.info(progress_line("waiting for the next epoch so emission is paid", block=target))
         await chain.wait_for_block(target, timeout=timeout)
         for _ in range(self.cfg.tempo * 3):
             if self.paid(await chain.metagraph(self.cfg.subnet.netuid)):
@@ -486,7 +482,7 @@ class LocalNet:
             await asyncio.sleep(self.cfg.block_time)
         log.warning("no miner has emission (or a validator no dividends) after waiting three more tempos")
 
-    def paid(self, mg: Any) -> bool:
+    def paid(self, mg: Metagraph) -> bool:
         """Some honest miner has emission and every validator has dividends."""
         miners = any(mg.emission[self.uids[m.name]] > 0 for m in self.honest())
         return miners and all(mg.dividends[self.uids[v]] > 0 for v in self.cfg.validator_names)

@@ -8,8 +8,9 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from chain.wallets import Wallet
+from node.logs import progress_line
 from node.signed_http import NodeHttpError, SignedClient, parse_error
 from node.validators import ValidatorEndpoint
 
@@ -19,7 +20,7 @@ log = logging.getLogger("swarmtrain.validator.follower")
 class LeadLink:
     """Reads Aggregate(w) envelopes from the lead validator."""
 
-    def __init__(self, wallet: Any, endpoint: ValidatorEndpoint, *, timeout: float = 30.0) -> None:
+    def __init__(self, wallet: Wallet, endpoint: ValidatorEndpoint, *, timeout: float = 30.0) -> None:
         self.endpoint = endpoint
         self.client = SignedClient(wallet, timeout=timeout)
 
@@ -31,12 +32,13 @@ class LeadLink:
                 receiver_hotkey=self.endpoint.hotkey, pinned_fingerprint=self.endpoint.fingerprint,
             )
         except NodeHttpError as exc:
-            log.warning("lead validator uid %d unreachable: %s", self.endpoint.uid, exc)
+            log.warning(progress_line("lead validator unreachable", uid=self.endpoint.uid, hotkey=self.endpoint.hotkey, reason=exc))
             return None
         if status == 200:
             return body
         if status != 404:
-            log.warning("lead validator answered %d for aggregate %d: %s", status, window, parse_error(body))
+            log.warning(progress_line("lead validator refused an aggregate", uid=self.endpoint.uid, hotkey=self.endpoint.hotkey,
+                                  w=window, status=status, reason=parse_error(body)))
         return None
 
     async def close(self) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from bittensor import http_auth
 
+from node.logs import progress_line
 from node.signed_http import RequestRefused, error_response, verify_request
 from protocol import codec
 from protocol.messages import MessageError, Submission, SubmitAccepted, data_digest, unpack_envelope
@@ -55,6 +56,10 @@ class IntakeView:
     ready: bool = False  # False while the previous window is being closed
     model_hash: str = ""  # hash of θ_open_window
     hotkeys: dict[int, str] = field(default_factory=dict)  # uid -> registered hotkey
+
+    def uid_of(self, hotkey: str | None) -> int | None:
+        """The uid ``hotkey`` is registered as (None: unknown or not registered)."""
+        return next((uid for uid, h in self.hotkeys.items() if h == hotkey), None)
 
 
 class IntakeObserver(Protocol):
@@ -101,22 +106,30 @@ class Intake:
             return self._refuse(RequestRefused(429, "busy", "too many submissions in flight; retry shortly"))
         try:
             return await self._handle(request)
-        except RequestRefused as refused:
+        except RequestRefused as refused:  # before the signature held: no signer to name
             return self._refuse(refused)
         finally:
             self._slots.release()
 
-    def _refuse(self, refused: RequestRefused) -> web.Response:
+    def _refuse(self, refused: RequestRefused, hotkey: str | None = None) -> web.Response:
+        """Count and log one refusal (with the signer's uid and hotkey once the signature held)."""
         self.refusals[refused.code] = self.refusals.get(refused.code, 0) + 1
         self.observer.on_outcome(refused.header, refused.code, self._expected_hash(refused.header))
-        log.info("refused submission: %s %s: %s", refused.status, refused.code, refused.reason)
+        log.info(progress_line("refused", uid=self.view.uid_of(hotkey), hotkey=hotkey, status=refused.status,
+                               code=refused.code, reason=refused.reason))
         return error_response(refused.status, refused.code, refused.reason)
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
         self.observer.on_received(len(body))
         caller = verify_request(request, body, self.self_hotkey, self.nonce_store)
-        sub = await asyncio.to_thread(self.admit, body, caller.hotkey_ss58)
+        try:
+            return await self._accept(body, caller.hotkey_ss58)
+        except RequestRefused as refused:
+            return self._refuse(refused, caller.hotkey_ss58)
+
+    async def _accept(self, body: bytes, signer: str) -> web.Response:
+        sub = await asyncio.to_thread(self.admit, body, signer)
         header = sub.header
         try:
             self._add(sub)
@@ -127,9 +140,9 @@ class Intake:
             await asyncio.to_thread(self.store.persist, sub)  # on disk before we say 200
         except OSError as exc:
             self.store.discard(sub)
-            log.error("cannot store submission of uid %d: %s", sub.uid, exc)
+            log.error(progress_line("cannot store submission", w=sub.window, uid=sub.uid, hotkey=sub.hotkey, reason=exc))
             raise RequestRefused(503, "storage", "the validator could not store the submission; retry") from exc
-        log.info("accepted window %d uid %d (%d bytes)", header.window, header.uid, len(sub.payload))
+        log.info(progress_line("accepted", w=header.window, uid=header.uid, hotkey=header.hotkey, bytes=len(sub.payload)))
         self.observer.on_outcome(header, "accepted", self._expected_hash(header))
         accepted = SubmitAccepted(window=header.window, uid=header.uid, payload_sha256=header.payload_sha256)
         return web.json_response(text=accepted.model_dump_json())
@@ -177,7 +190,7 @@ class Intake:
                 sub = self._revalidate(record, window)
                 self.store.restore(sub)
             except (RequestRefused, DuplicateSubmission, WindowFull) as exc:
-                log.warning("skipping stored submission %s: %s", record.path, exc)
+                log.warning(progress_line("skipping stored submission", path=record.path, reason=exc))
                 continue
             restored += 1
         return restored

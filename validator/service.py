@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chain.errors import ChainError, RateLimitedError
-from chain.wallets import hotkey_address
+from chain.types import Metagraph, SubnetHyperparams
+from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
@@ -57,11 +58,11 @@ class ChainLike(Protocol):
     """The part of ``chain.client.Chain`` the validator uses."""
 
     async def block(self) -> int: ...
-    async def metagraph(self, netuid: int) -> Any: ...
-    async def hyperparameters(self, netuid: int) -> Any: ...
-    async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None: ...
-    async def commit(self, wallet: Any, netuid: int, data: str) -> None: ...
-    async def set_weights(self, wallet: Any, netuid: int, weights: dict[int, float]) -> None: ...
+    async def metagraph(self, netuid: int) -> Metagraph: ...
+    async def hyperparameters(self, netuid: int) -> SubnetHyperparams: ...
+    async def serve(self, wallet: Wallet, netuid: int, ip: str, port: int) -> None: ...
+    async def commit(self, wallet: Wallet, netuid: int, data: str) -> None: ...
+    async def set_weights(self, wallet: Wallet, netuid: int, weights: dict[int, float]) -> None: ...
 
 
 # ---- decisions ----------------------------------------------------------------------------
@@ -96,7 +97,7 @@ class Validator:
     """One validator node: state, HTTPS API, and the window loop."""
 
     def __init__(
-        self, chain: ChainLike, wallet: Any, cfg: SubnetConfig, settings: ValidatorSettings,
+        self, chain: ChainLike, wallet: Wallet, cfg: SubnetConfig, settings: ValidatorSettings,
         dataset: Dataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
         hotkey: str | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
@@ -123,7 +124,7 @@ class Validator:
         self.lead: LeadLink | None = None
         self.block = 0
         self.tempo = 100
-        self.metagraph: Any = None
+        self.metagraph: Metagraph | None = None
         self.last_weights_block: int | None = None
         self.last_val_loss: float | None = None
         self.windows_closed = 0
@@ -154,7 +155,7 @@ class Validator:
         lead = self.lead_endpoint()
         if lead is None or lead.hotkey == self.hotkey:
             return
-        async with PinnedReader(timeout=self.settings.chain_timeout_s) as reader:
+        async with PinnedReader(timeout=self.settings.lead_timeout_s) as reader:
             await check_against(reader, lead, self.cfg)
 
     def restore_submissions(self) -> int:
@@ -165,7 +166,7 @@ class Validator:
         journal.prune(keep=window)
         restored = self.intake.restore(list(journal.read_window(window)), window)
         if restored:
-            log.info("restored %d submission(s) of window %d from disk", restored, window)
+            log.info(progress_line("restored submissions from disk", w=window, count=restored))
         return restored
 
     async def publish_endpoint(self) -> None:
@@ -174,7 +175,8 @@ class Validator:
                                          cfg=self.cfg.config_hash())
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
-        log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
+        log.info(progress_line("published", uid=self.uid, hotkey=self.hotkey, endpoint=f"{ip}:{self.server.port}",  # type: ignore[union-attr]
+                               commitment=commitment.to_str()))
 
     async def close(self) -> None:
         await self.peers.close()
@@ -214,7 +216,7 @@ class Validator:
             try:
                 closed = await self.close_window()
             except ShardFetchError as exc:  # the data source hiccuped: evaluate again next tick
-                log.warning("fetching data shards failed (retrying next tick): %s", exc)
+                log.warning(progress_line("fetching data shards failed, retrying next tick", reason=exc))
                 break
             if not closed:
                 self.waiting_for_lead = True
@@ -232,7 +234,7 @@ class Validator:
                 self.metagraph = await self.chain.metagraph(self.cfg.netuid)
             self.block = block
         except ChainError as exc:
-            log.warning("chain read failed (retrying next tick): %s", exc)
+            log.warning(progress_line("chain read failed, retrying next tick", reason=exc))
         self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -262,6 +264,16 @@ class Validator:
         if self.metagraph is None:
             return None
         return lead_validator(self.metagraph) or lead_validator(self.metagraph, require_permit=False)
+
+    def lead_fields(self) -> dict[str, Any]:
+        """``lead=<uid> lead_hotkey=<ss58>`` for log lines about the lead."""
+        lead = self.lead_endpoint()
+        return {"lead": lead.uid, "lead_hotkey": lead.hotkey} if lead else {"lead": None}
+
+    @property
+    def uid(self) -> int | None:
+        """Our uid in the last metagraph read (None before it, or when not registered)."""
+        return self.view.uid_of(self.hotkey)
 
     def is_lead(self) -> bool:
         lead = self.lead_endpoint()
@@ -335,7 +347,7 @@ class Validator:
         if self.lead is None or not same_endpoint(self.lead.endpoint, lead):
             if self.lead is not None:
                 await self.lead.close()
-            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.chain_timeout_s)
+            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.lead_timeout_s)
         envelope = await self.lead.aggregate(window)
         if envelope is None or not self.fits_model(window, envelope):
             return None
@@ -347,14 +359,14 @@ class Validator:
         try:
             header, _ = unpack_envelope(envelope, Aggregate)
         except MessageError as exc:
-            log.warning("lead sent a malformed aggregate for window %d: %s", window, exc)
+            log.warning(progress_line("malformed aggregate from the lead", w=window, **self.lead_fields(), reason=exc))
             return False
         ours = self.view.model_hash if self._hashed_window == self.state.model.window else self.state.model.hash()
         if header.window != window or header.netuid != self.cfg.netuid or header.base_model_hash != ours:
-            log.error(
-                "lead's aggregate (window %d, base %s) does not build on our θ_%d (%s): not applied",
-                header.window, header.base_model_hash[:12], window, ours[:12],
-            )
+            log.error(progress_line(
+                "the lead's aggregate does not build on our model: not applied", w=window, **self.lead_fields(),
+                aggregate_w=header.window, aggregate_base=header.base_model_hash[:12], ours=ours[:12],
+            ))
             return False
         return True
 
@@ -412,15 +424,15 @@ class Validator:
         self.last_weights_block = self.block
         try:
             await self.chain.set_weights(self.wallet, self.cfg.netuid, weights)
-            log.info("set weights at block %d: %s", self.block, {u: round(w, 4) for u, w in weights.items()})
+            log.info(progress_line("set weights", block=self.block, weights=",".join(f"{u}:{w:.4f}" for u, w in weights.items())))
         except RateLimitedError as exc:
-            log.info("weights rate-limited: %s", exc)
+            log.info(progress_line("weights rate-limited", reason=exc))
             self.last_weights_block = self.block - self.tempo + (exc.blocks or 1)
         except ChainError as exc:
             if "NoValidatorPermit" in str(exc):
-                log.error("setting weights failed: %s", self.permit_hint())
+                log.error(progress_line("setting weights failed", reason=self.permit_hint()))
             else:
-                log.warning("setting weights failed (retrying next tempo): %s", exc)
+                log.warning(progress_line("setting weights failed, retrying next tempo", reason=exc))
 
     def permit_hint(self) -> str:
         """Why this hotkey has no validator permit, and what to do about it (in TAO)."""

@@ -86,7 +86,7 @@ class ValidatorState:
     @classmethod
     def open(cls, settings: ValidatorSettings, cfg: SubnetConfig,
              params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS) -> ValidatorState:
-        root = Path(settings.state_dir)
+        root = settings.state_path
         root.mkdir(parents=True, exist_ok=True)
         _check_subnet(root / SUBNET_FILE, cfg)
         model_path = root / MODEL_FILE

@@ -89,10 +89,10 @@ def _matrices(state: ChainState, netuid: int, n: int) -> tuple[torch.Tensor, ...
                 weights[uid, dest] = float(value)
                 entries[uid, dest] = True
     bonds = torch.zeros(n, n, dtype=F64)
-    for uid, row in state.bonds(netuid).items():
-        for dest, value in row:
+    for uid, bond_row in state.bonds(netuid).items():  # (dest, bond) floats, unlike weights' ints
+        for dest, bond in bond_row:
             if uid < n and dest < n:
-                bonds[uid, dest] = value
+                bonds[uid, dest] = bond
     return weights, entries, bonds
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,7 @@ class Devnet:
         row = self.state.block(number)
         return None if row is None else str(row["hash"])
 
-    def resolve_block(self, number: int | None = None, block_hash: str | None = None):
+    def resolve_block(self, number: int | None = None, block_hash: str | None = None) -> sqlite3.Row | None:
         """The stored block row for a number or hash (the head when both are None)."""
         if block_hash is not None:
             return self.state.block_by_hash(block_hash)

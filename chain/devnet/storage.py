@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chain.devnet.params import STORAGE_ITEM_PARAM, DevnetConfig
-from chain.devnet.state import ChainState, Neuron
+from chain.devnet.state import ChainState, Neuron, Subnet
 from protocol.payout import SUBNET_OWNER_CUT_U16
 
 ZERO_ACCOUNT = "5C4hrfjw9DjXZTzV3MwzrrAr9P1MJhSrvWGWqi1eSuyUpnhM"  # AccountId32 default
@@ -95,7 +95,7 @@ class StorageReader:
 
     # Helpers ------------------------------------------------------------------
 
-    def _subnet_or_none(self, netuid: Any, item: str):
+    def _subnet_or_none(self, netuid: Any, item: str) -> Subnet | None:
         return self.state.subnet(_int(netuid, item))
 
     def _hyperparam(self, item: str, params: list) -> Any:

@@ -5,6 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from swarmtrain.flags import (
+    FlagSpec,
+    SettingsError,
+    add_flags,
+    flag_specs,
+    namespace_values,
+    validate,
+)
+
+if TYPE_CHECKING:
+    from chain.devnet.params import DevnetConfig
+    from chain.devnet.server import BlockReport
 
 NAME = "devnet"
 HELP = "Run the embedded local chain that the miner, validator and tests use."
@@ -15,34 +29,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=9946, help="port (default 9946)")
     parser.add_argument("--state", type=Path, default=Path.home() / ".swarmtrain" / "devnet",
                         help="state directory; the chain continues from it on restart")
-    parser.add_argument("--block-time", type=float, default=1.0,
-                        help="seconds between blocks (sub-second allowed; default 1.0)")
-    parser.add_argument("--tempo", type=int, default=10,
-                        help="blocks between epochs of new subnets (default 10)")
-    parser.add_argument("--faucet-tao", type=float, default=1000.0,
-                        help="free balance every account starts with (default 1000)")
-    parser.add_argument("--emission-tao-per-block", type=float, default=1.0,
-                        help="alpha minted per block and paid out at each epoch (default 1)")
-    parser.add_argument("--burn-tao", type=float, default=0.1,
-                        help="registration burn of new subnets (default 0.1)")
-    parser.add_argument("--max-allowed-uids", type=int, default=256,
-                        help="uids per new subnet before registration prunes (default 256)")
-    parser.add_argument("--immunity-period", type=int, default=50,
-                        help="blocks a new uid cannot be pruned (default 50)")
+    add_flags(parser, _config_flags())
     parser.add_argument("--quiet", action="store_true", help="print only the URL and errors")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    from pydantic import ValidationError
+    from node.logs import setup_logging
 
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging("WARNING")
     try:
         cfg = _config(args)
-    except ValidationError as error:
-        _say(f"invalid devnet settings: {error.errors()[0]['msg']}", err=True)
+    except SettingsError as error:
+        _say(f"invalid devnet settings: {error}", err=True)
         return 2
     # heavy (torch): after the checks
     from chain.devnet.ledger import Devnet, StateFormatError, StateInUseError
@@ -69,14 +69,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):
+def _config_flags() -> list[FlagSpec]:
+    """``--block-time``, ``--tempo``, ... generated from ``DevnetConfig``'s fields."""
     from chain.devnet.params import DevnetConfig
 
-    return DevnetConfig(
-        block_time=args.block_time, tempo=args.tempo, faucet_tao=args.faucet_tao,
-        emission_tao_per_block=args.emission_tao_per_block, burn_tao=args.burn_tao,
-        max_allowed_uids=args.max_allowed_uids, immunity_period=args.immunity_period,
-    )
+    return flag_specs(DevnetConfig)
+
+
+def _config(args: argparse.Namespace) -> DevnetConfig:
+    from chain.devnet.params import DevnetConfig
+
+    specs = _config_flags()
+    return validate(DevnetConfig, namespace_values(specs, args), specs)
 
 
 def _say(text: str, *, err: bool = False) -> bool:
@@ -91,10 +95,10 @@ def _say(text: str, *, err: bool = False) -> bool:
 class _EpochPrinter:
     """One line per epoch, until stdout goes away."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool) -> None:
         self.enabled = not quiet
 
-    def on_block(self, report) -> None:
+    def on_block(self, report: BlockReport) -> None:
         for epoch in report.epochs if self.enabled else ():
             self.enabled = _say(
                 f"block {epoch.block}: epoch netuid {epoch.netuid}: {epoch.neurons} uids, "

@@ -15,7 +15,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from swarmtrain.commands._chainargs import add_netuid_arg, add_network_args, fail, network_of
+from swarmtrain.commands._chainargs import (
+    add_netuid_arg,
+    add_network_args,
+    fail,
+    network_of,
+    subtensor_of,
+)
 
 NAME = "subnet"
 HELP = "write a documented subnet config (init), explain one (show), or fetch the lead validator's (fetch)"
@@ -146,7 +152,8 @@ async def _fetch_config(args: argparse.Namespace) -> tuple[Any, Any]:
     from node.subnet_check import PinnedReader, SubnetConfigError, fetch_subnet_config
     from node.validators import find_validators
 
-    async with await Chain.connect(network_of(args), timeout=args.timeout) as chain:
+    timeout = subtensor_of(args).timeout_s
+    async with await Chain.connect(network_of(args), timeout=timeout) as chain:
         mg = await chain.metagraph(args.netuid)
     found = find_validators(mg) or find_validators(mg, require_permit=False)
     if args.validator_uid is not None:
@@ -155,5 +162,5 @@ async def _fetch_config(args: argparse.Namespace) -> tuple[Any, Any]:
         which = f"validator uid {args.validator_uid}" if args.validator_uid is not None else "no validator"
         raise SubnetConfigError(f"{which} has published an endpoint and commitment on netuid {args.netuid} "
                                 "yet: start the validator first, or ask the subnet owner for subnet.json")
-    async with PinnedReader(timeout=args.timeout) as reader:
+    async with PinnedReader(timeout=timeout) as reader:
         return await fetch_subnet_config(reader, found[0]), found[0]

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from protocol.data import DataSourceError
 from protocol.shards import (
@@ -162,7 +163,7 @@ class _Counts:
         self.docs = [self.docs[0] + encoded.docs[0], self.docs[1] + encoded.docs[1]]
 
 
-def _manifest(opts: PrepareOptions, info: TokenizerInfo, dtype: str, entries: dict[str, list[ShardEntry]],
+def _manifest(opts: PrepareOptions, info: TokenizerInfo, dtype: Literal["uint16", "uint32"], entries: dict[str, list[ShardEntry]],
               counts: _Counts, max_id: int) -> Manifest:
     for split in ("train", "val"):
         if not entries[split]:

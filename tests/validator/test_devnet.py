@@ -49,7 +49,7 @@ async def test_validator_on_devnet(tmp_path, monkeypatch):
             await chain.register(wallets["val"], 1)
             miner_uid = await chain.register(wallets["miner"], 1)
             await chain.add_stake(wallets["val"], 1, 100.0)
-            settings = ValidatorSettings(state_dir=tmp_path / "v", port=0, poll_interval_s=0.1)
+            settings = ValidatorSettings(netuid=DEVNET_CFG.netuid, state_dir=tmp_path / "v", port=0, poll_interval_s=0.1)
             fix_secret(tmp_path / "v")
             v = Validator(chain, wallets["val"], DEVNET_CFG, settings, ds)
             await v.start()

@@ -41,7 +41,7 @@ def ds():
 @pytest.fixture
 async def node(tmp_path, ds):
     chain = FakeChain(CFG.netuid, [VAL.ss58_address] + [m.ss58_address for m in MINERS], [100.0, 0, 0, 0])
-    settings = ValidatorSettings(state_dir=tmp_path / "v", port=0, max_body_bytes=MAX_BODY, poll_interval_s=0.05)
+    settings = ValidatorSettings(netuid=CFG.netuid, state_dir=tmp_path / "v", port=0, max_body_bytes=MAX_BODY, poll_interval_s=0.05)
     v = Validator(chain, VAL, CFG, settings, ds, hotkey=VAL.ss58_address)
     await v.start()
     try:
@@ -158,3 +158,32 @@ async def test_get_endpoints(node):
         assert status == 200 and b'"window":0' in body
         status, body = await client.get(_url(v), "/status", receiver_hotkey=None, pinned_fingerprint=fp)
         assert status == 200 and v.state.model.hash().encode() in body
+
+
+async def test_log_lines_carry_uid_next_to_hotkey(node, ds):
+    """One key=value line per accepted or refused submission, with the signer's uid and hotkey."""
+    import io
+    import logging
+
+    from node.logs import ROOT_LOGGER, setup_logging
+
+    v, _ = node
+    state = v.state.model
+    root = logging.getLogger(ROOT_LOGGER)
+    saved = (root.handlers[:], root.level, root.propagate)
+    stream = io.StringIO()
+    setup_logging("INFO", stream=stream)
+    try:
+        good = submission_body(MINERS[0], 1, 0, _payload(state), base_hash=state.hash(), ds=ds)
+        assert await _post(v, MINERS[0], good) == (200, "ok")
+        late = submission_body(MINERS[1], 2, 1, _payload(state), base_hash=state.hash(), ds=ds)
+        assert await _post(v, MINERS[1], late) == (425, "window_not_open")
+        stranger = submission_body(STRANGER, 1, 0, _payload(state), base_hash=state.hash(), ds=ds)
+        assert await _post(v, STRANGER, stranger) == (403, "not_registered")
+    finally:
+        root.handlers[:], root.level, root.propagate = saved
+    lines = [line for line in stream.getvalue().splitlines() if "swarmtrain.validator.intake:" in line]
+    assert len(lines) == 3, lines
+    assert f"accepted w=0 uid=1 hotkey={MINERS[0].ss58_address} bytes=" in lines[0]
+    assert f"refused uid=2 hotkey={MINERS[1].ss58_address} status=425 code=window_not_open reason=" in lines[1]
+    assert f"refused uid=None hotkey={STRANGER.ss58_address} status=403 code=not_registered" in lines[2]
