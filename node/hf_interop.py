@@ -149,6 +149,8 @@ def write_tokenizer(out: Path, tokenizer: str, max_len: int) -> dict[str, int | 
 
     ``tokenizer`` is ``bytes`` or the path of the subnet's ``tokenizers`` JSON file.
     """
+    ids: dict[str, int | None]
+    specials: dict[str, str | None]
     if tokenizer == BYTES:
         doc, ids = byte_tokenizer_json(), {"bos": BOS, "eos": EOS, "pad": PAD}
         specials = {"bos_token": BOS_TEXT, "eos_token": EOS_TEXT, "pad_token": PAD_TEXT}

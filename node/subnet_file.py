@@ -61,7 +61,7 @@ def documented(cfg: SubnetConfig) -> dict[str, Any]:
     return {"_about": about, "_doc": docs, **cfg.model_dump()}
 
 
-def write_documented(cfg: SubnetConfig, path: Any) -> None:
+def write_documented(cfg: SubnetConfig, path: Path) -> None:
     """Write ``documented(cfg)`` as indented JSON (atomically: temp file, then rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
+from chain.types import Metagraph
 from node.signed_http import NodeHttpError
 from node.subnet_check import PinnedReader
 from node.validators import ValidatorEndpoint, find_validators
@@ -40,7 +41,7 @@ async def read_validator(reader: PinnedReader, v: ValidatorEndpoint) -> dict[str
     return row
 
 
-async def validator_views(metagraph: Any, *, timeout: float) -> list[dict[str, Any]]:
+async def validator_views(metagraph: Metagraph, *, timeout: float) -> list[dict[str, Any]]:
     """Every validator with an endpoint and commitment, highest stake (the lead) first."""
     endpoints = find_validators(metagraph, require_permit=False)
     async with PinnedReader(timeout=timeout) as reader:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from chain.types import Metagraph
 from node.metrics import METRICS_PATH, exposition
 from node.subnet_check import SUBNET_CONFIG_PATH
 from protocol.subnet import SubnetConfig
@@ -37,7 +38,7 @@ class OperatorSource(Protocol):
     cfg: SubnetConfig
     telemetry: ValidatorTelemetry
     peers: PeerWatch
-    metagraph: Any
+    metagraph: Metagraph | None
 
     def status(self) -> dict[str, Any]: ...
 

@@ -22,7 +22,7 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from bittensor import http_auth
@@ -66,14 +66,14 @@ class IntakeObserver(Protocol):
     """Who hears about every request (``validator.telemetry.ValidatorTelemetry``)."""
 
     def on_received(self, nbytes: int) -> None: ...
-    def on_outcome(self, header: Any, outcome: str, expected_hash: str | None = None) -> None: ...
+    def on_outcome(self, header: Submission | None, outcome: str, expected_hash: str | None = None) -> None: ...
 
 
 class _Nobody:
     def on_received(self, nbytes: int) -> None:
         pass
 
-    def on_outcome(self, header: Any, outcome: str, expected_hash: str | None = None) -> None:
+    def on_outcome(self, header: Submission | None, outcome: str, expected_hash: str | None = None) -> None:
         pass
 
 
@@ -163,7 +163,7 @@ class Intake:
             raise
         return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
 
-    def _expected_hash(self, header: Any) -> str | None:
+    def _expected_hash(self, header: Submission | None) -> str | None:
         """θ_w's hash when ``header`` is for the open window (its base model must be that)."""
         if header is None or header.window != self.view.open_window:
             return None

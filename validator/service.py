@@ -252,8 +252,8 @@ class Validator:
     def has_no_stake(self) -> bool:
         """No permit and no stake: weights will be refused until the operator stakes."""
         mg = self.metagraph
-        uid = mg.uid_of(self.hotkey) if mg is not None and hasattr(mg, "uid_of") else None
-        if uid is None:
+        uid = mg.uid_of(self.hotkey) if mg is not None else None
+        if mg is None or uid is None:
             return False
         i = mg.uids.index(uid)
         return not bool(mg.validator_permit[i]) and float(mg.stake[i]) <= 0.0
@@ -436,9 +436,9 @@ class Validator:
 
     def permit_hint(self) -> str:
         """Why this hotkey has no validator permit, and what to do about it (in TAO)."""
-        mg, uid = self.metagraph, None
+        mg = self.metagraph
         uid = mg.uid_of(self.hotkey) if mg is not None else None
-        stake = float(mg.stake[mg.uids.index(uid)]) if uid is not None else 0.0
+        stake = float(mg.stake[mg.uids.index(uid)]) if mg is not None and uid is not None else 0.0
         return (f"hotkey {self.hotkey} (uid {uid}) holds no validator permit on netuid {self.cfg.netuid} "
                 f"(stake τ{stake:.4f}): permits go to the highest-stake hotkeys at each epoch; stake on it with "
                 f"`swarmtrain stake add --netuid {self.cfg.netuid} --amount TAO` and this validator's "

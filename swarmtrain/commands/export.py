@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from protocol.model import ModelConfig
 
 NAME = "export"
 HELP = "export the model as a Hugging Face transformers directory (LLaMA, safetensors, fast tokenizer)"
@@ -60,7 +65,7 @@ def model_file(path: Path) -> Path:
     raise ValueError(f"{path}: no model here; pass a validator or miner state directory or a model file")
 
 
-def load_model(path: Path, tokenizer: str | None) -> tuple[dict[str, Any], Any, str, int | None]:
+def load_model(path: Path, tokenizer: str | None) -> tuple[dict[str, Tensor], ModelConfig, str, int | None]:
     """(weights by our names, ModelConfig, tokenizer to export, window or None)."""
     from safetensors import safe_open
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from swarmtrain.flags import SettingsError, add_settings_flags, load_settings
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from protocol.subnet import SubnetConfig
     from swarmtrain.local_settings import LocalSettings
 
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_files(console, summary: Path, png: Path | None, logs: Path) -> None:  # console: rich Console
+def print_files(console: Console, summary: Path, png: Path | None, logs: Path) -> None:
     """Where the outputs are. markup=False: rich would read "[plot]" as a style tag."""
     console.print(f"summary: {summary}", markup=False)
     console.print(f"plot: {png}" if png else PLOT_SKIPPED, markup=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarmtrain.commands._chainargs import (
     add_netuid_arg,
@@ -22,6 +22,10 @@ from swarmtrain.commands._chainargs import (
     network_of,
     subtensor_of,
 )
+
+if TYPE_CHECKING:
+    from node.validators import ValidatorEndpoint
+    from protocol.subnet import SubnetConfig
 
 NAME = "subnet"
 HELP = "write a documented subnet config (init), explain one (show), or fetch the lead validator's (fetch)"
@@ -147,7 +151,7 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _fetch_config(args: argparse.Namespace) -> tuple[Any, Any]:
+async def _fetch_config(args: argparse.Namespace) -> tuple[SubnetConfig, ValidatorEndpoint]:
     from chain.client import Chain
     from node.subnet_check import PinnedReader, SubnetConfigError, fetch_subnet_config
     from node.validators import find_validators
