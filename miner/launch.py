@@ -33,9 +33,10 @@ def subnet_config(s: MinerSettings) -> SubnetConfig:
     """The subnet config file if given (its netuid/preset must agree), else defaults."""
     cfg = load_subnet_config(s.subnet_config, s.netuid, s.preset)
     if s.subnet_config is None:
-        log.warning("no --subnet-config given: using the default config (hash %s…); if the lead validator "
-                    "runs another, the miner stops and says which fields differ (get the subnet's with "
-                    "`swarmtrain subnet fetch --netuid %d --out subnet.json`)", cfg.config_hash()[:12], s.netuid)
+        log.warning(progress_line(
+            "no --subnet-config given: using the default config; if the lead validator runs another, the miner "
+            "stops and says which fields differ", config_hash=cfg.config_hash()[:12],
+            fix=f"swarmtrain subnet fetch --netuid {s.netuid} --out subnet.json"))
     return cfg
 
 

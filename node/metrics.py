@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from node.logs import MetricsWriter
+from node.logs import MetricsWriter, progress_line
 
 if TYPE_CHECKING:
     from node.signed_http import SignedClient
@@ -179,7 +179,7 @@ class MetricsServer:
                 "--metrics-port (0 picks a free one) or --no-metrics"
             ) from exc
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("Prometheus metrics at http://%s:%d%s", host, bound, METRICS_PATH)
+        log.info(progress_line("Prometheus metrics", url=f"http://{host}:{bound}{METRICS_PATH}"))
         return cls(runner, host, bound)
 
     async def stop(self) -> None:

@@ -385,8 +385,8 @@ class LocalNet:
     def announce_dashboard(self) -> None:
         """Log where the dashboards are (and open the lead's in a browser when asked)."""
         for name in self.cfg.validator_names:
-            log.info("dashboard of %s: %s (self-signed certificate: the browser asks once)",
-                     name, self.dashboard_url(name))
+            log.info(progress_line("dashboard (self-signed certificate: the browser asks once)", name=name,
+                                   url=self.dashboard_url(name)))
         if self.cfg.open_dashboard:
             import webbrowser
 
@@ -403,7 +403,8 @@ class LocalNet:
             else:
                 path.unlink()
         if leftovers:
-            log.info("removed the previous run's %s from %s", ", ".join(p.name for p in leftovers), self.out)
+            log.info(progress_line("removed the previous run's outputs", out=self.out,
+                                   removed=",".join(p.name for p in leftovers)))
 
     async def run(self) -> LocalRunResult:
         """Start everything, wait for N windows and a tempo, collect the results."""
@@ -480,7 +481,7 @@ class LocalNet:
                 return
             self.check_alive()
             await asyncio.sleep(self.cfg.block_time)
-        log.warning("no miner has emission (or a validator no dividends) after waiting three more tempos")
+        log.warning(progress_line("no miner has emission (or a validator no dividends) after waiting three more tempos"))
 
     def paid(self, mg: Metagraph) -> bool:
         """Some honest miner has emission and every validator has dividends."""

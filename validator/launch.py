@@ -27,10 +27,10 @@ def subnet_config(s: ValidatorSettings) -> SubnetConfig:
     """The subnet config file if given (its netuid must agree), else defaults for the netuid."""
     cfg = load_subnet_config(s.subnet_config, s.netuid)
     if s.subnet_config is None:
-        log.warning("no --subnet-config given: using the default config (hash %s…); a validator whose config "
-                    "is not the lead's refuses to start (get it with `swarmtrain subnet fetch --netuid %d "
-                    "--out subnet.json`, or write a new subnet's with `swarmtrain subnet init`)",
-                    cfg.config_hash()[:12], s.netuid)
+        log.warning(progress_line(
+            "no --subnet-config given: using the default config; a validator whose config is not the lead's "
+            "refuses to start", config_hash=cfg.config_hash()[:12],
+            fix=f"swarmtrain subnet fetch --netuid {s.netuid} --out subnet.json (a new subnet: swarmtrain subnet init)"))
     return cfg
 
 

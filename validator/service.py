@@ -147,7 +147,7 @@ class Validator:
         await self.sync_chain(force=True)
         self.refresh_view()
         if self.has_no_stake():
-            log.warning(self.permit_hint())
+            log.warning(progress_line("no stake: weights will be refused", reason=self.permit_hint()))
 
     async def check_lead_config(self) -> None:
         """Refuse to start (``SubnetConfigMismatch``, naming the fields) when another validator
