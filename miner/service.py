@@ -34,7 +34,7 @@ from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError
-from node.validators import ValidatorEndpoint, find_validators
+from node.validators import ValidatorEndpoint, lead_validator, serving_validators
 from protocol import codec
 from protocol.data import Dataset
 from protocol.subnet import SubnetConfig
@@ -100,10 +100,6 @@ class WindowReport:
         }
 
 
-def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
-    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
-
-
 class Miner:
     """A miner node: trains on its assigned data each window and submits Δ.
 
@@ -136,7 +132,7 @@ class Miner:
         self.options = options or MinerOptions()
         self.clock = WindowClock(chain, cfg.blocks_per_window)
         self.submitter = Submitter(client)
-        self.codec_cfg = codec_config(cfg)
+        self.codec_cfg = cfg.codec_config()
         self.error_feedback = codec.ErrorFeedback(cfg.error_feedback_beta)
         self.model: ModelState = ModelState.initial(cfg)
         self.uid = -1
@@ -165,19 +161,18 @@ class Miner:
         self.uid = int(uid)
 
     def validators(self) -> list[ValidatorEndpoint]:
-        """Permitted validators; before any permit exists, every committed validator."""
-        found = find_validators(self.metagraph)
-        return found or find_validators(self.metagraph, require_permit=False)
+        """The validators to submit to (``protocol.lead``'s serving set)."""
+        return serving_validators(self.metagraph)
 
     async def lead_link(self) -> ValidatorLink:
         """Link to the lead validator, waiting for one to appear on chain."""
 
         async def attempt() -> ValidatorLink:
             await self.refresh_metagraph()
-            found = self.validators()
-            if not found:
+            lead = lead_validator(self.metagraph)
+            if lead is None:
                 raise SyncError("no validator has published an endpoint yet")
-            return ValidatorLink(self.client, found[0], self.cfg)
+            return ValidatorLink(self.client, lead, self.cfg)
 
         return await poll(
             attempt, timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,

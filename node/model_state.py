@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,9 +24,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
-from node.aggregate_payload import decode_aggregate
 from node.checkpoints import atomic_write
-from protocol.model import Transformer, build_model, model_hash, param_spec, subnet_model_config
+from protocol.aggregate_payload import decode_aggregate
+from protocol.model import Transformer, initial_model, model_hash, param_spec
 from protocol.outer import OuterOptimizer
 from protocol.subnet import SubnetConfig
 
@@ -43,11 +42,6 @@ class ModelStateError(ValueError):
     """A saved model state is unreadable, for another subnet config, or tampered with."""
 
 
-def initial_seed(cfg: SubnetConfig) -> int:
-    """θ_0's init seed: the first 8 bytes of sha256(subnet seed), big endian."""
-    return int.from_bytes(hashlib.sha256(cfg.seed_bytes).digest()[:8], "big")
-
-
 class ModelState:
     """θ_w for a subnet config, its window, and the outer optimizer (CPU, fp32)."""
 
@@ -60,8 +54,7 @@ class ModelState:
 
     @classmethod
     def initial(cls, cfg: SubnetConfig) -> ModelState:
-        model = build_model(subnet_model_config(cfg), seed=initial_seed(cfg))
-        return cls(cfg, model, 0, _new_outer(cfg))
+        return cls(cfg, initial_model(cfg), 0, _new_outer(cfg))
 
     def hash(self) -> str:
         return model_hash(self.model)

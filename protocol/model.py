@@ -125,6 +125,16 @@ def subnet_model_config(cfg: SubnetConfig) -> ModelConfig:
     return preset(cfg.preset, cfg.vocab_size)
 
 
+def initial_seed(cfg: SubnetConfig) -> int:
+    """θ_0's init seed: the first 8 bytes of sha256(subnet seed), big endian."""
+    return int.from_bytes(hashlib.sha256(cfg.seed_bytes).digest()[:8], "big")
+
+
+def initial_model(cfg: SubnetConfig) -> Transformer:
+    """θ_0 of a subnet: every node builds these exact weights from the subnet config."""
+    return build_model(subnet_model_config(cfg), seed=initial_seed(cfg))
+
+
 # ---------------------------------------------------------------------------- modules
 
 

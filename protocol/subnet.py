@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # a type only: the codec (torch) is imported when a node asks for it
+    from protocol.codec import CodecConfig
 
 PROTOCOL_VERSION = 1
 
@@ -60,6 +63,12 @@ class SubnetConfig(BaseModel):
     @property
     def samples_per_window(self) -> int:
         return self.inner_steps * self.batch_size
+
+    def codec_config(self) -> CodecConfig:
+        """The update codec every miner encodes with and every validator decodes with."""
+        from protocol.codec import CodecConfig
+
+        return CodecConfig(chunk=self.codec_chunk, topk=self.codec_topk, bits=self.codec_bits)
 
     def config_hash(self) -> str:
         """sha256 over the canonical JSON of every field."""

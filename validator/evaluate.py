@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from node.aggregate_payload import AGGREGATE_CODEC
 from node.model_state import ModelState
-from protocol import codec, criteria
+from protocol import criteria
+from protocol.aggregate_payload import decode_aggregate_sparse
 from protocol.codec import decompress
 from protocol.data import TokenDataset
 from protocol.model import Transformer, lm_loss, sample_losses
@@ -100,7 +100,7 @@ class Evaluator:
     def note_aggregate(self, payload: bytes, spec: Mapping[str, tuple[int, ...]]) -> None:
         """Remember the sketch of a published aggregate (updates alike to it are copies)."""
         if payload:
-            self.last_aggregate = sketch(codec.decode(payload, spec, AGGREGATE_CODEC), spec)
+            self.last_aggregate = sketch(decode_aggregate_sparse(payload, spec), spec)
 
     def earlier(self) -> list[np.ndarray]:
         """Sketches a new update must not repeat: recent windows' updates, the last aggregate."""

@@ -224,11 +224,10 @@ class Validator:
             self.view.hotkeys = {int(u): str(h) for u, h in zip(mg.uids, mg.hotkeys, strict=True)}
 
     def lead_endpoint(self) -> ValidatorEndpoint | None:
-        """The lead as miners see it: the highest-stake permitted validator, or, before any
-        permit exists (first epoch), the highest-stake validator with an endpoint on chain."""
+        """The lead every node follows (``protocol.lead``), from the last metagraph read."""
         if self.metagraph is None:
             return None
-        return lead_validator(self.metagraph) or lead_validator(self.metagraph, require_permit=False)
+        return lead_validator(self.metagraph)
 
     def is_lead(self) -> bool:
         lead = self.lead_endpoint()

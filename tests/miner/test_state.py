@@ -25,7 +25,7 @@ def _trained_state() -> tuple[MinerState, InnerTrainer, codec.ErrorFeedback]:
     trainer = InnerTrainer(preset("tiny"), lr=1e-3)
     result = trainer.train(model.params(), _batches())
     ef = codec.ErrorFeedback(CFG.error_feedback_beta)
-    ef.step(result.delta, codec.CodecConfig(chunk=CFG.codec_chunk, topk=CFG.codec_topk, bits=CFG.codec_bits))
+    ef.step(result.delta, CFG.codec_config())
     model.window = 4
     return MinerState(model, trainer.optimizer_state(), ef.state_dict()), trainer, ef
 
