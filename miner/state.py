@@ -3,9 +3,10 @@
 A checkpoint is a directory ``ckpt-<window>`` holding the network model θ_w
 (``model.safetensors``, written by ``node.model_state.ModelState``), the inner
 AdamW state and the error-feedback buffer (``local.safetensors``: tensors, with the
-non-tensor structure as JSON in the metadata) and ``meta.json``. It is written under
-a temporary name, fsynced and renamed; ``LATEST`` (replaced atomically) names the
-newest complete one, so a crash at any point leaves the previous checkpoint loadable.
+non-tensor structure as JSON in the metadata) and ``meta.json``. Each file is written with
+``protocol.files.atomic_write`` into a directory with a temporary name, which is fsynced
+and renamed; ``LATEST`` (replaced atomically) names the newest complete one, so a crash at
+any point leaves the previous checkpoint loadable.
 No pickle, no torch.load.
 
 Example:
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
-from node.checkpoints import atomic_write, fsync_dir
 from node.model_state import ModelState
+from protocol.files import atomic_write, fsync_dir
 from protocol.subnet import SubnetConfig
 
 LATEST = "LATEST"
@@ -104,11 +106,6 @@ def _key(kind: str, key: str) -> Any:
     return int(key) if kind == "int" else key
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
 class MinerStateStore:
     """Directory of miner checkpoints; keeps the newest ``keep`` of them.
 
@@ -131,10 +128,14 @@ class MinerStateStore:
         tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        self._write_parts(tmp, state)
-        fsync_dir(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        try:
+            self._write_parts(tmp, state)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(self.root)
         self._write_latest(final.name)
         self._prune()
         return final
@@ -144,16 +145,14 @@ class MinerStateStore:
         tensors, skeleton = flatten_state(
             {"inner_optimizer": state.inner_optimizer, "error_feedback": state.error_feedback}
         )
-        save_file(tensors, str(directory / LOCAL_FILE), metadata={"skeleton": json.dumps(skeleton)})
+        atomic_write(directory / LOCAL_FILE, safetensors_save(tensors, metadata={"skeleton": json.dumps(skeleton)}))
         meta = {
             "version": STATE_VERSION,
             "window": state.window,
             "model_hash": state.model.hash(),
             "subnet_config_hash": state.model.cfg.config_hash(),
         }
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        for name in (MODEL_FILE, LOCAL_FILE, META_FILE):
-            _fsync_file(directory / name)
+        atomic_write(directory / META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
 
     def _write_latest(self, name: str) -> None:
         atomic_write(self.root / LATEST, name.encode("utf-8"))

@@ -24,8 +24,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
-from node.checkpoints import atomic_write
 from protocol.aggregate_payload import decode_aggregate
+from protocol.files import atomic_write
 from protocol.model import Transformer, initial_model, model_hash, param_spec
 from protocol.outer import OuterOptimizer
 from protocol.subnet import SubnetConfig

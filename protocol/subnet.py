@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.files import atomic_write
+
 if TYPE_CHECKING:  # a type only: the codec (torch) is imported when a node asks for it
     from protocol.codec import CodecConfig
 
@@ -80,4 +82,4 @@ class SubnetConfig(BaseModel):
         return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        atomic_write(Path(path), self.model_dump_json(indent=2).encode("utf-8"))

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.checkpoints import atomic_write
 from protocol.codec import SparseUpdate
+from protocol.files import atomic_write
 from protocol.messages import pack_envelope
 
 log = logging.getLogger("swarmtrain.validator.store")

@@ -97,11 +97,12 @@ def test_keeps_newest_and_survives_a_crash_mid_save(tmp_path, monkeypatch):
     def crash(*_a, **_k):
         raise OSError("disk died")
 
-    monkeypatch.setattr("miner.state.save_file", crash)
+    monkeypatch.setattr("miner.state.safetensors_save", crash)
     with pytest.raises(OSError):
         store.save(state)
     loaded = store.load(CFG)
     assert loaded is not None and loaded.window == 6
+    assert not list(tmp_path.glob(".tmp-*"))  # the half-written directory is gone
 
 
 def test_damaged_model_is_refused(tmp_path):
