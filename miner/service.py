@@ -28,7 +28,7 @@ from torch import Tensor
 from chain.errors import ChainError
 from miner.state import MinerState, MinerStateStore
 from miner.submit import SubmitOutcome, Submitter, build_submission
-from miner.sync import SyncError, ValidatorLink, WindowClock, catch_up, poll
+from miner.sync import AggregateNotReady, SyncError, ValidatorLink, WindowClock, catch_up
 from miner.trainer import InnerTrainer, TrainResult, split_batches
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
@@ -37,6 +37,7 @@ from node.signed_http import NodeHttpError
 from node.validators import ValidatorEndpoint, lead_validator, serving_validators
 from protocol import codec
 from protocol.data import Dataset
+from protocol.retry import TRANSIENT_BACKOFF, Backoff, retry
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 
@@ -135,6 +136,7 @@ class Miner:
         self.codec_cfg = cfg.codec_config()
         self.error_feedback = codec.ErrorFeedback(cfg.error_feedback_beta)
         self.model: ModelState = ModelState.initial(cfg)
+        self.polling = Backoff.every(self.options.poll_interval_s)  # waiting for a validator / aggregate
         self.uid = -1
         self.metagraph: Any = None
         self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
@@ -174,10 +176,7 @@ class Miner:
                 raise SyncError("no validator has published an endpoint yet")
             return ValidatorLink(self.client, lead, self.cfg)
 
-        return await poll(
-            attempt, timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
-            retry_on=(SyncError,),
-        )
+        return await retry(attempt, timeout=self.options.sync_timeout_s, backoff=self.polling, retry_on=(SyncError,))
 
     # ---- the loop ---------------------------------------------------------------------
     async def run(self, max_windows: int | None = None) -> None:
@@ -194,7 +193,7 @@ class Miner:
                     if failures > self.options.max_consecutive_failures:
                         raise
                     log.warning("window failed (%s: %s); retrying", type(exc).__name__, exc)
-                    await asyncio.sleep(min(30.0, self.options.poll_interval_s * 2**failures))
+                    await asyncio.sleep(TRANSIENT_BACKOFF.delay(failures))
                     continue
                 failures = 0
                 done += 1
@@ -213,9 +212,9 @@ class Miner:
         if self.model.window >= window:
             return
         started = time.monotonic()
-        self.model = await poll(
-            lambda: catch_up(self.model, link, window),
-            timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
+        self.model = await retry(
+            lambda: catch_up(self.model, link, window), timeout=self.options.sync_timeout_s,
+            backoff=self.polling, retry_on=(AggregateNotReady, NodeHttpError),
         )
         log.info(progress_line("synced", window=window, model=self.model.hash()[:12], s=time.monotonic() - started))
 

@@ -14,14 +14,12 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from node.model_state import ModelDesyncError, ModelState, ModelStateError
-from node.signed_http import NodeHttpError, parse_error
+from node.signed_http import parse_error
 from node.validators import ValidatorEndpoint
 from protocol.messages import Aggregate, CheckpointManifest, MessageError, unpack_envelope
 from protocol.subnet import SubnetConfig
@@ -183,22 +181,3 @@ async def catch_up(model: ModelState, link: ValidatorLink, target: int) -> Model
             return await replay(fresh, link, target)
         except ModelDesyncError as again:
             raise SyncError(f"still diverged after loading a checkpoint: {again}") from again
-
-
-async def poll(
-    attempt: Callable[[], Awaitable[Any]],
-    *,
-    timeout: float,
-    interval: float = 1.0,
-    retry_on: tuple[type[BaseException], ...] = (AggregateNotReady, NodeHttpError),
-) -> Any:
-    """Call ``attempt`` until it returns, retrying on ``retry_on`` errors until ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await attempt()
-        except retry_on:
-            if loop.time() + interval > deadline:
-                raise
-            await asyncio.sleep(interval)

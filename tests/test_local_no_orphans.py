@@ -11,10 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from protocol.retry import Backoff, Waiter
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = os.environ.get("SWARMTRAIN_CACHE") or str(Path.home() / ".cache" / "swarmtrain")
@@ -54,13 +55,14 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_for_children(proc: subprocess.Popen, kinds: tuple[str, ...], timeout: float) -> dict[int, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    waiter = Waiter(timeout, Backoff.every(0.2))
+    while True:
         assert proc.poll() is None, f"swarmtrain local exited early with {proc.returncode}"
         kids = children_of(proc.pid)
         if all(any(f"swarmtrain {kind}" in cmd for cmd in kids.values()) for kind in kinds):
             return kids
-        time.sleep(0.2)
+        if not waiter.pause_sync():
+            break
     pytest.fail(f"children {kinds} did not all start within {timeout}s: {children_of(proc.pid)}")
 
 
@@ -78,9 +80,9 @@ def test_children_die_with_a_killed_parent(tmp_path):
         assert len(kids) == 3, kids
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in kids) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        waiter = Waiter(30, Backoff.every(0.2))
+        while any(_alive(pid) for pid in kids) and waiter.pause_sync():
+            pass
         left = {pid: cmd for pid, cmd in kids.items() if _alive(pid)}
         assert not left, f"orphans outlived the killed parent: {left}"
     finally:

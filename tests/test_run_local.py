@@ -5,11 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
 
+from protocol.retry import Backoff, Waiter
 from protocol.subnet import SubnetConfig
 from swarmtrain.localnet import LocalNetConfig, LocalRunResult, ManagedProcess, MinerSpec
 from swarmtrain.localnet_report import build_summary, plot, render, write_summary
@@ -125,11 +125,10 @@ def test_swarmtrain_local_stops_every_process_on_sigterm(tmp_path):
          "--block-time", "0.3"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 90
+        waiter = Waiter(90, Backoff.every(0.2))
         while not (out / "logs" / "miner1.log").exists():
             assert proc.poll() is None, "swarmtrain local exited early"
-            assert time.monotonic() < deadline, "the miner was never started"
-            time.sleep(0.2)
+            assert waiter.pause_sync(), "the miner was never started"
         children = _pids_mentioning(str(out))
         assert len(children) >= 3  # devnet, validator, miner
         proc.send_signal(signal.SIGTERM)

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.devnet.wire import Extrinsic, signing_payload, to_jsonable
+from protocol.retry import Backoff, Waiter
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -62,14 +62,15 @@ class DevnetProcess:
             return None
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        waiter = Waiter(timeout, Backoff.every(0.1))
+        while True:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"devnet exited with {self.proc.returncode}:\n{self.log_tail()}")
             found = self.health()
             if found is not None:
                 return found
-            time.sleep(0.1)
+            if not waiter.pause_sync():
+                break
         self.stop()
         raise TimeoutError(f"devnet not ready within {timeout}s:\n{self.log_tail()}")
 

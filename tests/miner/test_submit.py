@@ -13,6 +13,7 @@ from node.signed_http import RequestRefused, SignedClient, error_response, verif
 from node.tls import ensure_identity, server_context
 from node.validators import ValidatorEndpoint
 from protocol.messages import Submission, data_digest, unpack_envelope
+from protocol.retry import Backoff
 from protocol.subnet import SubnetConfig
 
 CFG = SubnetConfig(preset="tiny", dataset_hash="")
@@ -99,7 +100,7 @@ async def test_submit_accepted_then_duplicate_refused_with_reason(tmp_path, wall
     try:
         async with SignedClient(miner, timeout=10) as client:
             endpoint = ValidatorEndpoint(uid=0, hotkey=vhk, url=url, fingerprint=fp, stake=1.0)
-            submitter = Submitter(client, max_attempts=3, backoff_s=0.01)
+            submitter = Submitter(client, max_attempts=3, backoff=Backoff(first=0.01))
             body = _body(miner.hotkey.ss58_address)
             [first] = await submitter.submit_all([endpoint], body, deadline_s=10)
             assert first.accepted and first.attempts == 2  # one 503, then accepted
@@ -123,7 +124,7 @@ async def test_unreachable_validator_gives_up_at_deadline(wallets):
                                  fingerprint="ab" * 32, stake=1.0)
     async with SignedClient(miner, timeout=2) as client:
         started = asyncio.get_running_loop().time()
-        [out] = await Submitter(client, max_attempts=10, backoff_s=0.2).submit_all(
+        [out] = await Submitter(client, max_attempts=10, backoff=Backoff(first=0.2)).submit_all(
             [endpoint], _body(miner.hotkey.ss58_address), deadline_s=1.0
         )
     assert not out.accepted and out.status == 0 and out.code == "unreachable"

@@ -9,9 +9,9 @@ from miner.sync import (
     ValidatorLink,
     WindowClock,
     catch_up,
-    poll,
 )
 from node.model_state import ModelState
+from protocol.retry import Backoff, retry
 from protocol.subnet import SubnetConfig
 from tests.miner.fakes import ENDPOINT, FakeChain, FakeValidator
 
@@ -59,7 +59,8 @@ async def test_missing_aggregate_is_not_ready_and_poll_gives_up():
     validator = FakeValidator(CFG, windows=1)
     link = ValidatorLink(validator, ENDPOINT, CFG)
     with pytest.raises(AggregateNotReady):
-        await poll(lambda: catch_up(ModelState.initial(CFG), link, 2), timeout=0.05, interval=0.01)
+        await retry(lambda: catch_up(ModelState.initial(CFG), link, 2), timeout=0.05,
+                    backoff=Backoff.every(0.01), retry_on=(AggregateNotReady,))
 
 
 async def test_tampered_checkpoint_bytes_are_refused():
