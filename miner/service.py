@@ -28,8 +28,9 @@ from torch import Tensor
 from chain.errors import ChainError
 from miner.state import MinerState, MinerStateStore
 from miner.submit import SubmitOutcome, Submitter, build_submission
-from miner.sync import AggregateNotReady, SyncError, ValidatorLink, WindowClock, catch_up
+from miner.sync import SyncError, WindowClock, catch_up
 from miner.trainer import InnerTrainer, TrainResult, split_batches
+from node.fetch import AggregateNotReady, FetchError, ValidatorLink
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
 from node.shard_sources import ShardFetchError
@@ -44,7 +45,7 @@ from protocol.windows import assigned_samples
 log = logging.getLogger("swarmtrain.miner")
 
 # Errors after which the miner retries the window instead of exiting.
-TRANSIENT: tuple[type[BaseException], ...] = (ChainError, SyncError, NodeHttpError, ShardFetchError)
+TRANSIENT: tuple[type[BaseException], ...] = (ChainError, FetchError, NodeHttpError, ShardFetchError)
 
 
 class MinerError(RuntimeError):

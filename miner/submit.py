@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.signed_http import NodeHttpError, PinMismatchError, parse_error
+from node.signed_http import NodeHttpError, PinMismatchError, is_transient, parse_error
 from node.validators import ValidatorEndpoint
 from protocol.messages import Submission, data_digest, pack_envelope
 from protocol.retry import TRANSIENT_BACKOFF, Backoff, retry
@@ -84,11 +84,6 @@ class Poster(Protocol):
     ) -> tuple[int, bytes]: ...
 
 
-def is_retryable(status: int) -> bool:
-    """No answer (0), 425 (window not open yet), 429 and 5xx are retried; other 4xx are final."""
-    return status in (0, 425, 429) or status >= 500
-
-
 class Submitter:
     """Posts one body to many validators concurrently, with retries and backoff.
 
@@ -117,13 +112,13 @@ class Submitter:
             nonlocal attempts
             attempts += 1
             outcome = await self._attempt(v, body)
-            if is_retryable(outcome[0]):
+            if is_transient(outcome[0]):
                 log.info("validator %d: %s (%s), attempt %d", v.uid, outcome[1], outcome[2], attempts)
             return outcome
 
         status, code, reason = await retry(
             attempt, timeout=deadline_s, backoff=self.backoff, max_attempts=self.max_attempts,
-            again=lambda outcome: is_retryable(outcome[0]),
+            again=lambda outcome: is_transient(outcome[0]),
         )
         return SubmitOutcome(v.uid, status, status == 200, code, reason, attempts, loop.time() - started)
 

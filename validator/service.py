@@ -26,18 +26,19 @@ from typing import Any, Protocol
 from chain.errors import ChainError, RateLimitedError
 from chain.wallets import hotkey_address
 from node.commitment import ValidatorCommitment
+from node.fetch import AggregateNotReady, FetchError, ValidatorLink
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
+from node.signed_http import NodeHttpError, SignedClient
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
-from protocol.messages import Aggregate, MessageError, pack_envelope, unpack_envelope
+from protocol.messages import Aggregate, pack_envelope, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
 from validator.app import HttpsServer, build_app
 from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
-from validator.follower import LeadLink
 from validator.intake import Intake, IntakeView
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
@@ -78,11 +79,6 @@ def should_checkpoint(window: int, every: int) -> bool:
     return window % every == 0
 
 
-def same_endpoint(a: ValidatorEndpoint, b: ValidatorEndpoint) -> bool:
-    """Same validator at the same address and certificate (stake changes every epoch)."""
-    return (a.hotkey, a.url, a.fingerprint) == (b.hotkey, b.url, b.fingerprint)
-
-
 def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
     """What the metrics line keeps of a verdict: why it scored what it did, and the figures."""
     return {"reason": v.reason, "gain": round(v.gain, 6), "own_z": round(v.own_z, 3)}
@@ -112,7 +108,7 @@ class Validator:
             population=self.evaluator.population, spec=self.state.model.spec,
         )
         self.server: HttpsServer | None = None
-        self.lead: LeadLink | None = None
+        self.http = SignedClient(wallet, timeout=settings.chain_timeout_s)  # GETs from the lead
         self.block = 0
         self.tempo = 100
         self.metagraph: Any = None
@@ -155,8 +151,7 @@ class Validator:
         log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
 
     async def close(self) -> None:
-        if self.lead is not None:
-            await self.lead.close()
+        await self.http.close()
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -291,32 +286,31 @@ class Validator:
         return envelope
 
     async def fetch_from_lead(self, window: int) -> bytes | None:
-        """The lead's Aggregate(window) once it applies to our θ_w (stored then), else None."""
+        """The lead's Aggregate(window) once it builds on our θ_w (stored then), else None."""
         lead = self.lead_endpoint()
         if lead is None:
             return None
-        if self.lead is None or not same_endpoint(self.lead.endpoint, lead):
-            if self.lead is not None:
-                await self.lead.close()
-            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.chain_timeout_s)
-        envelope = await self.lead.aggregate(window)
-        if envelope is None or not self.fits_model(window, envelope):
+        link = ValidatorLink(self.http, lead, self.cfg)
+        try:
+            envelope = await link.aggregate_envelope(window)
+            header, _ = link.parse_aggregate(window, envelope)
+        except AggregateNotReady:
+            return None
+        except (FetchError, NodeHttpError) as exc:
+            log.warning("lead validator uid %d: %s", lead.uid, exc)
+            return None
+        if not self.builds_on_ours(header):
             return None
         self.state.store.put_aggregate(window, envelope)
         return envelope
 
-    def fits_model(self, window: int, envelope: bytes) -> bool:
-        """The lead's envelope is Aggregate(window) of our subnet and builds on our θ_w."""
-        try:
-            header, _ = unpack_envelope(envelope, Aggregate)
-        except MessageError as exc:
-            log.warning("lead sent a malformed aggregate for window %d: %s", window, exc)
-            return False
-        ours = self.view.model_hash if self._hashed_window == self.state.model.window else self.state.model.hash()
-        if header.window != window or header.netuid != self.cfg.netuid or header.base_model_hash != ours:
+    def builds_on_ours(self, header: Aggregate) -> bool:
+        """The lead's aggregate starts from the θ_w we hold (else applying it would split us off)."""
+        ours = self.state.model.hash()
+        if header.base_model_hash != ours:
             log.error(
                 "lead's aggregate (window %d, base %s) does not build on our θ_%d (%s): not applied",
-                header.window, header.base_model_hash[:12], window, ours[:12],
+                header.window, header.base_model_hash[:12], self.state.model.window, ours[:12],
             )
             return False
         return True

@@ -54,14 +54,14 @@ def run(args: argparse.Namespace, miner_cls: type | None = None) -> int:
     from miner.launch import launch
     from miner.service import Miner, MinerError
     from miner.state import MinerStateError
-    from miner.sync import SyncError
     from miner.trainer import DeviceUnavailableError
+    from node.fetch import FetchError
     from node.logs import setup_logging
     from protocol.data import DataError
 
     setup_logging(args.log_level)
     try:
         asyncio.run(launch(settings_from(args), miner_cls or Miner))
-    except (ChainError, MinerError, MinerStateError, SyncError, DeviceUnavailableError, DataError, ValueError) as err:
+    except (ChainError, MinerError, MinerStateError, FetchError, DeviceUnavailableError, DataError, ValueError) as err:
         return fail(f"{type(err).__name__}: {err}")
     return 0

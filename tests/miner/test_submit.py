@@ -8,8 +8,14 @@ from aiohttp import web
 from bittensor import http_auth
 
 from chain.wallets import create_wallet
-from miner.submit import Submitter, build_submission, is_retryable
-from node.signed_http import RequestRefused, SignedClient, error_response, verify_request
+from miner.submit import Submitter, build_submission
+from node.signed_http import (
+    RequestRefused,
+    SignedClient,
+    error_response,
+    is_transient,
+    verify_request,
+)
 from node.tls import ensure_identity, server_context
 from node.validators import ValidatorEndpoint
 from protocol.messages import Submission, data_digest, unpack_envelope
@@ -40,8 +46,8 @@ def test_build_submission_envelope_roundtrip():
 
 
 def test_retry_policy():
-    assert is_retryable(0) and is_retryable(503) and is_retryable(429) and is_retryable(425)
-    assert not any(is_retryable(s) for s in (400, 401, 403, 409, 410, 413, 422, 495))
+    assert is_transient(0) and is_transient(503) and is_transient(429) and is_transient(425)
+    assert not any(is_transient(s) for s in (400, 401, 403, 409, 410, 413, 422, 495))
 
 
 @pytest.fixture

@@ -3,13 +3,8 @@
 import pytest
 import torch
 
-from miner.sync import (
-    AggregateNotReady,
-    SyncError,
-    ValidatorLink,
-    WindowClock,
-    catch_up,
-)
+from miner.sync import SyncError, WindowClock, catch_up
+from node.fetch import AggregateNotReady, FetchError, ValidatorLink
 from node.model_state import ModelState
 from protocol.retry import Backoff, retry
 from protocol.subnet import SubnetConfig
@@ -66,7 +61,7 @@ async def test_missing_aggregate_is_not_ready_and_poll_gives_up():
 async def test_tampered_checkpoint_bytes_are_refused():
     validator = FakeValidator(CFG, windows=4, checkpoint_windows=(3,))
     validator.corrupt_in_transit = True
-    with pytest.raises(SyncError, match="sha256"):
+    with pytest.raises(FetchError, match="sha256"):
         await catch_up(ModelState.initial(CFG), ValidatorLink(validator, ENDPOINT, CFG), 4)
     # Bytes that match a manifest but not the model hash inside: refused too.
     validator.corrupt_in_transit = False
