@@ -3,7 +3,8 @@
 ``ModelState`` keeps the model on CPU in fp32 (so every node computes bit-identical
 weights), the window it belongs to, and the outer optimizer's state. Aggregates are
 applied with ``apply_aggregate``; a resulting hash different from the published
-``next_model_hash`` raises ``ModelDesyncError`` and leaves the state unchanged.
+``next_model_hash`` raises ``ModelDesyncError`` and leaves the state unchanged. It owns
+the model hash: computed once per version of the weights, whoever asks how often.
 
 Example:
     >>> state = ModelState.initial(SubnetConfig())          # θ_0, window 0
@@ -51,13 +52,23 @@ class ModelState:
         self.window = window
         self.outer = outer
         self.spec = param_spec(model)
+        self._hash: tuple[tuple[tuple[int, int], ...], str] | None = None  # (weights version, hash)
 
     @classmethod
     def initial(cls, cfg: SubnetConfig) -> ModelState:
         return cls(cfg, initial_model(cfg), 0, _new_outer(cfg))
 
     def hash(self) -> str:
-        return model_hash(self.model)
+        """``protocol.model.model_hash`` of θ, computed once per version of the weights."""
+        version = self._weights_version()
+        if self._hash is None or self._hash[0] != version:
+            self._hash = (version, model_hash(self.model))
+        return self._hash[1]
+
+    def _weights_version(self) -> tuple[tuple[int, int], ...]:
+        # torch bumps a tensor's version counter on every in-place write (the outer step, a
+        # restore, an optimizer step on ``model``), so any path that changes θ changes this.
+        return tuple((id(p), p._version) for p in self.model.parameters())
 
     def params(self) -> dict[str, Tensor]:
         """Detached views of the parameters, by name (do not modify)."""

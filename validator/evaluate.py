@@ -142,7 +142,7 @@ class Evaluator:
         self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
         norms: Mapping[int, float], entropy: bytes,
     ) -> dict[int, criteria.Evaluation]:
-        """An ``Evaluation`` per chosen submission (θ_w's hash is computed once)."""
+        """An ``Evaluation`` per chosen submission."""
         if not chosen:
             return {}
         base, work = self._models(state)

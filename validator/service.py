@@ -116,7 +116,6 @@ class Validator:
         self.last_val_loss: float | None = None
         self.windows_closed = 0
         self._evaluated: dict[int, WindowEvaluation] = {}
-        self._hashed_window = -1
         self.waiting_for_lead = False
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -208,9 +207,7 @@ class Validator:
         self.refresh_view()
 
     def refresh_view(self) -> None:
-        if self._hashed_window != self.state.model.window:  # hashing is not free: once per window
-            self.view.model_hash = self.state.model.hash()
-            self._hashed_window = self.state.model.window
+        self.view.model_hash = self.state.model.hash()  # ModelState hashes once per version of θ
         self.view.open_window = self.state.model.window
         chain_window = window_of(self.block, self.cfg.blocks_per_window)
         self.view.ready = not should_close_window(self.state.model.window, chain_window)

@@ -138,3 +138,24 @@ def test_load_rejects_other_config_and_tampering(tmp_path):
         ModelState.load(path, CFG)
     with pytest.raises(ModelStateError):
         ModelState.load(tmp_path / "missing", CFG)
+
+
+def test_hash_is_computed_once_per_version_of_the_weights(monkeypatch):
+    import node.model_state as ms
+
+    calls = []
+
+    def counting(model):
+        calls.append(1)
+        return model_hash(model)
+
+    monkeypatch.setattr(ms, "model_hash", counting)
+    state = ModelState.initial(CFG)
+    first = state.hash()
+    assert state.hash() == first and len(calls) == 1  # asked twice, hashed once
+    payload = encode_aggregate(_sparse_update(state, 1), state.spec)
+    second = state.apply_payload(0, payload)
+    assert second != first and state.hash() == second and len(calls) == 2
+    with torch.no_grad():
+        next(state.model.parameters()).add_(1.0)  # a write that bypasses ModelState
+    assert state.hash() not in (first, second) and len(calls) == 3
