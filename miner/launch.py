@@ -22,9 +22,7 @@ from miner.trainer import InnerTrainer
 from node.logs import MetricsWriter
 from node.signed_http import SignedClient
 from node.subnet_setup import load_subnet_config, subnet_dataset
-from protocol.data import Dataset
 from protocol.model import subnet_model_config
-from protocol.subnet import SubnetConfig
 
 log = logging.getLogger("swarmtrain.miner")
 
@@ -47,27 +45,17 @@ class MinerSettings:
     max_windows: int | None = None
 
 
-def subnet_config(s: MinerSettings) -> SubnetConfig:
-    """The subnet config file if given (its netuid/preset must agree), else defaults."""
-    return load_subnet_config(s.subnet_config, s.netuid, s.preset)
-
-
 def state_dir(s: MinerSettings) -> Path:
     if s.state_dir is not None:
         return Path(s.state_dir).expanduser()
     return Path.home() / ".swarmtrain" / "miner" / f"{s.wallet_name}-{s.wallet_hotkey}-netuid{s.netuid}"
 
 
-def dataset_for(cfg: SubnetConfig) -> Dataset:
-    """The subnet's dataset, refusing to start on different tokens."""
-    return subnet_dataset(cfg)
-
-
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
     """Wire chain, wallet, data, trainer, state and HTTP client into a miner and run it."""
-    cfg = subnet_config(s)
+    cfg = load_subnet_config(s.subnet_config, s.netuid, s.preset)
     wallet = load_wallet(s.wallet_name, s.wallet_hotkey, s.wallet_path)
-    dataset = dataset_for(cfg)
+    dataset = subnet_dataset(cfg)
     directory = state_dir(s)
     trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
     log.info("miner %s on %s netuid %d, device %s, state %s", s.wallet_name, s.network, cfg.netuid,

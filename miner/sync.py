@@ -44,9 +44,6 @@ class WindowClock:
         self.chain = chain
         self.bpw = blocks_per_window
 
-    async def block(self) -> int:
-        return await self.chain.block()
-
     async def window(self) -> int:
         return window_of(await self.chain.block(), self.bpw)
 

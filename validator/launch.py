@@ -15,8 +15,6 @@ from pathlib import Path
 from chain.client import Chain
 from chain.wallets import load_wallet
 from node.subnet_setup import load_subnet_config, subnet_dataset
-from protocol.data import Dataset
-from protocol.subnet import SubnetConfig
 from validator.service import Validator
 from validator.settings import ValidatorSettings
 
@@ -37,18 +35,8 @@ class LaunchSettings:
     max_windows: int | None = None
 
 
-def subnet_config(s: LaunchSettings) -> SubnetConfig:
-    """The subnet config file if given (its netuid must agree), else defaults for the netuid."""
-    return load_subnet_config(s.subnet_config, s.netuid)
-
-
 def default_state_dir(s: LaunchSettings) -> Path:
     return Path.home() / ".swarmtrain" / "validator" / f"{s.wallet_name}-{s.wallet_hotkey}-netuid{s.netuid}"
-
-
-def dataset_for(cfg: SubnetConfig) -> Dataset:
-    """The subnet's dataset, refusing to start on different tokens."""
-    return subnet_dataset(cfg)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -62,9 +50,9 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def launch(s: LaunchSettings, vs: ValidatorSettings) -> None:
     """Connect, build, start, run until SIGINT/SIGTERM (or max windows), close."""
-    cfg = subnet_config(s)
+    cfg = load_subnet_config(s.subnet_config, s.netuid)
     wallet = load_wallet(s.wallet_name, s.wallet_hotkey, s.wallet_path)
-    dataset = await asyncio.to_thread(dataset_for, cfg)
+    dataset = await asyncio.to_thread(subnet_dataset, cfg)
     chain = await Chain.connect(s.network, timeout=s.chain_timeout_s)
     stop = asyncio.Event()
     _stop_on_signals(stop)

@@ -48,11 +48,6 @@ def epoch_due(netuid: int, tempo: int, block: int) -> bool:
     return tempo > 0 and (block + netuid + 1) % (tempo + 1) == 0
 
 
-def blocks_until_epoch(netuid: int, tempo: int, block: int) -> int:
-    """Blocks from ``block`` to the subnet's next epoch (0 when it runs at ``block``)."""
-    return (tempo - (block + netuid + 1) % (tempo + 1) + 1) % (tempo + 1)
-
-
 def yuma_params(hyperparams: dict) -> YumaParams:
     """The subnet's hyperparameters as :class:`YumaParams` (chain units -> floats)."""
     return YumaParams(
