@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from chain.devnet.database import ChainState, Neuron, Subnet
 from chain.devnet.params import U16_MAX, DevnetConfig
-from chain.devnet.state import ChainState, Neuron, Subnet
 from protocol.emission import EpochInputs, EpochResult, YumaParams, yuma_epoch
 from protocol.payout import EmissionSplit, Payout, owner_uids, pay_epoch, split_emission
 

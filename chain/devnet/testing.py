@@ -47,7 +47,7 @@ class DevnetProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "swarmtrain", "devnet", "--host", self.host,
+        cmd = [sys.executable, "-m", "chain.devnet", "--host", self.host,
                "--port", str(self.port), "--state", str(self.state_dir), *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
@@ -106,7 +106,7 @@ class DevnetProcess:
 def run_devnet(state_dir: str | Path, *, block_time: float = 0.2, tempo: int = 10,
                port: int | None = None, extra_args: Sequence[str] = ()
                ) -> Iterator[DevnetProcess]:
-    """Start ``python -m swarmtrain devnet`` and yield it once it answers; always stop it."""
+    """Start ``python -m chain.devnet`` and yield it once it answers; always stop it."""
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
     args = ["--block-time", str(block_time), "--tempo", str(tempo), "--quiet", *extra_args]

@@ -10,7 +10,7 @@ import bittensor as bt
 import pytest
 from bittensor.result import RpcConnectionError
 
-from chain.devnet.state import DB_NAME
+from chain.devnet.database import DB_NAME
 from chain.devnet.substrate import DevnetSubstrate
 from chain.devnet.testing import run_devnet
 
