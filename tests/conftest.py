@@ -17,44 +17,17 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from protocol.retry import Backoff, Waiter
+from tests.procs import children_of
 
 PR_SET_CHILD_SUBREAPER = 36
 STOP_WAIT_S = 5.0
 # Helpers Python's multiprocessing starts once and keeps for the life of this process.
 RUNTIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 _first_seen: dict[tuple[int, str], str] = {}  # (pid, command line) -> the test it appeared after
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent pid) of ``pid`` from /proc, or None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def live_children(parent: int) -> dict[int, str]:
-    """{pid: command line} of the running (not zombie) children of ``parent`` (Linux; else {})."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return {}
-    found = {}
-    for entry in proc.iterdir():
-        stat = _stat(int(entry.name)) if entry.name.isdigit() else None
-        if stat is None or stat[1] != parent or stat[0] == "Z":
-            continue
-        try:
-            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-    return found
 
 
 def _become_subreaper() -> None:
@@ -70,7 +43,7 @@ def _stop(pids: list[int]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         waiter = Waiter(STOP_WAIT_S, Backoff.every(0.05))
-        while set(pids) & set(live_children(os.getpid())) and waiter.pause_sync():
+        while set(pids) & set(children_of(os.getpid())) and waiter.pause_sync():
             pass
     _reap_exited()
 
@@ -92,7 +65,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     try:
         return (yield)
     finally:
-        for key in live_children(os.getpid()).items():
+        for key in children_of(os.getpid()).items():
             _first_seen.setdefault(key, item.nodeid)
 
 
@@ -101,7 +74,7 @@ def reap_leaked_children() -> Iterator[None]:
     """Stop, and report with the test that leaked them, children alive at the end of the session."""
     _become_subreaper()
     yield
-    left = {pid: cmd for pid, cmd in live_children(os.getpid()).items()
+    left = {pid: cmd for pid, cmd in children_of(os.getpid()).items()
             if not any(helper in cmd for helper in RUNTIME_HELPERS)}
     if not left:
         _reap_exited()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import alive
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -30,14 +32,6 @@ def test_after():
 '''
 
 
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def test_a_leaked_child_is_stopped_and_named(tmp_path):
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_leaky.py").write_text(LEAKY)
@@ -49,4 +43,4 @@ def test_a_leaked_child_is_stopped_and_named(tmp_path):
     assert "3 passed, 1 error" in out.stdout
     match = re.search(r"pid (\d+) \(sleep 57\), first seen after test_leaky.py::test_leaks", out.stdout)
     assert match, out.stdout
-    assert not _running(int(match.group(1)))
+    assert not alive(int(match.group(1)))

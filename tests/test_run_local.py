@@ -13,6 +13,7 @@ from protocol.retry import Backoff, Waiter
 from protocol.subnet import SubnetConfig
 from swarmtrain.localnet import LocalNetConfig, LocalRunResult, ManagedProcess, MinerSpec
 from swarmtrain.localnet_report import build_summary, plot, render, write_summary
+from tests.procs import live_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 H = ["a" * 64, "b" * 64, "c" * 64]
@@ -102,17 +103,8 @@ def test_run_local_script_passes_defaults_and_overrides(tmp_path):
 
 
 def _pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line contains ``text`` (read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline and int(entry.name) != os.getpid():
-                found.append(int(entry.name))
-    return found
+    """Running processes whose command line contains ``text``."""
+    return [pid for pid, cmd in live_processes().items() if text in cmd]
 
 
 def test_swarmtrain_local_stops_every_process_on_sigterm(tmp_path):

@@ -2,7 +2,8 @@
 
 Example:
     >>> with run_devnet(tmp_path, block_time=0.1, tempo=5) as net:    # doctest: +SKIP
-    ...     client = bt.Client("ws://" + net.url[9:], substrate=DevnetSubstrate(net.url))
+    ...     async with sdk_client(net.url) as client:                  # the SDK's own client
+    ...         await client.block()
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from chain.devnet.substrate import DevnetSubstrate
 from chain.devnet.wire import Extrinsic, signing_payload, to_jsonable
 from protocol.retry import Backoff, Waiter
 
@@ -116,6 +118,13 @@ def run_devnet(state_dir: str | Path, *, block_time: float = 0.2, tempo: int = 1
         yield devnet
     finally:
         devnet.stop()
+
+
+def sdk_client(url: str) -> Any:
+    """A plain ``bittensor.Client`` on the devnet at ``url`` (devnet://HOST:PORT)."""
+    import bittensor as bt
+
+    return bt.Client("ws://" + url.removeprefix("devnet://"), substrate=DevnetSubstrate(url))
 
 
 def make_extrinsic(keypair: Any, module: str, function: str, params: dict[str, Any], *,
