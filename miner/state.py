@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
-from torch import Tensor
 
 from node.model_state import ModelState
+from node.tensor_tree import TensorTreeError, flatten, unflatten
 from protocol.files import atomic_write, fsync_dir
 from protocol.subnet import SubnetConfig
 
@@ -55,55 +54,6 @@ class MinerState:
     @property
     def window(self) -> int:
         return int(self.model.window)
-
-
-def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, Tensor], Any]:
-    """Split a nested dict/list structure into named tensors and a JSON skeleton.
-
-    Tensors are replaced by ``{"__tensor__": name}``; tuples become lists; dict keys
-    are stored as strings with their type so integer keys (torch optimizers) survive.
-    """
-    tensors: dict[str, Tensor] = {}
-    if isinstance(obj, Tensor):
-        tensors[prefix] = obj.detach().to("cpu").contiguous()
-        return tensors, {"__tensor__": prefix}
-    if isinstance(obj, dict):
-        items = []
-        for key, value in obj.items():
-            sub, skel = flatten_state(value, f"{prefix}.{key}" if prefix else str(key))
-            tensors.update(sub)
-            items.append([type(key).__name__, str(key), skel])
-        return tensors, {"__dict__": items}
-    if isinstance(obj, (list, tuple)):
-        skels = []
-        for i, value in enumerate(obj):
-            sub, skel = flatten_state(value, f"{prefix}.{i}" if prefix else str(i))
-            tensors.update(sub)
-            skels.append(skel)
-        return tensors, {"__list__": skels}
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return tensors, obj
-    raise MinerStateError(f"cannot checkpoint a {type(obj).__name__} at {prefix!r}")
-
-
-def unflatten_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
-    """Inverse of ``flatten_state``."""
-    if isinstance(skeleton, dict):
-        if "__tensor__" in skeleton:
-            name = skeleton["__tensor__"]
-            if name not in tensors:
-                raise MinerStateError(f"checkpoint lacks tensor {name!r}")
-            return tensors[name]
-        if "__dict__" in skeleton:
-            return {_key(kind, key): unflatten_state(v, tensors) for kind, key, v in skeleton["__dict__"]}
-        if "__list__" in skeleton:
-            return [unflatten_state(v, tensors) for v in skeleton["__list__"]]
-        raise MinerStateError("malformed checkpoint skeleton")
-    return skeleton
-
-
-def _key(kind: str, key: str) -> Any:
-    return int(key) if kind == "int" else key
 
 
 class MinerStateStore:
@@ -142,7 +92,7 @@ class MinerStateStore:
 
     def _write_parts(self, directory: Path, state: MinerState) -> None:
         state.model.save(directory / MODEL_FILE)
-        tensors, skeleton = flatten_state(
+        tensors, skeleton = flatten(
             {"inner_optimizer": state.inner_optimizer, "error_feedback": state.error_feedback}
         )
         atomic_write(directory / LOCAL_FILE, safetensors_save(tensors, metadata={"skeleton": json.dumps(skeleton)}))
@@ -198,15 +148,7 @@ class MinerStateStore:
         if "skeleton" not in metadata:
             raise MinerStateError(f"{path} has no state skeleton")
         tensors = load_file(str(path))
-        return unflatten_state(json.loads(metadata["skeleton"]), tensors)
-
-
-def to_device_tree(obj: Any, device: torch.device) -> Any:
-    """Move every tensor of a nested structure to ``device`` (used after loading)."""
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: to_device_tree(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [to_device_tree(v, device) for v in obj]
-    return obj
+        try:
+            return unflatten(json.loads(metadata["skeleton"]), tensors)
+        except TensorTreeError as exc:
+            raise MinerStateError(f"{path}: {exc}") from exc

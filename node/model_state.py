@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
+from node.tensor_tree import flatten, unflatten
 from protocol.aggregate_payload import decode_aggregate
 from protocol.files import atomic_write
 from protocol.model import Transformer, initial_model, model_hash, param_spec
@@ -127,7 +128,7 @@ class ModelState:
     def to_bytes(self) -> bytes:
         """safetensors bytes: weights, outer state, and metadata (config, window, hash)."""
         tensors = {k: v.contiguous().clone() for k, v in self.params().items()}
-        outer_tensors, outer_meta = _flatten(self.outer.state_dict())
+        outer_tensors, outer_meta = flatten(self.outer.state_dict())
         tensors.update({_OUTER_PREFIX + k: v.contiguous() for k, v in outer_tensors.items()})
         meta = {
             "format": FORMAT,
@@ -170,7 +171,7 @@ class ModelState:
         state = cls.initial(cfg)
         _load_weights(state, tensors, where)
         outer_tensors = {k[len(_OUTER_PREFIX):]: v for k, v in tensors.items() if k.startswith(_OUTER_PREFIX)}
-        state.outer.load_state_dict(_unflatten(outer_tensors, json.loads(meta["outer_state"])))
+        state.outer.load_state_dict(unflatten(json.loads(meta["outer_state"]), outer_tensors))
         state.window = int(meta["window"])
         if state.hash() != meta.get("model_hash"):
             raise ModelStateError(f"{where}: weights do not match the stored model hash")
@@ -206,31 +207,3 @@ def _metadata_of_bytes(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
     return dict(header.get("__metadata__") or {})
-
-
-def _flatten(obj: Any, prefix: str = "") -> tuple[dict[str, Tensor], Any]:
-    """Split a nested state dict into (tensors by path, JSON skeleton with tensor markers)."""
-    if isinstance(obj, Tensor):
-        return {prefix: obj.detach().to("cpu").contiguous()}, {"__tensor__": prefix}
-    if isinstance(obj, Mapping):
-        tensors: dict[str, Tensor] = {}
-        skeleton = {}
-        for key, value in obj.items():
-            sub_t, sub_s = _flatten(value, f"{prefix}/{key}" if prefix else str(key))
-            tensors.update(sub_t)
-            skeleton[str(key)] = sub_s
-        return tensors, skeleton
-    if isinstance(obj, (list, tuple)):
-        parts = [_flatten(v, f"{prefix}/{i}") for i, v in enumerate(obj)]
-        return {k: v for t, _ in parts for k, v in t.items()}, {"__list__": [s for _, s in parts]}
-    return {}, obj
-
-
-def _unflatten(tensors: Mapping[str, Tensor], skeleton: Any) -> Any:
-    if isinstance(skeleton, dict) and "__tensor__" in skeleton:
-        return tensors[skeleton["__tensor__"]].clone()
-    if isinstance(skeleton, dict) and "__list__" in skeleton:
-        return [_unflatten(tensors, s) for s in skeleton["__list__"]]
-    if isinstance(skeleton, dict):
-        return {k: _unflatten(tensors, v) for k, v in skeleton.items()}
-    return skeleton

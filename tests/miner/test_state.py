@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from miner.state import MinerState, MinerStateError, MinerStateStore, flatten_state, unflatten_state
+from miner.state import MinerState, MinerStateError, MinerStateStore
 from miner.trainer import InnerTrainer
 from node.model_state import ModelState
 from protocol import codec
@@ -43,15 +43,6 @@ def _assert_tree_equal(a, b):
             _assert_tree_equal(x, y)
     else:
         assert a == b
-
-
-def test_flatten_roundtrip_keeps_int_keys_and_tensors():
-    tree = {"state": {0: {"step": torch.tensor(3.0), "m": torch.ones(2)}}, "groups": [{"lr": 0.1, "betas": (0.9, 0.95)}]}
-    tensors, skeleton = flatten_state(tree)
-    back = unflatten_state(skeleton, tensors)
-    assert list(back["state"]) == [0]
-    assert torch.equal(back["state"][0]["m"], torch.ones(2))
-    assert back["groups"][0]["betas"] == [0.9, 0.95]
 
 
 def test_save_load_roundtrip(tmp_path):
