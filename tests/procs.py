@@ -45,5 +45,28 @@ def live_processes() -> dict[int, str]:
 
 
 def children_of(parent: int) -> dict[int, str]:
-    """{pid: command line} of the running children of ``parent``."""
-    return {pid: cmd for pid, cmd in live_processes().items() if (stat(pid) or ("", -1))[1] == parent}
+    """{pid: command line} of the running children of ``parent``.
+
+    Reads the kernel's per-thread child lists (cheap: the reaper fixture calls this after
+    every test); scans every process where the kernel does not provide them.
+    """
+    pids = _listed_children(parent)
+    if pids is None:
+        return {pid: cmd for pid, cmd in live_processes().items() if (stat(pid) or ("", -1))[1] == parent}
+    found = {}
+    for pid in pids:
+        cmd = cmdline(pid) if alive(pid) else None
+        if cmd is not None:
+            found[pid] = cmd
+    return found
+
+
+def _listed_children(parent: int) -> set[int] | None:
+    tasks = PROC / str(parent) / "task"
+    try:
+        files = [t / "children" for t in tasks.iterdir()]
+        if not files or not files[0].exists():
+            return None
+        return {int(pid) for f in files if f.exists() for pid in f.read_text().split()}
+    except OSError:
+        return None
