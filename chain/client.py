@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -37,6 +37,7 @@ from chain.errors import (
 )
 from chain.types import Metagraph, SubnetHyperparams, hyperparams_from_raw, metagraph_from_sdk
 from chain.wallets import Wallet, coldkey_address, hotkey_address
+from protocol.retry import poll_until, retry
 
 T = TypeVar("T")
 
@@ -139,6 +140,9 @@ def rate_limit_remaining(block: int, last_update: int, rate_limit: int) -> int:
 class Chain:
     """Typed async access to one chain; every call has a timeout and raises domain errors.
 
+    Reads that lose the connection are tried again (backoff ``protocol.retry.TRANSIENT_BACKOFF``)
+    until the timeout; writes are sent once (a lost answer does not mean a lost extrinsic).
+
     Example::
 
         chain = await Chain.connect("devnet://127.0.0.1:9946", timeout=10)
@@ -202,6 +206,10 @@ class Chain:
         except (asyncio.TimeoutError, bt.BittensorError, KeyfileError, *TRANSPORT_ERRORS) as err:
             raise domain_error(err, what) from err
 
+    async def _read(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        """``_call`` of a fresh ``make()``, tried again on ``ChainConnectionError`` until the timeout."""
+        return await retry(lambda: self._call(what, make()), timeout=self.timeout, retry_on=(ChainConnectionError,))
+
     async def _submit(self, what: str, aw: Awaitable[bt.ExtrinsicResult]) -> bt.ExtrinsicResult:
         """Submit and raise the chain's reason when the extrinsic failed."""
         result = await self._call(what, aw, timeout=self.write_timeout)
@@ -212,31 +220,26 @@ class Chain:
     # --- reads -----------------------------------------------------------------------
 
     async def block(self) -> int:
-        return int(await self._call("read block", self.client.block()))
+        return int(await self._read("read block", self.client.block))
 
     async def wait_for_block(self, block: int, *, timeout: float) -> int:
         """Poll until the chain reaches ``block``; returns the block seen; ChainTimeoutError."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        current = await self.block()
-        while current < block:
-            if loop.time() >= deadline:
-                raise ChainTimeoutError(
-                    f"block {block} not reached within {timeout:g}s", reason=f"chain at {current}"
-                )
-            await asyncio.sleep(self.poll_interval)
-            current = await self.block()
-        return current
+        return await poll_until(
+            self.block, lambda current: current >= block, timeout=timeout, interval=self.poll_interval,
+            on_timeout=lambda current: ChainTimeoutError(
+                f"block {block} not reached within {timeout:g}s", reason=f"chain at {current}"
+            ),
+        )
 
     async def uid_of(self, netuid: int, hotkey_ss58: str) -> int | None:
         """The hotkey's uid on ``netuid``, or None when unregistered."""
-        uid = await self._call(
-            "read uid", self.client.query(_pair(st.SubtensorModule.Uids), [netuid, hotkey_ss58])
+        uid = await self._read(
+            "read uid", lambda: self.client.query(_pair(st.SubtensorModule.Uids), [netuid, hotkey_ss58])
         )
         return None if uid is None else int(uid)
 
     async def metagraph(self, netuid: int) -> Metagraph:
-        graph = await self._call("read metagraph", self.client.subnets.metagraph(netuid))
+        graph = await self._read("read metagraph", lambda: self.client.subnets.metagraph(netuid))
         if graph is None:
             raise ChainError(f"subnet {netuid} does not exist on {self.url}",
                              reason="check --netuid (the subnet owner publishes it; a devnet starts with netuid 1)")
@@ -247,9 +250,9 @@ class Chain:
         await self._require_subnet(netuid)
         block = await self.block()
         items = _HYPERPARAM_ITEMS
-        values = await self._call(
+        values = await self._read(
             "read hyperparameters",
-            asyncio.gather(
+            lambda: asyncio.gather(
                 *(self.client.query(item, [netuid], block=block) for item in items.values())
             ),
         )
@@ -258,14 +261,14 @@ class Chain:
 
     async def balance(self, coldkey_ss58: str) -> float:
         """Free TAO of an account."""
-        account = await self._call(
-            "read balance", self.client.query(_pair(st.System.Account), [coldkey_ss58])
+        account = await self._read(
+            "read balance", lambda: self.client.query(_pair(st.System.Account), [coldkey_ss58])
         )
         return int(((account or {}).get("data") or {}).get("free") or 0) / 1e9
 
     async def _require_subnet(self, netuid: int) -> None:
-        exists = await self._call(
-            "read subnet", self.client.query(_pair(st.SubtensorModule.NetworksAdded), [netuid])
+        exists = await self._read(
+            "read subnet", lambda: self.client.query(_pair(st.SubtensorModule.NetworksAdded), [netuid])
         )
         if not exists:
             raise ChainError(f"subnet {netuid} does not exist on {self.url}",
@@ -312,9 +315,9 @@ class Chain:
 
     async def _register_pow(self, wallet: Wallet, netuid: int, hotkey: str, timeout: float) -> None:
         what = f"proof-of-work registration on netuid {netuid}"
-        allowed = await self._call(
+        allowed = await self._read(
             "read pow allowed",
-            self.client.query(_pair(st.SubtensorModule.NetworkPowRegistrationAllowed), [netuid]),
+            lambda: self.client.query(_pair(st.SubtensorModule.NetworkPowRegistrationAllowed), [netuid]),
         )
         if not allowed:
             raise ChainError(
@@ -333,8 +336,8 @@ class Chain:
         if self.is_devnet:
             return False  # the devnet has no MevShield pallet
         try:
-            key = await self._call(
-                "read MevShield.NextKey", self.client.query(("MevShield", "NextKey"))
+            key = await self._read(
+                "read MevShield.NextKey", lambda: self.client.query(("MevShield", "NextKey"))
             )
         except ChainConnectionError:
             raise
@@ -344,15 +347,15 @@ class Chain:
 
     async def _wait_for_uid(self, netuid: int, hotkey: str) -> int:
         """The uid after a successful registration (a shielded call may land a block later)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.write_timeout
-        while (uid := await self.uid_of(netuid, hotkey)) is None:
-            if loop.time() >= deadline:
-                raise ChainTimeoutError(
-                    f"registration of {hotkey} on netuid {netuid} not visible "
-                    f"after {self.write_timeout:g}s"
-                )
-            await asyncio.sleep(self.poll_interval)
+        uid = await poll_until(
+            lambda: self.uid_of(netuid, hotkey), lambda found: found is not None,
+            timeout=self.write_timeout, interval=self.poll_interval,
+            on_timeout=lambda _: ChainTimeoutError(
+                f"registration of {hotkey} on netuid {netuid} not visible "
+                f"after {self.write_timeout:g}s"
+            ),
+        )
+        assert uid is not None  # poll_until returns only a value ``done`` accepted
         return uid
 
     async def serve(self, wallet: Wallet, netuid: int, ip: str, port: int) -> None:
@@ -413,9 +416,9 @@ class Chain:
 
     async def _check_weights_rate_limit(self, netuid: int, uid: int) -> None:
         block = await self.block()
-        limit, last = await self._call(
+        limit, last = await self._read(
             "read weights rate limit",
-            asyncio.gather(
+            lambda: asyncio.gather(
                 self.client.query(_pair(st.SubtensorModule.WeightsSetRateLimit), [netuid], block=block),
                 self.client.query(_pair(st.SubtensorModule.LastUpdate), [netuid], block=block),
             ),

@@ -22,7 +22,6 @@ from node.logs import progress_line
 from node.metrics import CountingClient, MetricsServer, MinerTelemetry, ObservedMetricsWriter
 from node.signed_http import SignedClient
 from node.subnet_setup import load_subnet_config, subnet_dataset
-from protocol.data import Dataset
 from protocol.model import subnet_model_config
 from protocol.subnet import SubnetConfig
 
@@ -40,16 +39,11 @@ def subnet_config(s: MinerSettings) -> SubnetConfig:
     return cfg
 
 
-def dataset_for(cfg: SubnetConfig) -> Dataset:
-    """The subnet's dataset, refusing to start on different tokens."""
-    return subnet_dataset(cfg)
-
-
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
     """Wire chain, wallet, data, trainer, state and HTTP client into a miner and run it."""
     cfg = subnet_config(s)
     wallet = load_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
-    dataset = dataset_for(cfg)
+    dataset = subnet_dataset(cfg)
     directory = s.state_path
     trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
     log.info(progress_line("miner", wallet=s.wallet.name, network=s.subtensor.endpoint, netuid=cfg.netuid,

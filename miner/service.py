@@ -32,16 +32,18 @@ from chain.wallets import Wallet
 from miner.settings import MinerOptions
 from miner.state import MinerState, MinerStateStore
 from miner.submit import Poster, SubmitOutcome, Submitter, build_submission
-from miner.sync import ChainClock, Getter, SyncError, ValidatorLink, WindowClock, catch_up, poll
+from miner.sync import ChainClock, SyncError, WindowClock, catch_up
 from miner.trainer import InnerTrainer, TrainResult, split_batches
+from node.fetch import AggregateNotReady, FetchError, Getter, ValidatorLink
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError
 from node.subnet_check import check_against
-from node.validators import ValidatorEndpoint, find_validators
+from node.validators import ValidatorEndpoint, lead_validator, serving_validators
 from protocol import codec
 from protocol.data import Dataset
+from protocol.retry import TRANSIENT_BACKOFF, Backoff, retry
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 
@@ -50,7 +52,7 @@ log = logging.getLogger("swarmtrain.miner")
 T = TypeVar("T")
 
 # Errors after which the miner retries the window instead of exiting.
-TRANSIENT: tuple[type[BaseException], ...] = (ChainError, SyncError, NodeHttpError, ShardFetchError)
+TRANSIENT: tuple[type[BaseException], ...] = (ChainError, FetchError, NodeHttpError, ShardFetchError)
 
 
 class MinerChain(ChainClock, Protocol):
@@ -106,10 +108,6 @@ class WindowReport:
         }
 
 
-def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
-    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
-
-
 class Miner:
     """A miner node: trains on its assigned data each window and submits Δ.
 
@@ -142,9 +140,10 @@ class Miner:
         self.options = options or MinerOptions()
         self.clock = WindowClock(chain, cfg.blocks_per_window)
         self.submitter = Submitter(client)
-        self.codec_cfg = codec_config(cfg)
+        self.codec_cfg = cfg.codec_config()
         self.error_feedback = codec.ErrorFeedback(cfg.error_feedback_beta)
         self.model: ModelState = ModelState.initial(cfg)
+        self.polling = Backoff.every(self.options.poll_interval_s)  # waiting for a validator / aggregate
         self.uid = -1
         self.metagraph: Metagraph | None = None
         self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
@@ -164,9 +163,9 @@ class Miner:
             self.error_feedback.load_state_dict(state.error_feedback)
         log.info(progress_line("restored local state", w=self.model.window, model=self.model.hash()[:12]))
 
-    async def refresh_metagraph(self) -> None:
-        self.metagraph = await self.chain.metagraph(self.cfg.netuid)
-        uid = self.metagraph.uid_of(self.hotkey)
+    async def refresh_metagraph(self) -> Metagraph:
+        self.metagraph = graph = await self.chain.metagraph(self.cfg.netuid)
+        uid = graph.uid_of(self.hotkey)
         if uid is None:
             raise MinerError(
                 f"hotkey {self.hotkey} is not registered on netuid {self.cfg.netuid}: register it first "
@@ -176,29 +175,23 @@ class Miner:
         if int(uid) != self.uid:
             log.info(progress_line("registered", uid=int(uid), hotkey=self.hotkey, netuid=self.cfg.netuid))
         self.uid = int(uid)
+        return graph
 
     def validators(self) -> list[ValidatorEndpoint]:
-        """Permitted validators; before any permit exists, every committed validator."""
-        if self.metagraph is None:  # not read yet
-            return []
-        found = find_validators(self.metagraph)
-        return found or find_validators(self.metagraph, require_permit=False)
+        """The validators to submit to (``protocol.lead``'s serving set); none before the metagraph is read."""
+        return [] if self.metagraph is None else serving_validators(self.metagraph)
 
     async def lead_link(self) -> ValidatorLink:
         """Link to the lead validator, waiting for one to appear on chain."""
 
         async def attempt() -> ValidatorLink:
-            await self.refresh_metagraph()
-            found = self.validators()
-            if not found:
+            lead = lead_validator(await self.refresh_metagraph())
+            if lead is None:
                 raise SyncError("no validator has published an endpoint yet")
-            await self.check_config(found[0])
-            return ValidatorLink(self.client, found[0], self.cfg)
+            await self.check_config(lead)
+            return ValidatorLink(self.client, lead, self.cfg)
 
-        return await poll(
-            attempt, timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
-            retry_on=(SyncError,),
-        )
+        return await retry(attempt, timeout=self.options.sync_timeout_s, backoff=self.polling, retry_on=(SyncError,))
 
     async def check_config(self, lead: ValidatorEndpoint) -> None:
         """Stop (``SubnetConfigMismatch``, naming the fields) when the lead runs another subnet
@@ -223,7 +216,7 @@ class Miner:
                     if failures > self.options.max_consecutive_failures:
                         raise
                     log.warning(progress_line("window failed, retrying", error=type(exc).__name__, reason=exc))
-                    await asyncio.sleep(min(30.0, self.options.poll_interval_s * 2**failures))
+                    await asyncio.sleep(TRANSIENT_BACKOFF.delay(failures))
                     continue
                 failures = 0
                 done += 1
@@ -242,9 +235,9 @@ class Miner:
         if self.model.window >= window:
             return
         started = time.monotonic()
-        self.model = await poll(
-            lambda: catch_up(self.model, link, window),
-            timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
+        self.model = await retry(
+            lambda: catch_up(self.model, link, window), timeout=self.options.sync_timeout_s,
+            backoff=self.polling, retry_on=(AggregateNotReady, NodeHttpError),
         )
         log.info(progress_line("synced", window=window, model=self.model.hash()[:12], s=time.monotonic() - started))
 

@@ -1,7 +1,7 @@
 """Operator settings of one miner, and the timing knobs of its loop.
 
 The one typed source of ``swarmtrain miner``'s flags, env vars (``SWARMTRAIN_MINER_*``) and
-``--config`` TOML keys (``swarmtrain.flags`` generates them from these fields). The loop's
+``--config`` TOML keys (``protocol.flags`` generates them from these fields). The loop's
 knobs (``MinerOptions``) are what ``Miner`` itself takes; their flags are flat
 (``--sync-timeout-s``), their TOML table is ``[options]``.
 

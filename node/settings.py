@@ -1,7 +1,7 @@
 """Settings every node is started with: chain, wallet, subnet, state directory, run length.
 
 These are the one typed source of the operator's choices: each field carries its default
-and its help, and ``swarmtrain.flags`` turns the fields into command-line flags, env vars
+and its help, and ``protocol.flags`` turns the fields into command-line flags, env vars
 and TOML keys. Nested models are btcli's dotted groups (``--wallet.name``,
 ``--subtensor.network``); a field's ``json_schema_extra`` may name its flags
 (``{"flags": ["--state"]}``) where the flag is older than the field.

@@ -21,18 +21,18 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 
 from node.logs import progress_line
 from node.shard_sources import ShardSource
+from protocol.files import atomic_file
 from protocol.shards import (
     HEADER_SIZE,
     Manifest,
@@ -50,7 +50,7 @@ _CHUNK = 1 << 20
 class _HashingWriter:
     """File writer that hashes what passes through (one read of the network stream)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: IO[bytes]) -> None:
         self.f = f
         self.h = hashlib.sha256()
 
@@ -127,24 +127,18 @@ class ShardStore:
 
     def _download(self, entry: ShardEntry, path: Path) -> None:
         """Fetch ``entry`` into ``path`` through a temporary file; kept only if it verifies."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=entry.file, suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                writer = _HashingWriter(f)
-                self.source.download(entry.file, writer, entry.bytes)  # type: ignore[arg-type]
+        with atomic_file(path) as f:
+            writer = _HashingWriter(f)
+            self.source.download(entry.file, writer, entry.bytes)  # type: ignore[arg-type]
             where = self.source.describe(entry.file)
-            self._check_size(Path(tmp), entry, where)
+            f.flush()
+            self._check_layout(os.pread(f.fileno(), HEADER_SIZE, 0), os.fstat(f.fileno()).st_size, entry, where)
             if writer.h.hexdigest() != entry.sha256:
                 raise ShardError(
                     f"shard {where} has sha256 {writer.h.hexdigest()}, the manifest lists {entry.sha256}: "
                     "the copy at the source is not the one the manifest describes (upload the dataset "
                     "folder exactly as 'swarmtrain data prepare' wrote it); the download was discarded"
                 )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         with self._lock:
             self._cached[entry.file] = entry.bytes
             self.downloaded.append(entry.file)
@@ -164,11 +158,15 @@ class ShardStore:
 
     def _check_size(self, path: Path, entry: ShardEntry, where: str) -> None:
         with path.open("rb") as f:
-            width, tokens = decode_header(f.read(HEADER_SIZE), where)
+            header = f.read(HEADER_SIZE)
+        self._check_layout(header, path.stat().st_size, entry, where)
+
+    def _check_layout(self, header: bytes, size: int, entry: ShardEntry, where: str) -> None:
+        width, tokens = decode_header(header, where)
         if width != self.dtype.itemsize:
             raise ShardError(f"shard {where} holds {width}-byte tokens, the manifest says {self.manifest.dtype}; "
                              "re-run 'swarmtrain data prepare'")
-        check_shard_size(where, path.stat().st_size, width, tokens, entry)
+        check_shard_size(where, size, width, tokens, entry)
 
     # -- the size bound ---------------------------------------------------------------------
     def _touch(self, names: AbstractSet[str]) -> None:

@@ -60,6 +60,11 @@ def error_response(status: int, code: str, reason: str) -> web.Response:
     return web.json_response({"code": code, "reason": reason}, status=status)
 
 
+def is_transient(status: int) -> bool:
+    """Worth another try: no answer (0), 425 (too early), 429 (busy) and 5xx; other 4xx are final."""
+    return status in (0, 425, 429) or status >= 500
+
+
 def parse_error(body: bytes) -> tuple[str, str]:
     """(code, reason) of an error body; ("unknown", text) if it is not the JSON shape."""
     try:

@@ -56,8 +56,7 @@ class World:
 
     @property
     def codec_cfg(self) -> codec.CodecConfig:
-        c = self.cfg
-        return codec.CodecConfig(chunk=c.codec_chunk, topk=c.codec_topk, bits=c.codec_bits)
+        return self.cfg.codec_config()
 
     def batches(self, window: int, data_uid: int) -> list[Tensor]:
         """The H (B, T+1) batches of ``data_uid``'s assignment in ``window``."""

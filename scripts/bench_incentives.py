@@ -48,10 +48,10 @@ import torch  # noqa: E402
 from _attacks import Strategy, World, build_suite  # noqa: E402
 
 from miner.submit import build_submission  # noqa: E402
-from node.aggregate_payload import decode_aggregate  # noqa: E402
 from node.model_state import ModelState  # noqa: E402
 from node.signed_http import RequestRefused  # noqa: E402
 from protocol import codec, criteria, emission, windows  # noqa: E402
+from protocol.aggregate_payload import decode_aggregate  # noqa: E402
 from protocol.data import TokenDataset, builtin_corpus  # noqa: E402
 from protocol.subnet import SubnetConfig  # noqa: E402
 from validator.aggregation import build_aggregate  # noqa: E402

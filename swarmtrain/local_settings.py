@@ -3,7 +3,7 @@
 ``LocalRunSettings`` is what a run of the local network is told (shared with
 ``localnet.LocalNetConfig``, which adds the miner specs and the subnet config built from
 them); ``LocalSettings`` adds what the command turns into those (a miner count, a preset,
-subnet overrides). ``swarmtrain.flags`` generates ``--block-time``, ``SWARMTRAIN_LOCAL_BLOCK_TIME``
+subnet overrides). ``protocol.flags`` generates ``--block-time``, ``SWARMTRAIN_LOCAL_BLOCK_TIME``
 and the TOML key ``block_time`` from the field ``block_time``.
 
 Example:

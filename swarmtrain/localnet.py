@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import os
@@ -40,6 +39,7 @@ from chain.errors import ChainConnectionError
 from chain.types import Metagraph
 from chain.wallets import create_wallet, hotkey_address, wallet_exists
 from node.logs import progress_line, read_metrics
+from protocol.retry import Backoff, poll_until, retry
 from protocol.subnet import SubnetConfig
 from swarmtrain.local_settings import LocalRunSettings
 
@@ -338,16 +338,12 @@ class LocalNet:
     # ---- chain set-up ---------------------------------------------------------------------
     async def connect(self, timeout: float = 60.0) -> Chain:
         """Connect to the devnet we started, waiting for it to answer."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+
+        async def attempt() -> Chain:
             self.check_alive()
-            try:
-                return await Chain.connect(self.url, timeout=10.0)
-            except ChainConnectionError:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.3)
+            return await Chain.connect(self.url, timeout=10.0)
+
+        return await retry(attempt, timeout=timeout, backoff=Backoff.every(0.3), retry_on=(ChainConnectionError,))
 
     def wallet(self, name: str) -> bt.Wallet:
         from chain.wallets import load_wallet
@@ -372,15 +368,14 @@ class LocalNet:
         from node.validators import find_validators
 
         wanted = {hotkey_address(self.wallet(n)) for n in self.cfg.validator_names}
-        deadline = time.monotonic() + timeout
-        while True:
+
+        async def published() -> set[str]:
             self.check_alive()
             mg = await chain.metagraph(self.cfg.subnet.netuid)
-            if wanted <= {v.hotkey for v in find_validators(mg, require_permit=False)}:
-                return
-            if time.monotonic() > deadline:
-                raise LocalNetError(f"the validators did not publish their endpoints within {timeout:.0f}s")
-            await asyncio.sleep(0.5)
+            return {v.hotkey for v in find_validators(mg, require_permit=False)}
+
+        await poll_until(published, wanted.issubset, timeout=timeout, interval=0.5, on_timeout=lambda _: LocalNetError(
+            f"the validators did not publish their endpoints within {timeout:.0f}s"))
 
     def announce_dashboard(self) -> None:
         """Log where the dashboards are (and open the lead's in a browser when asked)."""
@@ -455,19 +450,23 @@ class LocalNet:
 
     async def wait_for_windows(self, count: int) -> int:
         """Wait until ``count`` windows are closed by every validator and every honest miner."""
-        deadline = time.monotonic() + self.cfg.timeout_s
         last: tuple[int | None, int] = (None, -1)
-        while True:
+
+        async def progress() -> tuple[int | None, int]:
+            nonlocal last
             self.check_alive()
-            first, done = self.progress()
-            if (first, done) != last:
-                log.info(progress_line("windows done", done=done, of=count, first_trained=first))
-                last = (first, done)
-            if first is not None and done >= count:
-                return first
-            if time.monotonic() > deadline:
-                raise LocalNetError(f"only {done}/{count} windows finished within {self.cfg.timeout_s:.0f}s")
-            await asyncio.sleep(0.5)
+            now = self.progress()
+            if now != last:
+                log.info(progress_line("windows done", done=now[1], of=count, first_trained=now[0]))
+                last = now
+            return now
+
+        first, _ = await poll_until(
+            progress, lambda p: p[0] is not None and p[1] >= count, timeout=self.cfg.timeout_s, interval=0.5,
+            on_timeout=lambda p: LocalNetError(f"only {p[1]}/{count} windows finished within {self.cfg.timeout_s:.0f}s"),
+        )
+        assert first is not None  # poll_until returns only a value ``done`` accepted
+        return first
 
     async def wait_for_emission(self, chain: Chain) -> None:
         """Wait past the next tempo boundary (+ margin) so the epoch pays the weights set;
@@ -476,12 +475,14 @@ class LocalNet:
         timeout = (self.cfg.tempo + 10) * max(self.cfg.block_time, 0.05) * 4 + 30
         log.info(progress_line("waiting for the next epoch so emission is paid", block=target))
         await chain.wait_for_block(target, timeout=timeout)
-        for _ in range(self.cfg.tempo * 3):
-            if self.paid(await chain.metagraph(self.cfg.subnet.netuid)):
-                return
+
+        async def paid() -> bool:
             self.check_alive()
-            await asyncio.sleep(self.cfg.block_time)
-        log.warning(progress_line("no miner has emission (or a validator no dividends) after waiting three more tempos"))
+            return self.paid(await chain.metagraph(self.cfg.subnet.netuid))
+
+        three_tempos = self.cfg.tempo * 3 * self.cfg.block_time
+        if not await poll_until(paid, bool, timeout=three_tempos, interval=self.cfg.block_time, on_timeout=None):
+            log.warning(progress_line("no miner has emission (or a validator no dividends) after waiting three more tempos"))
 
     def paid(self, mg: Metagraph) -> bool:
         """Some honest miner has emission and every validator has dividends."""

@@ -5,14 +5,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
 
+from protocol.retry import Backoff, Waiter
 from protocol.subnet import SubnetConfig
 from swarmtrain.localnet import LocalNetConfig, LocalRunResult, ManagedProcess, MinerSpec
 from swarmtrain.localnet_report import build_summary, plot, render, write_summary
+from tests.procs import live_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 H = ["a" * 64, "b" * 64, "c" * 64]
@@ -100,17 +101,8 @@ def test_run_local_script_passes_flags_and_environment(tmp_path):
 
 
 def _pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line contains ``text`` (read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline and int(entry.name) != os.getpid():
-                found.append(int(entry.name))
-    return found
+    """Running processes whose command line contains ``text``."""
+    return [pid for pid, cmd in live_processes().items() if text in cmd]
 
 
 def test_swarmtrain_local_stops_every_process_on_sigterm(tmp_path):
@@ -123,11 +115,10 @@ def test_swarmtrain_local_stops_every_process_on_sigterm(tmp_path):
          "--block-time", "0.3"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 90
+        waiter = Waiter(90, Backoff.every(0.2))
         while not (out / "logs" / "miner1.log").exists():
             assert proc.poll() is None, "swarmtrain local exited early"
-            assert time.monotonic() < deadline, "the miner was never started"
-            time.sleep(0.2)
+            assert waiter.pause_sync(), "the miner was never started"
         children = _pids_mentioning(str(out))
         assert len(children) >= 3  # devnet, validator, miner
         proc.send_signal(signal.SIGTERM)

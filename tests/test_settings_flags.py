@@ -10,15 +10,15 @@ from typing import Any, Literal, get_args, get_origin
 import pytest
 from annotated_types import Ge, Gt, Le
 
+from chain.devnet import cli as devnet_cli
 from chain.devnet.params import DevnetConfig
 from miner.settings import MinerOptions, MinerSettings
+from protocol.flags import CONFIG_DEST, FlagSpec, SettingsError, _value_type, flag_specs
 from protocol.subnet import SubnetConfig
 from swarmtrain.cli import build_parser, discover_commands
-from swarmtrain.commands import devnet as devnet_command
 from swarmtrain.commands import local as local_command
 from swarmtrain.commands import miner as miner_command
 from swarmtrain.commands import validator as validator_command
-from swarmtrain.flags import CONFIG_DEST, FlagSpec, SettingsError, _value_type, flag_specs
 from swarmtrain.local_settings import LocalSettings
 from swarmtrain.localnet import LocalNet, LocalNetConfig, MinerSpec
 from validator.settings import ValidatorSettings
@@ -29,7 +29,7 @@ COMMANDS: list[tuple[str, Any, list[str], Any]] = [
     ("validator", ValidatorSettings, NETUID, lambda a: validator_command.settings_from(a, environ={})),
     ("miner", MinerSettings, NETUID, lambda a: miner_command.settings_from(a, environ={})),
     ("local", LocalSettings, [], lambda a: local_command.settings_from(a, environ={})),
-    ("devnet", DevnetConfig, [], devnet_command._config),
+    ("devnet", DevnetConfig, [], devnet_cli.config_from),
 ]
 
 

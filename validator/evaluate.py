@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from node.aggregate_payload import AGGREGATE_CODEC
 from node.model_state import ModelState
 from protocol import codec, criteria
+from protocol.aggregate_payload import decode_aggregate_sparse
 from protocol.codec import decompress
 from protocol.data import Dataset
 from protocol.model import Transformer, lm_loss, sample_losses
@@ -100,7 +100,7 @@ class Evaluator:
     def note_aggregate(self, payload: bytes, spec: Mapping[str, tuple[int, ...]]) -> None:
         """Remember the last published aggregate (an update that resends it is a copy);
         an empty payload (no contributors) forgets it."""
-        self.last_aggregate = codec.decode(payload, spec, AGGREGATE_CODEC) if payload else None
+        self.last_aggregate = decode_aggregate_sparse(payload, spec) if payload else None
 
     def earlier(self) -> list[np.ndarray]:
         """Sketches of the recent windows' updates: a new update must not repeat one."""
@@ -149,7 +149,7 @@ class Evaluator:
         self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
         norms: Mapping[int, float], entropy: bytes,
     ) -> dict[int, criteria.Evaluation]:
-        """An ``Evaluation`` per chosen submission (θ_w's hash is computed once)."""
+        """An ``Evaluation`` per chosen submission."""
         if not chosen:
             return {}
         base, work = self._models(state)

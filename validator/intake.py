@@ -77,10 +77,6 @@ class _Nobody:
         pass
 
 
-def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
-    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
-
-
 class Intake:
     """The ``POST /submit`` handler and its checks (no chain calls on the request path)."""
 
@@ -93,7 +89,7 @@ class Intake:
         self.self_hotkey = self_hotkey
         self.population = population
         self.spec = spec
-        self.codec_cfg = codec_config(cfg)
+        self.codec_cfg = cfg.codec_config()
         self.nonce_store = nonce_store or http_auth.InMemoryNonceStore(retention=settings.nonce_retention_s)
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self.refusals: dict[str, int] = {}  # code -> count, for /status

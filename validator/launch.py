@@ -15,7 +15,6 @@ from chain.wallets import load_wallet
 from node.devices import resolve_device
 from node.logs import progress_line
 from node.subnet_setup import load_subnet_config, subnet_dataset
-from protocol.data import Dataset
 from protocol.subnet import SubnetConfig
 from validator.service import Validator
 from validator.settings import ValidatorSettings
@@ -34,11 +33,6 @@ def subnet_config(s: ValidatorSettings) -> SubnetConfig:
     return cfg
 
 
-def dataset_for(cfg: SubnetConfig) -> Dataset:
-    """The subnet's dataset, refusing to start on different tokens."""
-    return subnet_dataset(cfg)
-
-
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,7 +47,7 @@ async def launch(s: ValidatorSettings) -> None:
     cfg = subnet_config(s)
     resolve_device(s.device)  # refuse a device this machine lacks before loading anything
     wallet = load_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
-    dataset = await asyncio.to_thread(dataset_for, cfg)
+    dataset = await asyncio.to_thread(subnet_dataset, cfg)
     chain = await Chain.connect(s.subtensor.endpoint, timeout=s.subtensor.timeout_s)
     stop = asyncio.Event()
     _stop_on_signals(stop)

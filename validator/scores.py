@@ -14,10 +14,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from node.checkpoints import atomic_write_json
 from node.logs import progress_line
 from protocol import criteria
 from protocol.criteria import MinerScore
+from protocol.files import atomic_write_json
 
 log = logging.getLogger("swarmtrain.validator.scores")
 

@@ -27,20 +27,21 @@ from chain.errors import ChainError, RateLimitedError
 from chain.types import Metagraph, SubnetHyperparams
 from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
+from node.fetch import AggregateNotReady, FetchError, ValidatorLink
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
+from node.signed_http import NodeHttpError, SignedClient
 from node.subnet_check import PinnedReader, check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
-from protocol.messages import Aggregate, MessageError, pack_envelope, unpack_envelope
+from protocol.messages import Aggregate, pack_envelope, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
 from validator.app import HttpsServer, build_app
 from validator.dashboard import add_operator_routes
 from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
-from validator.follower import LeadLink
 from validator.intake import Intake, IntakeView
 from validator.peers import PeerWatch
 from validator.settings import ValidatorSettings
@@ -83,11 +84,6 @@ def should_checkpoint(window: int, every: int) -> bool:
     return window % every == 0
 
 
-def same_endpoint(a: ValidatorEndpoint, b: ValidatorEndpoint) -> bool:
-    """Same validator at the same address and certificate (stake changes every epoch)."""
-    return (a.hotkey, a.url, a.fingerprint) == (b.hotkey, b.url, b.fingerprint)
-
-
 def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
     """What the metrics line keeps of a verdict: why it scored what it did, and the figures."""
     return {"reason": v.reason, "gain": round(v.gain, 6), "own_z": round(v.own_z, 3)}
@@ -121,7 +117,7 @@ class Validator:
             population=self.evaluator.population, spec=self.state.model.spec, observer=self.telemetry,
         )
         self.server: HttpsServer | None = None
-        self.lead: LeadLink | None = None
+        self.http = SignedClient(wallet, timeout=settings.lead_timeout_s)  # GETs from the lead
         self.block = 0
         self.tempo = 100
         self.metagraph: Metagraph | None = None
@@ -129,7 +125,6 @@ class Validator:
         self.last_val_loss: float | None = None
         self.windows_closed = 0
         self._evaluated: dict[int, WindowEvaluation] = {}
-        self._hashed_window = -1
         self.waiting_for_lead = False
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -180,8 +175,7 @@ class Validator:
 
     async def close(self) -> None:
         await self.peers.close()
-        if self.lead is not None:
-            await self.lead.close()
+        await self.http.close()
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -238,9 +232,7 @@ class Validator:
         self.refresh_view()
 
     def refresh_view(self) -> None:
-        if self._hashed_window != self.state.model.window:  # hashing is not free: once per window
-            self.view.model_hash = self.state.model.hash()
-            self._hashed_window = self.state.model.window
+        self.view.model_hash = self.state.model.hash()  # ModelState hashes once per version of θ
         self.view.open_window = self.state.model.window
         chain_window = window_of(self.block, self.cfg.blocks_per_window)
         self.view.ready = not should_close_window(self.state.model.window, chain_window)
@@ -259,11 +251,10 @@ class Validator:
         return not bool(mg.validator_permit[i]) and float(mg.stake[i]) <= 0.0
 
     def lead_endpoint(self) -> ValidatorEndpoint | None:
-        """The lead as miners see it: the highest-stake permitted validator, or, before any
-        permit exists (first epoch), the highest-stake validator with an endpoint on chain."""
+        """The lead every node follows (``protocol.lead``), from the last metagraph read."""
         if self.metagraph is None:
             return None
-        return lead_validator(self.metagraph) or lead_validator(self.metagraph, require_permit=False)
+        return lead_validator(self.metagraph)
 
     def lead_fields(self) -> dict[str, Any]:
         """``lead=<uid> lead_hotkey=<ss58>`` for log lines about the lead."""
@@ -340,32 +331,31 @@ class Validator:
         return envelope
 
     async def fetch_from_lead(self, window: int) -> bytes | None:
-        """The lead's Aggregate(window) once it applies to our θ_w (stored then), else None."""
+        """The lead's Aggregate(window) once it builds on our θ_w (stored then), else None."""
         lead = self.lead_endpoint()
         if lead is None:
             return None
-        if self.lead is None or not same_endpoint(self.lead.endpoint, lead):
-            if self.lead is not None:
-                await self.lead.close()
-            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.lead_timeout_s)
-        envelope = await self.lead.aggregate(window)
-        if envelope is None or not self.fits_model(window, envelope):
+        link = ValidatorLink(self.http, lead, self.cfg)
+        try:
+            envelope = await link.aggregate_envelope(window)
+            header, _ = link.parse_aggregate(window, envelope)
+        except AggregateNotReady:
+            return None
+        except (FetchError, NodeHttpError) as exc:
+            log.warning(progress_line("no aggregate from the lead", w=window, **self.lead_fields(), reason=exc))
+            return None
+        if not self.builds_on_ours(header):
             return None
         self.state.store.put_aggregate(window, envelope)
         return envelope
 
-    def fits_model(self, window: int, envelope: bytes) -> bool:
-        """The lead's envelope is Aggregate(window) of our subnet and builds on our θ_w."""
-        try:
-            header, _ = unpack_envelope(envelope, Aggregate)
-        except MessageError as exc:
-            log.warning(progress_line("malformed aggregate from the lead", w=window, **self.lead_fields(), reason=exc))
-            return False
-        ours = self.view.model_hash if self._hashed_window == self.state.model.window else self.state.model.hash()
-        if header.window != window or header.netuid != self.cfg.netuid or header.base_model_hash != ours:
+    def builds_on_ours(self, header: Aggregate) -> bool:
+        """The lead's aggregate starts from the θ_w we hold (else applying it would split us off)."""
+        ours = self.state.model.hash()
+        if header.base_model_hash != ours:
             log.error(progress_line(
-                "the lead's aggregate does not build on our model: not applied", w=window, **self.lead_fields(),
-                aggregate_w=header.window, aggregate_base=header.base_model_hash[:12], ours=ours[:12],
+                "the lead's aggregate does not build on our model: not applied", w=header.window, **self.lead_fields(),
+                aggregate_base=header.base_model_hash[:12], ours=ours[:12],
             ))
             return False
         return True

@@ -1,7 +1,7 @@
 """Operator settings of one validator (not shared with the subnet; see ``SubnetConfig``).
 
 The one typed source of ``swarmtrain validator``'s flags, env vars (``SWARMTRAIN_VALIDATOR_*``)
-and ``--config`` TOML keys (``swarmtrain.flags`` generates them from these fields).
+and ``--config`` TOML keys (``protocol.flags`` generates them from these fields).
 
 Example:
     >>> s = ValidatorSettings(netuid=1, state_dir=Path("/tmp/v"), port=8091)

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.checkpoints import atomic_write
 from node.logs import progress_line
 from protocol.codec import SparseUpdate
+from protocol.files import atomic_write
 from protocol.messages import Submission, pack_envelope
 
 log = logging.getLogger("swarmtrain.validator.store")

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from chain.devnet.database import ChainState, Neuron, Subnet
 from chain.devnet.params import U16_MAX, DevnetConfig
-from chain.devnet.state import ChainState, Neuron, Subnet
 from protocol.emission import EpochInputs, EpochResult, YumaParams, yuma_epoch
 from protocol.payout import EmissionSplit, Payout, owner_uids, pay_epoch, split_emission
 
@@ -46,11 +46,6 @@ class EpochSummary:
 def epoch_due(netuid: int, tempo: int, block: int) -> bool:
     """Whether subnet ``netuid`` runs its epoch at ``block``."""
     return tempo > 0 and (block + netuid + 1) % (tempo + 1) == 0
-
-
-def blocks_until_epoch(netuid: int, tempo: int, block: int) -> int:
-    """Blocks from ``block`` to the subnet's next epoch (0 when it runs at ``block``)."""
-    return (tempo - (block + netuid + 1) % (tempo + 1) + 1) % (tempo + 1)
 
 
 def yuma_params(hyperparams: dict) -> YumaParams:

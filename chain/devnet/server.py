@@ -25,9 +25,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from chain.devnet.ledger import BlockReport, Devnet, PoolRejection
+from chain.devnet.blockchain import BlockReport, Devnet, PoolRejection
 from chain.devnet.params import EXISTENTIAL_DEPOSIT_RAO
-from chain.devnet.storage import ReadError
+from chain.devnet.storage_queries import ReadError
 from chain.devnet.wire import MAX_BODY_BYTES, METHODS, WIRE_VERSION, Extrinsic, RpcRequest
 
 log = logging.getLogger("swarmtrain.devnet")  # under the project root: one logging set-up

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node.settings import SubtensorSettings, WalletSettings
-from swarmtrain.flags import add_flags, flag_specs, namespace_values, validate
+from protocol.flags import add_flags, flag_specs, namespace_values, validate
 
 if TYPE_CHECKING:
     import bittensor as bt

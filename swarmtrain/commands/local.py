@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swarmtrain.flags import SettingsError, add_settings_flags, load_settings
+from protocol.flags import SettingsError, add_settings_flags, load_settings
 
 if TYPE_CHECKING:
     from rich.console import Console

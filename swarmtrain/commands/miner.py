@@ -16,8 +16,8 @@ import asyncio
 import os
 from typing import TYPE_CHECKING
 
+from protocol.flags import SettingsError, add_settings_flags, load_settings
 from swarmtrain.commands._chainargs import fail
-from swarmtrain.flags import SettingsError, add_settings_flags, load_settings
 
 if TYPE_CHECKING:
     from miner.service import Miner
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace, miner_cls: type[Miner] | None = None) -> int:
     from miner.launch import launch
     from miner.service import Miner, MinerError
     from miner.state import MinerStateError
-    from miner.sync import SyncError
     from miner.trainer import DeviceUnavailableError
+    from node.fetch import FetchError
     from node.logs import setup_logging
     from node.metrics import MetricsPortError
     from protocol.data import DataError
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, miner_cls: type[Miner] | None = None) -> int:
     setup_logging(settings.log_level)
     try:
         asyncio.run(launch(settings, miner_cls or Miner))
-    except (ChainError, MinerError, MinerStateError, SyncError, DeviceUnavailableError, DataError, ValueError,
+    except (ChainError, MinerError, MinerStateError, FetchError, DeviceUnavailableError, DataError, ValueError,
             MetricsPortError) as err:
         return fail(f"{type(err).__name__}: {err}")
     return 0

@@ -16,8 +16,8 @@ import asyncio
 import os
 from typing import TYPE_CHECKING
 
+from protocol.flags import SettingsError, add_settings_flags, load_settings
 from swarmtrain.commands._chainargs import fail
-from swarmtrain.flags import SettingsError, add_settings_flags, load_settings
 
 if TYPE_CHECKING:
     from validator.settings import ValidatorSettings

@@ -20,7 +20,6 @@ from validator.settings import ValidatorSettings
 from .helpers import (
     CFG,
     FakeChain,
-    codec_cfg,
     encode_delta,
     garbage_delta,
     submission_body,
@@ -75,9 +74,9 @@ def _payload(state: ModelState, seed: int = 0) -> bytes:
 
 def _nan_payload(state: ModelState) -> bytes:
     marker = 0.012345678
-    update = codec.compress(garbage_delta(state), codec_cfg())
+    update = codec.compress(garbage_delta(state), CFG.codec_config())
     update = {n: codec.SparseTensor(t.shape, t.indices, torch.sign(t.values) * marker) for n, t in update.items()}
-    data = bytearray(codec.encode(update, codec_cfg()))
+    data = bytearray(codec.encode(update, CFG.codec_config()))
     at = data.find(struct.pack("<f", marker))
     data[at : at + 4] = struct.pack("<f", float("nan"))
     return bytes(data)
@@ -113,7 +112,7 @@ async def test_wrong_shapes_refused(node, ds):
     state = v.state.model
     name = next(iter(state.spec))
     bad = {name: torch.randn(3, 5) * 0.01}  # a tensor of the right name with the wrong shape
-    payload = codec.encode(codec.compress(bad, codec_cfg()), codec_cfg())
+    payload = codec.encode(codec.compress(bad, CFG.codec_config()), CFG.codec_config())
     body = submission_body(MINERS[1], 2, 0, payload, base_hash=state.hash(), ds=ds)
     assert await _post(v, MINERS[1], body) == (422, "invalid_payload")
     assert v.subs.count(0) == 0  # nothing stored

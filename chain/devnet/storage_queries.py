@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from chain.devnet.database import ChainState, Neuron, Subnet
 from chain.devnet.params import STORAGE_ITEM_PARAM, DevnetConfig
-from chain.devnet.state import ChainState, Neuron, Subnet
 from protocol.payout import SUBNET_OWNER_CUT_U16
 
 ZERO_ACCOUNT = "5C4hrfjw9DjXZTzV3MwzrrAr9P1MJhSrvWGWqi1eSuyUpnhM"  # AccountId32 default

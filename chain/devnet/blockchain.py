@@ -26,11 +26,11 @@ import bittensor_core
 
 from chain.devnet import pallets
 from chain.devnet.calls import ALICE, CallRejected, parse_call
+from chain.devnet.database import ChainState
 from chain.devnet.epoch import EpochSummary, epoch_due, run_epoch
 from chain.devnet.params import GENESIS_NETUID, DevnetConfig, default_hyperparams
 from chain.devnet.runtime_api import RuntimeApi
-from chain.devnet.state import ChainState
-from chain.devnet.storage import StorageReader
+from chain.devnet.storage_queries import StorageReader
 from chain.devnet.wire import Extrinsic
 
 ERA_PERIOD = 256  # an extrinsic signed against a block older than this is refused

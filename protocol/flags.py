@@ -201,7 +201,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         import tomli as tomllib
     try:
         with open(Path(path).expanduser(), "rb") as fh:
-            return tomllib.load(fh)
+            data: dict[str, Any] = tomllib.load(fh)
+            return data
     except OSError as err:
         raise SettingsError(f"--config {path}: {err.strerror or err}") from None
     except tomllib.TOMLDecodeError as err:
