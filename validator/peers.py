@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from chain.types import Metagraph
+from node.fetch import PinnedReader
 from node.signed_http import NodeHttpError
-from node.subnet_check import PinnedReader
 from node.validators import ValidatorEndpoint, find_validators
 
 log = logging.getLogger("swarmtrain.validator.peers")

@@ -31,7 +31,7 @@ from node.fetch import AggregateNotReady, FetchError, ValidatorLink
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError, SignedClient
-from node.subnet_check import PinnedReader, check_against
+from node.subnet_check import check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
@@ -150,8 +150,7 @@ class Validator:
         lead = self.lead_endpoint()
         if lead is None or lead.hotkey == self.hotkey:
             return
-        async with PinnedReader(timeout=self.settings.lead_timeout_s) as reader:
-            await check_against(reader, lead, self.cfg)
+        await check_against(self.http, lead, self.cfg)
 
     def restore_submissions(self) -> int:
         """Re-validate and re-add the stored submissions of θ's window; drop other windows."""

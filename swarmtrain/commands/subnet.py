@@ -153,15 +153,17 @@ def _fetch(args: argparse.Namespace) -> int:
 
 async def _fetch_config(args: argparse.Namespace) -> tuple[SubnetConfig, ValidatorEndpoint]:
     from chain.client import Chain
-    from node.subnet_check import PinnedReader, SubnetConfigError, fetch_subnet_config
-    from node.validators import find_validators
+    from node.fetch import PinnedReader, fetch_subnet_config
+    from node.subnet_file import SubnetConfigError
+    from node.validators import find_validators, serving_validators
 
     timeout = subtensor_of(args).timeout_s
     async with await Chain.connect(network_of(args), timeout=timeout) as chain:
         mg = await chain.metagraph(args.netuid)
-    found = find_validators(mg) or find_validators(mg, require_permit=False)
-    if args.validator_uid is not None:
-        found = [v for v in found if v.uid == args.validator_uid]
+    if args.validator_uid is None:
+        found = serving_validators(mg)  # the lead first (protocol.lead)
+    else:
+        found = [v for v in find_validators(mg, require_permit=False) if v.uid == args.validator_uid]
     if not found:
         which = f"validator uid {args.validator_uid}" if args.validator_uid is not None else "no validator"
         raise SubnetConfigError(f"{which} has published an endpoint and commitment on netuid {args.netuid} "
