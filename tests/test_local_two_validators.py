@@ -106,24 +106,23 @@ def test_each_dashboard_and_status_compare_the_other_validators_model_hash(netwo
     finds the same model; ``swarmtrain status`` compares both validators and both miners."""
     import json
     import ssl
-    import time
     import urllib.request
 
+    from protocol.retry import Backoff, Waiter
     from swarmtrain.cli import main
 
     net, result = network
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     url = net.dashboard_url("validator2") + "/data"
-    deadline = time.monotonic() + 20
+    waiter = Waiter(20, Backoff.every(0.5))
     while True:
         with urllib.request.urlopen(url, timeout=10, context=context) as resp:
             rows = {v["uid"]: v for v in json.loads(resp.read())["validators"]}
         lead = rows.get(result.uids["validator"])
         if lead is not None and lead["agrees"] is not None:
             break
-        assert time.monotonic() < deadline, rows
-        time.sleep(0.5)
+        assert waiter.pause_sync(), rows
     assert lead["agrees"] is True and rows[result.uids["validator2"]]["self"], rows
     assert main(["status", "--netuid", "1", "--subtensor.network", net.url, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
