@@ -21,6 +21,7 @@ from miner.trainer import InnerTrainer
 from node.logs import progress_line
 from node.metrics import CountingClient, MetricsServer, MinerTelemetry, ObservedMetricsWriter
 from node.signed_http import SignedClient
+from node.state_lock import StateLock, sweep_temporaries
 from node.subnet_setup import load_subnet_config, subnet_dataset
 from protocol.model import subnet_model_config
 from protocol.subnet import SubnetConfig
@@ -40,6 +41,15 @@ def subnet_config(s: MinerSettings) -> SubnetConfig:
 
 
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
+    """Lock the state directory (``StateLockedError`` names the pid holding it), then run."""
+    with StateLock.acquire(s.state_path, role="miner") as lock:
+        swept = sweep_temporaries(lock.directory)
+        if swept:
+            log.info(progress_line("removed temporary files a crashed write left", count=len(swept), state=lock.directory))
+        await _run(s, miner_cls)
+
+
+async def _run(s: MinerSettings, miner_cls: type[Miner]) -> None:
     """Wire chain, wallet, data, trainer, state and HTTP client into a miner and run it."""
     cfg = subnet_config(s)
     wallet = load_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)

@@ -26,14 +26,15 @@ from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
-from chain.errors import ChainError
+from chain.errors import ChainConnectionError, ChainError, ChainTimeoutError
 from chain.types import Metagraph
 from chain.wallets import Wallet
 from miner.settings import MinerOptions
 from miner.state import MinerState, MinerStateStore
 from miner.submit import Poster, SubmitOutcome, Submitter, build_submission
-from miner.sync import ChainClock, SyncError, WindowClock, catch_up
+from miner.sync import ChainClock, WindowClock, catch_up
 from miner.trainer import InnerTrainer, TrainResult, split_batches
+from node.fetch import RETRY_S as LINK_RETRY_S
 from node.fetch import AggregateNotReady, FetchError, Getter, ValidatorLink
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
@@ -43,7 +44,8 @@ from node.subnet_check import check_against
 from node.validators import ValidatorEndpoint, lead_validator, serving_validators
 from protocol import codec
 from protocol.data import Dataset
-from protocol.retry import TRANSIENT_BACKOFF, Backoff, retry
+from protocol.files import StateWriteError
+from protocol.retry import TRANSIENT_BACKOFF, Backoff, Outage, wait_out
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 
@@ -53,6 +55,8 @@ T = TypeVar("T")
 
 # Errors after which the miner retries the window instead of exiting.
 TRANSIENT: tuple[type[BaseException], ...] = (ChainError, FetchError, NodeHttpError, ShardFetchError)
+# The chain does not answer: waited out however long it lasts (never counted as a failure).
+CHAIN_OUTAGE: tuple[type[BaseException], ...] = (ChainConnectionError, ChainTimeoutError)
 
 
 class MinerChain(ChainClock, Protocol):
@@ -147,7 +151,12 @@ class Miner:
         self.uid = -1
         self.metagraph: Metagraph | None = None
         self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
-        self._checked_config: tuple[str, str] | None = None  # (lead hotkey, its config hash) checked
+        self._checked_config: set[tuple[str, str]] = set()  # (validator hotkey, its config hash) checked
+        where, every = str(getattr(chain, "url", "the configured endpoint")), self.options.status_every_s
+        self.chain_outage = Outage("the chain", where, log, every_s=every, hint="the miner resumes by itself when it answers")
+        self.disk = Outage("room to write the miner's state", str(store.root), log, every_s=every)
+        self.link_retry_s = LINK_RETRY_S  # how long one GET to a validator keeps trying before the next one is asked
+        self.outage_backoff = Backoff(first=min(1.0, self.options.outage_retry_cap_s), cap=self.options.outage_retry_cap_s)
 
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
@@ -181,25 +190,22 @@ class Miner:
         """The validators to submit to (``protocol.lead``'s serving set); none before the metagraph is read."""
         return [] if self.metagraph is None else serving_validators(self.metagraph)
 
-    async def lead_link(self) -> ValidatorLink:
-        """Link to the lead validator, waiting for one to appear on chain."""
-
-        async def attempt() -> ValidatorLink:
-            lead = lead_validator(await self.refresh_metagraph())
-            if lead is None:
-                raise SyncError("no validator has published an endpoint yet")
+    async def sync_sources(self) -> list[ValidatorEndpoint]:
+        """Where θ can come from, the lead first (then the other serving validators, for when
+        the lead does not answer); [] while no validator has published an endpoint."""
+        sources = serving_validators(await self.refresh_metagraph())
+        lead = lead_validator(self.metagraph) if self.metagraph is not None else None
+        if lead is not None:
             await self.check_config(lead)
-            return ValidatorLink(self.client, lead, self.cfg)
-
-        return await retry(attempt, timeout=self.options.sync_timeout_s, backoff=self.polling, retry_on=(SyncError,))
+        return sources
 
     async def check_config(self, lead: ValidatorEndpoint) -> None:
         """Stop (``SubnetConfigMismatch``, naming the fields) when the lead runs another subnet
         config: every submission would be refused, or the model would never sync."""
         key = (lead.hotkey, lead.config_hash)
-        if key != self._checked_config:
+        if key not in self._checked_config:
             await check_against(self.client, lead, self.cfg)
-            self._checked_config = key
+            self._checked_config.add(key)
 
     # ---- the loop ---------------------------------------------------------------------
     async def run(self, max_windows: int | None = None) -> None:
@@ -210,6 +216,9 @@ class Miner:
             while max_windows is None or done < max_windows:
                 try:
                     await self.one_window()
+                except CHAIN_OUTAGE as exc:  # however long it lasts: wait, then start the window again
+                    await self.wait_for_chain(exc)
+                    continue
                 except TRANSIENT as exc:
                     # The chain, a validator or the data source hiccuped: the next window starts clean.
                     failures += 1
@@ -223,6 +232,11 @@ class Miner:
         finally:
             await self.stop_prefetch()
 
+    async def wait_for_chain(self, exc: BaseException) -> None:
+        """Wait out a chain outage of any length (a status line a minute), then go on."""
+        self.chain_outage.failed(exc)
+        await wait_out(self.chain.block, retry_on=CHAIN_OUTAGE, outage=self.chain_outage, backoff=self.outage_backoff)
+
     async def one_window(self) -> None:
         window = await self.clock.window()
         await self.sync_to(window)
@@ -230,16 +244,51 @@ class Miner:
         await self.finish_window(report)
 
     async def sync_to(self, window: int) -> None:
-        """Step 1: hold θ_window (catch up from the lead validator when behind)."""
-        link = await self.lead_link()
-        if self.model.window >= window:
-            return
-        started = time.monotonic()
-        self.model = await retry(
-            lambda: catch_up(self.model, link, window), timeout=self.options.sync_timeout_s,
-            backoff=self.polling, retry_on=(AggregateNotReady, NodeHttpError),
-        )
-        log.info(progress_line("synced", window=window, model=self.model.hash()[:12], s=time.monotonic() - started))
+        """Step 1: hold θ_window: catch up from the lead, or from another validator while the
+        lead does not answer. Waits as long as it takes (a validator may be down for minutes),
+        with a status line a minute saying what it waits for."""
+        started, tries = time.monotonic(), 0
+        waiting = Outage(f"the model of window {window}", "the validators", log, quiet_s=self.options.sync_quiet_s,
+                         every_s=self.options.status_every_s, hint="the miner resumes by itself when a validator serves it")
+        while True:
+            sources = await self.sync_sources()
+            if self.model.window >= window:
+                waiting.recovered()
+                return
+            not_ready, reason = await self.catch_up_from(sources, window)
+            if reason is None:
+                waiting.recovered()
+                log.info(progress_line("synced", window=window, model=self.model.hash()[:12], s=time.monotonic() - started))
+                return
+            tries += 1
+            waiting.failed(reason)
+            await asyncio.sleep((self.polling if not_ready else self.outage_backoff).delay(tries))
+
+    async def catch_up_from(self, sources: list[ValidatorEndpoint], window: int) -> tuple[bool, str | None]:
+        """Try each source in turn: (False, None) once θ_window is held; else (not_ready, why not).
+
+        A validator that answers "not published yet" ends the round (the others follow the lead:
+        they have nothing newer); one that does not answer, or answers with something unusable,
+        passes the turn to the next.
+        """
+        if not sources:
+            return True, "no validator has published an endpoint yet"
+        failures = []
+        for i, source in enumerate(sources):
+            try:
+                await self.check_config(source)
+                link = ValidatorLink(self.client, source, self.cfg, retry_s=self.link_retry_s)
+                self.model = await catch_up(self.model, link, window)
+            except AggregateNotReady as exc:
+                return True, f"validator uid {source.uid} at {source.url}: {exc}"
+            except (FetchError, NodeHttpError) as exc:
+                failures.append(f"validator uid {source.uid} at {source.url} ({'lead' if i == 0 else 'fallback'}): {exc}")
+                continue
+            if failures:
+                log.warning(progress_line("synced from another validator: the lead does not answer", w=window,
+                                          validator=source.uid, lead_error=failures[0]))
+            return False, None
+        return False, "; ".join(failures)
 
     async def work_window(self, window: int) -> WindowReport:
         """Steps 2–4: train, compress, submit (skipped when θ_window is not what we hold)."""
@@ -268,9 +317,9 @@ class Miner:
         started = time.monotonic()
         await self.sync_to(w + 1)
         report.timings["sync"] = time.monotonic() - started
-        self.timed(report, "checkpoint", self.checkpoint)
         report.model_hash = self.model.hash()
-        self.metrics.write(report.record())
+        self.timed(report, "checkpoint", lambda: self.write_state(self.checkpoint))
+        self.write_state(lambda: self.metrics.write(report.record()))
         log.info(progress_line("window", w=w, applied=report.model_hash[:12], window_s=sum(report.timings.values())))
 
     # ---- the steps ------------------------------------------------------------------
@@ -346,6 +395,16 @@ class Miner:
             else:
                 log.warning(progress_line("refused", w=report.window, validator=o.validator_uid, status=o.status,
                                           code=o.code, reason=o.reason))
+
+    def write_state(self, write: Callable[[], None]) -> None:
+        """Run a state write; a full or read-only disk is one status line (a minute), not the
+        end of the miner: θ stays in memory and the next window writes again."""
+        try:
+            write()
+        except StateWriteError as exc:
+            self.disk.failed(exc)
+            return
+        self.disk.recovered()
 
     def checkpoint(self) -> None:
         self.store.save(MinerState(

@@ -27,12 +27,20 @@ class MinerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sync_timeout_s: float = Field(600.0, gt=0, description="seconds to wait for a validator or an aggregate")
+    sync_timeout_s: float = Field(
+        600.0, gt=0, description="seconds to wait for the next window's first block before reading the chain afresh "
+        "(outages of the chain or the validators are waited out however long they last)")
     poll_interval_s: float = Field(0.25, gt=0, description="chain polling period, seconds")
     submit_deadline_s: float = Field(60.0, gt=0, description="retries of one submission stop after this, seconds")
     log_every_steps: int = Field(5, ge=1, description="log the training loss every this many inner steps")
+    outage_retry_cap_s: float = Field(
+        10.0, gt=0, description="while the chain or every validator is down: the longest pause between tries, seconds")
+    status_every_s: float = Field(60.0, gt=0, description="while waiting out an outage: one status line this often, seconds")
+    sync_quiet_s: float = Field(
+        30.0, ge=0, description="waiting this long for a window's aggregate is normal; longer gets a status line, seconds")
     max_consecutive_failures: int = Field(
-        10, ge=1, description="transient chain/HTTP errors in a row before the miner gives up"
+        10, ge=1, description="other transient errors in a row (malformed answers, data source) before the miner "
+        "gives up; an unreachable chain or validator is waited out instead"
     )
 
 

@@ -29,7 +29,7 @@ from safetensors.torch import save as safetensors_save
 
 from node.model_state import ModelState
 from node.tensor_tree import TensorTreeError, flatten, unflatten
-from protocol.files import atomic_write, fsync_dir
+from protocol.files import StateWriteError, atomic_write, fsync_dir, is_disk_error
 from protocol.subnet import SubnetConfig
 
 LATEST = "LATEST"
@@ -72,23 +72,35 @@ class MinerStateStore:
         return self.root / f"ckpt-{window:010d}"
 
     def save(self, state: MinerState) -> Path:
-        """Write ``state`` atomically; returns the checkpoint directory."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Write ``state`` atomically; returns the checkpoint directory.
+
+        A full or read-only disk raises ``StateWriteError`` naming the checkpoint; nothing
+        temporary is left and the previous checkpoint stays the loadable one.
+        """
         final = self._dir(state.window)
+        try:
+            self._save_dir(final, state)
+            fsync_dir(self.root)
+            self._write_latest(final.name)
+        except OSError as exc:
+            if is_disk_error(exc) and not isinstance(exc, StateWriteError):
+                raise StateWriteError(final, exc) from exc
+            raise
+        self._prune()
+        return final
+
+    def _save_dir(self, final: Path, state: MinerState) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             self._write_parts(tmp, state)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        fsync_dir(self.root)
-        self._write_latest(final.name)
-        self._prune()
-        return final
 
     def _write_parts(self, directory: Path, state: MinerState) -> None:
         state.model.save(directory / MODEL_FILE)

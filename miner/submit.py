@@ -64,6 +64,12 @@ def build_submission(
     return pack_envelope(header, payload)
 
 
+def is_held(status: int, code: str) -> bool:
+    """The validator holds our submission for the window: accepted now (200), or earlier
+    (409 ``duplicate``: e.g. a resubmission after the miner crashed between upload and metrics)."""
+    return status == 200 or (status == 409 and code == "duplicate")
+
+
 @dataclass(frozen=True)
 class SubmitOutcome:
     """What one validator answered: accepted, or refused/unreachable with a reason."""
@@ -122,7 +128,7 @@ class Submitter:
             attempt, timeout=deadline_s, backoff=self.backoff, max_attempts=self.max_attempts,
             again=lambda outcome: is_transient(outcome[0]),
         )
-        return SubmitOutcome(v.uid, status, status == 200, code, reason, attempts, loop.time() - started)
+        return SubmitOutcome(v.uid, status, is_held(status, code), code, reason, attempts, loop.time() - started)
 
     async def _attempt(self, v: ValidatorEndpoint, body: bytes) -> tuple[int, str, str]:
         try:

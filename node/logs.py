@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.logging import RichHandler
 
+from protocol.files import StateWriteError, is_disk_error
+
 
 class MetricsWriter:
     """Appends one JSON object per line; each line is flushed so a crash loses at most one."""
@@ -32,11 +35,22 @@ class MetricsWriter:
         self._clock = clock
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one line; on a full or read-only disk the file is cut back to its last whole
+        line (the next write starts clean) and ``StateWriteError`` names the path."""
         line = json.dumps({"ts": round(self._clock(), 3), **record}, sort_keys=False, default=str)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "ab", buffering=0) as fh:  # unbuffered: a failed write is cut back here
+                end = fh.tell()
+                data = (line + "\n").encode("utf-8")
+                try:
+                    if fh.write(data) != len(data):
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    os.fsync(fh.fileno())
+                except OSError:
+                    os.ftruncate(fh.fileno(), end)
+                    raise
+        except OSError as exc:
+            raise StateWriteError(self.path, exc) if is_disk_error(exc) else exc from exc
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

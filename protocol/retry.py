@@ -7,6 +7,11 @@ random fraction up to ``jitter`` (so many nodes that failed together do not retr
 — and there is no next try when it would start after the deadline or past ``max_attempts``.
 A fixed polling interval is ``Backoff.every(seconds)``.
 
+An outage of unknown length (the chain or a validator down for minutes) is waited out
+without a deadline by ``wait_out``: capped backoff (``OUTAGE_BACKOFF``) and an ``Outage``
+that logs one status line when the trouble starts, one per minute while it lasts
+("waiting for the chain at URL since 11:05:03 UTC (120 s): reason"), and one when it ends.
+
 It lives in ``protocol`` because that is the bottom layer: the chain facade, the node's
 fetch client, the miner's submitter and the local network all wait through it.
 
@@ -14,6 +19,8 @@ Example:
     >>> block = await poll_until(chain.block, lambda b: b >= 100, timeout=60, interval=0.5,
     ...                          on_timeout=lambda b: TimeoutError(f"chain at {b}"))
     >>> status = await retry(send, timeout=20, backoff=TRANSIENT_BACKOFF, again=lambda s: s >= 500)
+    >>> outage = Outage("the chain", chain.url, log)
+    >>> block = await wait_out(chain.block, retry_on=(ChainConnectionError,), outage=outage)
     >>> waiter = Waiter(30, Backoff.every(0.1))        # a hand-paced loop, sync or async
     >>> while not ready():
     ...     if not waiter.pause_sync():
@@ -23,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -65,6 +73,10 @@ class Backoff:
 
 # The policy for transient chain and HTTP failures (connection drops, 5xx, 429).
 TRANSIENT_BACKOFF = Backoff()
+# The policy while waiting out an outage of any length: no try is more than 10 s after the
+# endpoint is back (plus the try's own timeout).
+OUTAGE_BACKOFF = Backoff(first=1.0, factor=2.0, cap=10.0, jitter=0.2)
+STATUS_EVERY_S = 60.0  # one "still waiting" line per minute of an outage
 
 
 class Waiter:
@@ -147,3 +159,86 @@ async def poll_until(
                 return value
             raise on_timeout(value)
     return value
+
+
+class Outage:
+    """One thing that does not answer, as the operator reads it: a line when it starts, one
+    every ``every_s`` seconds while it lasts, one when it is back — never one per try.
+
+    ``failed(reason)`` after each failed try (returns True when it logged), ``recovered()``
+    after a success. ``since`` is the wall-clock start (None while there is no outage).
+    ``quiet_s``: waiting that long is normal (e.g. for an aggregate): the first line comes
+    only after it, and a recovery before it says nothing.
+
+    Example:
+        >>> outage = Outage("the chain", "devnet://127.0.0.1:9946", log, hint="is the devnet running?")
+        >>> outage.failed("connection refused")   # logs "waiting for the chain at ... since ..."
+        >>> outage.recovered()                    # logs "the chain at ... is back after 42 s"
+    """
+
+    def __init__(
+        self, what: str, where: str, log: logging.Logger, *, every_s: float = STATUS_EVERY_S, hint: str = "",
+        quiet_s: float = 0.0, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.what, self.where, self.log, self.every_s, self.hint = what, where, log, every_s, hint
+        self.quiet_s, self.clock, self.wall = quiet_s, clock, wall
+        self.since: float | None = None  # wall clock at the first failure
+        self.started = 0.0  # monotonic clock at the first failure
+        self.last_line: float | None = None  # monotonic clock of the last status line
+        self.failures = 0
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started if self.down else 0.0
+
+    def failed(self, reason: object) -> bool:
+        """Count a failed try; log the status line when the outage starts or a minute has passed."""
+        now = self.clock()
+        self.failures += 1
+        if self.since is None:
+            self.since, self.started = self.wall(), now
+        if now - self.started < self.quiet_s:
+            return False
+        if self.last_line is not None and now - self.last_line < self.every_s:
+            return False
+        self.last_line = now
+        self.log.warning(self.status(reason))
+        return True
+
+    def status(self, reason: object) -> str:
+        since = time.strftime("%H:%M:%S", time.gmtime(self.since or self.wall()))
+        hint = f" ({self.hint})" if self.hint else ""
+        return (f"waiting for {self.what} at {self.where} since {since} UTC ({self.elapsed():.0f} s, "
+                f"{self.failures} tries): {reason}{hint}")
+
+    def recovered(self) -> None:
+        """The endpoint answered: one line when it had been down, and reset."""
+        if self.last_line is not None:
+            self.log.warning(f"{self.what} at {self.where} is back after {self.elapsed():.0f} s "
+                             f"({self.failures} failed tries)")
+        self.since, self.failures, self.last_line = None, 0, None
+
+
+async def wait_out(
+    call: Callable[[], Awaitable[T]], *, retry_on: tuple[type[BaseException], ...], outage: Outage,
+    backoff: Backoff = OUTAGE_BACKOFF,
+) -> T:
+    """Call ``call`` until it succeeds, however long that takes (no deadline: an outage of
+    any length is waited out). Failures listed in ``retry_on`` go to ``outage`` (a status line
+    a minute) and pause ``backoff`` (capped); any other exception propagates at once.
+    Cancel the task to stop waiting.
+    """
+    tries = 0
+    while True:
+        try:
+            result = await call()
+        except retry_on as exc:
+            tries += 1
+            outage.failed(exc)
+            await asyncio.sleep(backoff.delay(tries))
+            continue
+        outage.recovered()
+        return result

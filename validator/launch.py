@@ -14,6 +14,7 @@ from chain.client import Chain
 from chain.wallets import load_wallet
 from node.devices import resolve_device
 from node.logs import progress_line
+from node.state_lock import StateLock, sweep_temporaries
 from node.subnet_setup import load_subnet_config, subnet_dataset
 from protocol.subnet import SubnetConfig
 from validator.service import Validator
@@ -43,6 +44,15 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def launch(s: ValidatorSettings) -> None:
+    """Lock the state directory (``StateLockedError`` names the pid holding it), then run."""
+    with StateLock.acquire(s.state_path, role="validator") as lock:
+        swept = sweep_temporaries(lock.directory)
+        if swept:
+            log.info(progress_line("removed temporary files a crashed write left", count=len(swept), state=lock.directory))
+        await _run(s)
+
+
+async def _run(s: ValidatorSettings) -> None:
     """Connect, build, start, run until SIGINT/SIGTERM (or max windows), close."""
     cfg = subnet_config(s)
     resolve_device(s.device)  # refuse a device this machine lacks before loading anything

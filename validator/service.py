@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from chain.errors import ChainError, RateLimitedError
+from chain.errors import ChainConnectionError, ChainError, ChainTimeoutError, RateLimitedError
 from chain.types import Metagraph, SubnetHyperparams
 from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
@@ -35,7 +35,9 @@ from node.subnet_check import check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
+from protocol.files import StateWriteError
 from protocol.messages import Aggregate, pack_envelope, unpack_envelope
+from protocol.retry import Outage, wait_out
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
@@ -53,6 +55,7 @@ log = logging.getLogger("swarmtrain.validator")
 
 SUBMISSIONS_DIR = "submissions"  # <state>/submissions/<window>/<uid>.bin (validator.store)
 FOLLOWER_POLL_S = 0.25  # tick period while a follower waits for the lead's aggregate
+CHAIN_OUTAGE = (ChainConnectionError, ChainTimeoutError)  # waited out at start-up, however long
 
 
 class ChainLike(Protocol):
@@ -126,6 +129,11 @@ class Validator:
         self.windows_closed = 0
         self._evaluated: dict[int, WindowEvaluation] = {}
         self.waiting_for_lead = False
+        # Outages are one status line a minute, not one warning per tick.
+        self.chain_outage = Outage("the chain", str(getattr(chain, "url", "the configured endpoint")), log,
+                                   hint="serving and retrying; windows close once blocks are read again")
+        self.lead_outage = Outage("the lead validator's aggregate", "the lead", log)
+        self.disk = Outage("room to write the validator's state", str(self.state.root), log)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -137,8 +145,10 @@ class Validator:
         app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes,
                         on_sent=self.telemetry.on_sent, extra=lambda a: add_operator_routes(a, self))
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
-        await self.publish_endpoint()
-        self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
+        await wait_out(self.publish_endpoint, retry_on=CHAIN_OUTAGE, outage=self.chain_outage)
+        params = await wait_out(lambda: self.chain.hyperparameters(self.cfg.netuid), retry_on=CHAIN_OUTAGE,
+                                outage=self.chain_outage)
+        self.tempo = int(params.tempo)
         await self.sync_chain(force=True)
         self.refresh_view()
         if self.has_no_stake():
@@ -183,7 +193,10 @@ class Validator:
         """Tick until ``stop`` is set (or ``max_windows`` windows were closed)."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
-            await self.tick()
+            try:
+                await self.tick()
+            except StateWriteError as exc:  # a full or read-only disk: said once a minute, tried each tick
+                self.disk.failed(exc)
             if max_windows is not None and self.windows_closed >= max_windows:
                 return
             # a follower waiting for the lead's aggregate asks again soon: intake is shut meanwhile
@@ -227,7 +240,9 @@ class Validator:
                 self.metagraph = await self.chain.metagraph(self.cfg.netuid)
             self.block = block
         except ChainError as exc:
-            log.warning(progress_line("chain read failed, retrying next tick", reason=exc))
+            self.chain_outage.failed(exc)
+        else:
+            self.chain_outage.recovered()
         self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -341,8 +356,10 @@ class Validator:
         except AggregateNotReady:
             return None
         except (FetchError, NodeHttpError) as exc:
-            log.warning(progress_line("no aggregate from the lead", w=window, **self.lead_fields(), reason=exc))
+            self.lead_outage.where = f"uid {lead.uid} {lead.url}"
+            self.lead_outage.failed(f"window {window}: {exc}")
             return None
+        self.lead_outage.recovered()
         if not self.builds_on_ours(header):
             return None
         self.state.store.put_aggregate(window, envelope)
@@ -363,13 +380,23 @@ class Validator:
         """Persist θ_{w+1} (once caught up), checkpoint every K, open the next window."""
         caught_up = window_of(self.block, self.cfg.blocks_per_window) <= self.state.model.window
         if caught_up:
-            self.state.save_model()  # behind: stored aggregates replay after a crash
+            self.write_state(self.state.save_model)  # behind: stored aggregates replay after a crash
         if should_checkpoint(self.state.model.window, self.cfg.checkpoint_every):
-            self.state.checkpoint()
+            self.write_state(self.state.checkpoint)
         self.subs.drop_through(window)
         self._evaluated.pop(window, None)
         self.windows_closed += 1
         self.refresh_view()
+
+    def write_state(self, write: Callable[[], object]) -> None:
+        """A state write a full or read-only disk must not stop: θ stays in memory (and the
+        published aggregates replay it after a crash); the status line says what to free."""
+        try:
+            write()
+        except StateWriteError as exc:
+            self.disk.failed(exc)
+            return
+        self.disk.recovered()
 
     def _val_loss(self) -> float:
         model = self.state.model.clone_model()
@@ -399,7 +426,7 @@ class Validator:
             "block": self.block,
             "seconds": round(seconds, 3),
         }
-        self.state.metrics.write(record)
+        self.write_state(lambda: self.state.metrics.write(record))
         self.telemetry.on_window(record)
         log.info(progress_line(
             "window", w=window, val_loss=val_after, subs=len(subs),

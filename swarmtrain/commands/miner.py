@@ -52,7 +52,9 @@ def run(args: argparse.Namespace, miner_cls: type[Miner] | None = None) -> int:
     from node.fetch import FetchError
     from node.logs import setup_logging
     from node.metrics import MetricsPortError
+    from node.state_lock import StateLockedError
     from protocol.data import DataError
+    from protocol.files import StateWriteError
 
     try:
         settings = settings_from(args)
@@ -62,6 +64,6 @@ def run(args: argparse.Namespace, miner_cls: type[Miner] | None = None) -> int:
     try:
         asyncio.run(launch(settings, miner_cls or Miner))
     except (ChainError, MinerError, MinerStateError, FetchError, DeviceUnavailableError, DataError, ValueError,
-            MetricsPortError) as err:
+            MetricsPortError, StateLockedError, StateWriteError) as err:
         return fail(f"{type(err).__name__}: {err}")
     return 0

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from node.devices import DeviceUnavailableError
     from node.logs import setup_logging
     from node.model_state import ModelStateError
+    from node.state_lock import StateLockedError
     from node.tls import TlsError
     from protocol.data import DataError
     from validator.launch import launch
@@ -60,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(launch(settings))
     except (ChainError, DataError, ModelStateError, StateDirError, TlsError, OSError, ValueError,
-            DeviceUnavailableError) as err:
+            DeviceUnavailableError, StateLockedError) as err:
         return fail(f"{type(err).__name__}: {err}")
     return 0

@@ -98,7 +98,7 @@ async def _serve(tmp_path, intake: IntakeServer) -> tuple[web.AppRunner, str, st
     return runner, f"https://127.0.0.1:{port}", ident.fingerprint
 
 
-async def test_submit_accepted_then_duplicate_refused_with_reason(tmp_path, wallets):
+async def test_submit_accepted_then_a_duplicate_counts_as_held(tmp_path, wallets):
     miner, validator = wallets
     vhk = validator.hotkey.ss58_address
     intake = IntakeServer(vhk, fail_first=1)
@@ -111,7 +111,8 @@ async def test_submit_accepted_then_duplicate_refused_with_reason(tmp_path, wall
             [first] = await submitter.submit_all([endpoint], body, deadline_s=10)
             assert first.accepted and first.attempts == 2  # one 503, then accepted
             [again] = await submitter.submit_all([endpoint], body, deadline_s=10)
-            assert not again.accepted and again.status == 409 and again.code == "duplicate"
+            # A resubmission (e.g. after a crash) gets 409 duplicate: the validator holds it, so it counts.
+            assert again.accepted and again.status == 409 and again.code == "duplicate"
             assert "already have window 5" in again.reason and again.attempts == 1
             wrong = ValidatorEndpoint(uid=0, hotkey=vhk, url=url, fingerprint="cd" * 32, stake=1.0)
             [pinned] = await submitter.submit_all([wrong], body, deadline_s=10)

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from protocol.retry import Backoff, Waiter, poll_until, retry
+from protocol.retry import Backoff, Outage, Waiter, poll_until, retry, wait_out
 
 
 def test_backoff_grows_caps_and_jitters_down():
@@ -101,3 +101,64 @@ async def test_poll_until_without_on_timeout_returns_the_last_value():
         return 0
 
     assert await poll_until(never, bool, timeout=0.03, interval=0.01, on_timeout=None) == 0
+
+
+class _Log:
+    """Collects the status lines an Outage writes."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def warning(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_an_outage_says_so_once_then_once_a_minute_then_when_it_is_back():
+    now, log = [100.0], _Log()
+    outage = Outage("the chain", "devnet://127.0.0.1:1", log, clock=lambda: now[0], wall=lambda: 0.0)  # type: ignore[arg-type]
+    assert outage.failed("refused") and outage.down
+    for _ in range(50):  # many tries within the minute: no more lines
+        now[0] += 1.0
+        assert not outage.failed("refused")
+    now[0] += 10.0  # 60 s since the first line
+    assert outage.failed("refused")
+    assert log.lines[0] == ("waiting for the chain at devnet://127.0.0.1:1 since 00:00:00 UTC (0 s, 1 tries): refused")
+    assert "(60 s, 52 tries)" in log.lines[1]
+    outage.recovered()
+    assert log.lines[-1] == "the chain at devnet://127.0.0.1:1 is back after 60 s (52 failed tries)"
+    assert not outage.down and len(log.lines) == 3
+
+
+def test_a_quiet_outage_logs_nothing_when_it_ends_within_its_grace():
+    now, log = [0.0], _Log()
+    outage = Outage("Aggregate(4)", "the lead", log, quiet_s=30, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert not outage.failed("not yet")
+    now[0] = 20.0
+    assert not outage.failed("not yet")
+    outage.recovered()
+    assert log.lines == []
+    outage.failed("not yet")
+    now[0] = 51.0
+    assert outage.failed("not yet") and "(31 s, 2 tries)" in log.lines[0]
+
+
+async def test_wait_out_has_no_deadline_and_passes_other_errors_at_once():
+    calls, log = [], _Log()
+
+    async def down_for_a_while():
+        calls.append(1)
+        if len(calls) < 40:  # longer than any Waiter budget the backoff below would allow
+            raise ConnectionError("refused")
+        return "up"
+
+    outage = Outage("x", "y", log)  # type: ignore[arg-type]
+    result = await wait_out(down_for_a_while, retry_on=(ConnectionError,), outage=outage,
+                            backoff=Backoff(first=0.0, cap=0.0))
+    assert result == "up" and len(calls) == 40
+    assert len(log.lines) == 2 and "is back" in log.lines[1]  # one line at the start, one at the end
+
+    async def bug():
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        await wait_out(bug, retry_on=(ConnectionError,), outage=outage)

@@ -1,0 +1,184 @@
+"""A miner waits out outages of any length and resumes by itself: the chain, the lead validator
+(falling back to another one), a full disk. The outages here are short, but the miner's
+settings make the unbounded waits run: one failure in a row would otherwise end it
+(``max_consecutive_failures=1``) and the status lines come every 0.2 s instead of every minute."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from chain.errors import ChainConnectionError
+from miner.service import Miner, MinerOptions
+from miner.state import MinerStateStore
+from miner.trainer import InnerTrainer
+from node.commitment import ValidatorCommitment
+from node.logs import MetricsWriter, read_metrics
+from node.signed_http import NodeHttpError
+from protocol import files
+from protocol.model import preset
+from tests.miner.fakes import ENDPOINT, HOTKEY
+from tests.miner.test_service import CFG, MINER_HOTKEY, Client, FakeMetagraph, StillChain, _dataset
+from tests.node.test_disk_errors import _enospc
+
+OPTIONS = MinerOptions(sync_timeout_s=5, poll_interval_s=0.01, max_consecutive_failures=1, outage_retry_cap_s=0.05,
+                       status_every_s=0.2, sync_quiet_s=0.1)
+BACKUP_HOTKEY = "5" + "B" * 47
+BACKUP_URL = "https://127.0.0.1:2"
+
+
+def _miner(tmp_path, client, chain) -> Miner:
+    miner = Miner(
+        chain=chain, wallet=SimpleNamespace(hotkey=SimpleNamespace(ss58_address=MINER_HOTKEY)),
+        cfg=CFG, dataset=_dataset(), trainer=InnerTrainer(preset("tiny"), lr=1e-3),
+        store=MinerStateStore(tmp_path / "state"), client=client,
+        metrics=MetricsWriter(tmp_path / "state" / "metrics.jsonl"), options=OPTIONS,
+    )
+    miner.link_retry_s = 0.05  # one GET gives up on a dead validator at once (10 s in production)
+    return miner
+
+
+def _lines(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+class DownChain(StillChain):
+    """Every call fails with ChainConnectionError while ``down`` > 0 (each call uses one up)."""
+
+    url = "devnet://127.0.0.1:9"
+
+    def __init__(self, down: int = 0, metagraph=None) -> None:
+        super().__init__(metagraph)
+        self.down = down
+        self.refused = 0
+
+    def _check(self) -> None:
+        if self.down > 0:
+            self.down -= 1
+            self.refused += 1
+            raise ChainConnectionError("read block: chain unreachable", reason="Connection refused")
+
+    async def block(self):
+        self._check()
+        return await super().block()
+
+    async def wait_for_block(self, block, *, timeout):
+        self._check()
+        return await super().wait_for_block(block, timeout=timeout)
+
+    async def metagraph(self, netuid):
+        self._check()
+        return await super().metagraph(netuid)
+
+
+async def test_a_chain_outage_is_waited_out_with_status_lines_and_the_miner_resumes(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="swarmtrain.miner")
+    client = Client(CFG, windows=3)
+    chain = DownChain()
+    miner = _miner(tmp_path, client, chain)
+    miner.restore()
+    await miner.one_window()
+    chain.down = 30  # 30 refused calls in a row: far past max_consecutive_failures=1
+    await miner.run(max_windows=1)
+    assert chain.refused == 30 and chain.down == 0
+    records = read_metrics(tmp_path / "state" / "metrics.jsonl")
+    assert [r["window"] for r in records] == [0, 1] and records[-1]["model_hash"] == miner.model.hash()
+    waiting = _lines(caplog, "waiting for the chain at devnet://127.0.0.1:9 since")
+    assert waiting and "Connection refused" in waiting[0] and "resumes by itself" in waiting[0]
+    assert len(_lines(caplog, "the chain at devnet://127.0.0.1:9 is back after")) == 1
+
+
+class DeadLead(Client):
+    """The lead (uid 0) does not answer for ``dead`` GETs (``None``: never); a second validator
+    (uid 2, ``BACKUP_URL``) serves the same aggregates. Submissions go to both."""
+
+    def __init__(self, *a, dead: int | None = None, **k) -> None:
+        super().__init__(*a, **k)
+        self.dead = dead
+        self.served_by: list[str] = []
+
+    async def get(self, url, path, *, receiver_hotkey, pinned_fingerprint):
+        if url == ENDPOINT.url and (self.dead is None or self.dead > 0):
+            self.dead = None if self.dead is None else self.dead - 1
+            raise NodeHttpError(f"GET {url}{path} failed: ClientConnectorError: Connection refused")
+        self.served_by.append(url)
+        return await super().get(url, path, receiver_hotkey=HOTKEY, pinned_fingerprint=ENDPOINT.fingerprint)
+
+    async def post(self, url, path, body, *, receiver_hotkey, pinned_fingerprint):
+        self.posts.append(body)
+        return 200, b'{"accepted": true}'
+
+
+@dataclass(frozen=True)
+class TwoValidators(FakeMetagraph):
+    uids: list = field(default_factory=lambda: [0, 1, 2])
+    hotkeys: list = field(default_factory=lambda: [HOTKEY, MINER_HOTKEY, BACKUP_HOTKEY])
+    stake: list = field(default_factory=lambda: [1000.0, 0.0, 500.0])
+    validator_permit: list = field(default_factory=lambda: [True, False, True])
+    axons: list = field(default_factory=lambda: ["127.0.0.1:1", None, "127.0.0.1:2"])
+    commitments: dict = field(default_factory=lambda: {
+        h: ValidatorCommitment(fp=ENDPOINT.fingerprint, crit="c" * 64).to_str() for h in (HOTKEY, BACKUP_HOTKEY)})
+
+
+async def test_a_dead_lead_is_said_and_another_validator_serves_the_model(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="swarmtrain.miner")
+    client = DeadLead(CFG, windows=3)
+    miner = _miner(tmp_path, client, DownChain(metagraph=TwoValidators()))
+    await miner.run(max_windows=2)
+    assert miner.model.window == 2 and miner.model.hash() == FakeMetagraphHash.of(client)
+    assert set(client.served_by) == {BACKUP_URL}
+    fallback = _lines(caplog, "synced from another validator: the lead does not answer")
+    assert fallback and "Connection refused" in fallback[0] and "validator=2" in fallback[0]
+
+
+class FakeMetagraphHash:
+    @staticmethod
+    def of(client: Client) -> str:
+        """θ_2's hash as the fake validator published it (its aggregates 0 and 1 applied)."""
+        from node.model_state import ModelState
+        from protocol.messages import Aggregate, unpack_envelope
+
+        model = ModelState.initial(CFG)
+        for w in (0, 1):
+            model.apply_aggregate(*unpack_envelope(client.aggregates[w], Aggregate))
+        return model.hash()
+
+
+async def test_a_lead_down_with_no_other_validator_is_waited_for(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="swarmtrain.miner")
+    client = DeadLead(CFG, windows=3, dead=0)
+    miner = _miner(tmp_path, client, DownChain())
+    miner.restore()
+    await miner.one_window()
+    client.dead = 25  # the only validator is down for 25 tries: the miner says so and waits
+    await miner.run(max_windows=1)
+    assert client.dead == 0 and miner.model.window == 2
+    waiting = _lines(caplog, "waiting for the model of window 2 at the validators since")
+    assert waiting and "validator uid 0 at https://127.0.0.1:1 (lead)" in waiting[0] and "Connection refused" in waiting[0]
+    assert _lines(caplog, "the model of window 2 at the validators is back after")
+
+
+async def test_a_full_disk_costs_a_checkpoint_not_the_miner_and_it_recovers(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="swarmtrain.miner")
+    client = Client(CFG, windows=3)
+    miner = _miner(tmp_path, client, DownChain())
+    real_save, saves = miner.store.save, []
+
+    def save_on_a_full_disk_once(state):
+        saves.append(state.window)
+        if len(saves) > 1:
+            return real_save(state)
+        with monkeypatch.context() as m:
+            m.setattr(files.os, "fsync", _enospc)
+            return real_save(state)
+
+    monkeypatch.setattr(miner.store, "save", save_on_a_full_disk_once)
+    await miner.run(max_windows=2)
+    assert saves == [1, 2] and miner.store.load(CFG).window == 2  # type: ignore[union-attr]
+    leftovers = [p.name for p in (tmp_path / "state").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    full = _lines(caplog, "waiting for room to write the miner's state")
+    assert len(full) == 1 and "ckpt-0000000001" in full[0] and "No space left on device" in full[0]
+    assert "free space" in full[0] and _lines(caplog, "is back after")
+
