@@ -34,6 +34,7 @@ class LocalRunSettings(BaseModel):
     device: str = Field("cpu", description="torch device of the validators and miners")
     timeout_s: float = Field(900.0, gt=0, description="give up after this many seconds (start to emission)",
                              json_schema_extra={"flags": ["--timeout"]})
+    max_restarts: int = Field(5, ge=0, description="restarts of one crashed node before the run is aborted (0: none)")
     threads_per_node: int = Field(1, ge=1, description="OMP/torch threads per node process (the cores are shared)")
     open_dashboard: bool = Field(False, description="open the lead validator's dashboard in a browser once it is up",
                                  json_schema_extra={"flags": ["--open"]})

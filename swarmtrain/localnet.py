@@ -4,10 +4,13 @@ Starts the devnet, makes wallets, registers every neuron, stakes the validators
 (the first, ``validator``, with the most stake: it is the lead), writes the subnet
 config, starts the validators and the miners (each a process with its own log under
 ``OUT/logs``), waits for N trained windows and one tempo of emission, then collects
-what the nodes wrote (metrics JSONL, the metagraph) for ``localnet_report``. Every
+what the nodes wrote (metrics JSONL, the metagraph) for ``localnet_report``. While it
+waits it supervises its children: one that dies is started again with the same command,
+state and port (the restart docs/running.md describes), up to ``max_restarts`` times per
+node, and the restarts are counted in the result. Every
 process it starts is stopped on the way out — also on Ctrl-C or failure (terminate,
 then kill) — and, on Linux, dies with this process even when it is killed with
-SIGKILL (``PR_SET_PDEATHSIG``, see ``die_with_parent``).
+SIGKILL (``PR_SET_PDEATHSIG``, see ``swarmtrain.local_process``).
 
 Example:
     >>> cfg = LocalNetConfig(out=Path("runs/local"), miners=default_miners(3), windows=8,
@@ -18,16 +21,12 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,7 @@ from chain.wallets import create_wallet, hotkey_address, wallet_exists
 from node.logs import progress_line, read_metrics
 from protocol.retry import Backoff, poll_until, retry
 from protocol.subnet import SubnetConfig
+from swarmtrain.local_process import ManagedProcess, free_port
 from swarmtrain.local_settings import LocalRunSettings
 
 if TYPE_CHECKING:
@@ -94,39 +94,6 @@ def validator_stake(index: int, lead_stake: float) -> float:
     return lead_stake / (index + 1)
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _load_prctl() -> Any:
-    """libc's ``prctl`` on Linux, else None; resolved in the parent (no dlopen after fork)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` of every child: Linux sends it SIGTERM when its parent dies (even by SIGKILL).
-
-    The signal fires when the *thread* that forked the child exits, so children are started
-    from the main thread. Without ``prctl`` (not Linux) children are started without this
-    hook; ``stop_all`` still stops every child on a normal exit, Ctrl-C or SIGTERM.
-    """
-    parent = os.getppid()
-    _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect: do not start at all
-        os._exit(1)
-
-
-def _preexec() -> Callable[[], None] | None:
-    return die_with_parent if _PRCTL is not None else None
-
-
 class LocalNetConfig(LocalRunSettings):
     """Everything ``swarmtrain local`` needs: the run's settings, the miners and the subnet."""
 
@@ -143,65 +110,6 @@ class LocalNetConfig(LocalRunSettings):
         return validator_names(self.validators)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ManagedProcess:
-    """A child process with its output in a log file; ``stop`` is terminate-then-kill."""
-
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str]) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ManagedProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as fh:
-            fh.write(f"\n=== start {' '.join(self.argv)}\n".encode())
-            self.proc = subprocess.Popen(
-                self.argv, stdout=fh, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_preexec()
-            )
-        log.info(progress_line("started", name=self.name, pid=self.proc.pid, log=self.log_path))
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc else -1
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        """SIGKILL, no chance to clean up (used to test crash recovery)."""
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            log.warning(progress_line("ignored SIGTERM: killing it", name=self.name, grace_s=grace_s))
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def tail(self, lines: int = 20) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
 @dataclass
 class LocalRunResult:
     """What the run produced, for the report (plain data)."""
@@ -214,6 +122,7 @@ class LocalRunResult:
     first_window: int
     seconds: float
     other_validators: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> metrics lines
+    restarts: dict[str, int] = field(default_factory=dict)  # name -> times it was restarted after dying
 
 
 class LocalNet:
@@ -233,6 +142,9 @@ class LocalNet:
         self.processes: dict[str, ManagedProcess] = {}
         self.uids: dict[str, int] = {}
         self.ports: dict[str, int] = {}  # validator name -> HTTPS port; miner name -> metrics port
+        self.restarts: dict[str, int] = {}  # name -> restarts after the process died
+        self.restart_log: list[tuple[float, str, int | None]] = []  # (monotonic time, name, exit code)
+        self.held: set[str] = set()  # names the supervisor leaves down (a test or benchmark holds them)
 
     # ---- paths ------------------------------------------------------------------------
     @property
@@ -335,6 +247,22 @@ class LocalNet:
             if not proc.alive():
                 raise LocalNetError(f"{name} exited with {proc.proc and proc.proc.returncode}; last log lines:\n{proc.tail()}")
 
+    def supervise(self) -> None:
+        """Start every dead child again (same command, state and port), except the ``held``
+        ones; ``LocalNetError`` with its log tail once one has used up ``max_restarts``."""
+        for name, proc in list(self.processes.items()):
+            if proc.alive() or name in self.held:
+                continue
+            code = proc.proc.returncode if proc.proc is not None else None
+            if self.restarts.get(name, 0) >= self.cfg.max_restarts:
+                raise LocalNetError(f"{name} exited with {code} and was restarted {self.restarts.get(name, 0)} times "
+                                    f"(--max-restarts {self.cfg.max_restarts}); last log lines:\n{proc.tail()}")
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.restart_log.append((time.monotonic(), name, code))
+            log.warning(progress_line("a node died: restarting it", name=name, exit=code,
+                                      restart=self.restarts[name], log=proc.log_path))
+            proc.start()
+
     # ---- chain set-up ---------------------------------------------------------------------
     async def connect(self, timeout: float = 60.0) -> Chain:
         """Connect to the devnet we started, waiting for it to answer."""
@@ -370,7 +298,7 @@ class LocalNet:
         wanted = {hotkey_address(self.wallet(n)) for n in self.cfg.validator_names}
 
         async def published() -> set[str]:
-            self.check_alive()
+            self.supervise()
             mg = await chain.metagraph(self.cfg.subnet.netuid)
             return {v.hotkey for v in find_validators(mg, require_permit=False)}
 
@@ -433,19 +361,22 @@ class LocalNet:
         return sorted({int(r["window"]) for r in records if r.get("submitted") or not submitted_only})
 
     def progress(self) -> tuple[int | None, int]:
-        """(first window every honest miner submitted in, windows since then closed by all)."""
+        """(first window every honest miner submitted in, windows since then closed by all).
+
+        A window is done once every validator closed it and every honest miner finished it or
+        a later one (a restarted miner skips the windows it was down for; the run goes on)."""
         honest = [m.name for m in self.honest()]
         submitted = [self.miner_windows(n, submitted_only=True) for n in honest]
         if not submitted or any(not ws for ws in submitted):
             return None, 0
         first = max(ws[0] for ws in submitted)
-        finished = [set(self.miner_windows(n)) for n in honest]
+        latest = [max(self.miner_windows(n), default=-1) for n in honest]
         closed = set.intersection(*[
             {int(r["window"]) for r in read_metrics(self.validator_metrics(v)) if "window" in r}
             for v in self.cfg.validator_names
         ])
         window_range = range(first, first + self.cfg.windows)
-        done = [w for w in window_range if w in closed and all(w in ws for ws in finished)]
+        done = [w for w in window_range if w in closed and all(w <= last for last in latest)]
         return first, len(done)
 
     async def wait_for_windows(self, count: int) -> int:
@@ -454,7 +385,7 @@ class LocalNet:
 
         async def progress() -> tuple[int | None, int]:
             nonlocal last
-            self.check_alive()
+            self.supervise()
             now = self.progress()
             if now != last:
                 log.info(progress_line("windows done", done=now[1], of=count, first_trained=now[0]))
@@ -477,7 +408,7 @@ class LocalNet:
         await chain.wait_for_block(target, timeout=timeout)
 
         async def paid() -> bool:
-            self.check_alive()
+            self.supervise()
             return self.paid(await chain.metagraph(self.cfg.subnet.netuid))
 
         three_tempos = self.cfg.tempo * 3 * self.cfg.block_time
@@ -500,4 +431,10 @@ class LocalNet:
             first_window=first,
             seconds=seconds,
             other_validators={v: read_metrics(self.validator_metrics(v)) for v in self.cfg.validator_names[1:]},
+            restarts=dict(self.restarts),
         )
+
+    def partial_result(self, seconds: float) -> LocalRunResult:
+        """What the nodes wrote so far (for the summary of an aborted run; no metagraph)."""
+        first, _ = self.progress()
+        return self.collect({}, first if first is not None else 0, seconds)

@@ -108,10 +108,17 @@ def build_summary(result: LocalRunResult) -> dict[str, Any]:
         "validator_uid": result.uids.get(VALIDATOR),
         "validator_uids": sorted(uid for name, uid in result.uids.items() if is_validator_name(name)),
         "model_hash_agree": bool(rows) and len(rows) == result.cfg.windows and all(r["hash_agree"] for r in rows),
+        "restarts": dict(result.restarts),  # {node name: times restarted after it died}
         "block": result.metagraph.get("block"),
         "seconds": round(result.seconds, 1),
         "config": result.cfg.subnet.model_dump(),
     }
+
+
+def aborted_summary(result: LocalRunResult, reason: str) -> dict[str, Any]:
+    """The summary of a run that did not finish (Ctrl-C, a node that kept dying, a bug):
+    what the nodes wrote until then, ``aborted`` saying why."""
+    return {**build_summary(result), "aborted": reason}
 
 
 def _drop(losses: Sequence[float | None]) -> float | None:
@@ -123,6 +130,7 @@ def _drop(losses: Sequence[float | None]) -> float | None:
 
 
 def write_summary(summary: Mapping[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2, sort_keys=False), encoding="utf-8")
     return path
 
@@ -177,6 +185,9 @@ def render(summary: Mapping[str, Any], console: Console) -> None:
         if drop is not None else "validation loss: not enough windows to compare;",
         f"model hashes agree: {summary['model_hash_agree']}",
     )
+    if any(summary.get("restarts", {}).values()):
+        console.print("restarted after dying: " + ", ".join(f"{n} ×{k}" for n, k in summary["restarts"].items()),
+                      markup=False)
 
 
 def plot(summary: Mapping[str, Any], path: Path) -> Path | None:

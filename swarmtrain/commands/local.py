@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
     from protocol.subnet import SubnetConfig
     from swarmtrain.local_settings import LocalSettings
+    from swarmtrain.localnet import LocalNet
 
 PLOT_SKIPPED = "plot: skipped (install matplotlib: pip install 'swarmtrain[plot]')"
 NAME = "local"
@@ -99,16 +101,35 @@ def run(args: argparse.Namespace) -> int:
     cfg = LocalNetConfig.model_validate(
         {**settings.run_settings(), "miners": default_miners(settings.miners), "subnet": subnet}
     )
+    net, started = LocalNet(cfg), time.monotonic()
     try:
-        with LocalNet(cfg) as net:
+        with net:
             result = asyncio.run(net.run())
-    except LocalNetError as err:
-        return fail(str(err))
+    except BaseException as err:
+        write_aborted(net, err, time.monotonic() - started, console)
+        if isinstance(err, LocalNetError):
+            return fail(str(err))
+        if isinstance(err, KeyboardInterrupt):
+            return 130
+        raise
     summary = build_summary(result)
     render(summary, console)
     out = Path(settings.out)
     print_files(console, write_summary(summary, out / "summary.json"), plot(summary, out / "local.png"), out / "logs")
     return 0
+
+
+def write_aborted(net: LocalNet, err: BaseException, seconds: float, console: Console) -> None:
+    """Write OUT/summary.json for a run that did not finish (what the nodes wrote so far)."""
+    from swarmtrain.localnet_report import aborted_summary, write_summary
+
+    reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    try:
+        path = write_summary(aborted_summary(net.partial_result(seconds), reason), net.out / "summary.json")
+    except Exception as exc:  # noqa: BLE001 - the original error matters more; say why there is no summary
+        console.print(f"no summary written: {type(exc).__name__}: {exc}", markup=False)
+        return
+    console.print(f"run aborted ({reason}); summary so far: {path}", markup=False)
 
 
 def print_files(console: Console, summary: Path, png: Path | None, logs: Path) -> None:
