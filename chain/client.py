@@ -37,7 +37,7 @@ from chain.errors import (
 )
 from chain.types import Metagraph, SubnetHyperparams, hyperparams_from_raw, metagraph_from_sdk
 from chain.wallets import Wallet, coldkey_address, hotkey_address
-from protocol.retry import poll_until, retry
+from protocol.retry import Outage, poll_until, retry, wait_out
 
 T = TypeVar("T")
 
@@ -526,3 +526,13 @@ def _log_close_failure(err: BaseException) -> None:
     import logging
 
     logging.getLogger("swarmtrain.chain").debug("closing the chain client failed: error=%r", err)
+
+
+async def connect_when_up(network: str, *, timeout: float, outage: Outage | None = None) -> Chain:
+    """``Chain.connect``; with ``outage``, an endpoint that does not answer is waited for, however
+    long (a restarted node whose chain is being restarted too), with ``outage``'s status lines.
+    Without it, ``ChainConnectionError`` at once (a first start: most likely a wrong endpoint)."""
+    if outage is None:
+        return await Chain.connect(network, timeout=timeout)
+    return await wait_out(lambda: Chain.connect(network, timeout=timeout), retry_on=(ChainConnectionError,),
+                          outage=outage)

@@ -11,8 +11,9 @@ Example:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-from chain.client import Chain
+from chain.client import connect_when_up
 from chain.wallets import load_wallet
 from miner.service import Miner
 from miner.settings import MinerSettings
@@ -24,6 +25,7 @@ from node.signed_http import SignedClient
 from node.state_lock import StateLock, sweep_temporaries
 from node.subnet_setup import load_subnet_config, subnet_dataset
 from protocol.model import subnet_model_config
+from protocol.retry import Outage
 from protocol.subnet import SubnetConfig
 
 log = logging.getLogger("swarmtrain.miner")
@@ -38,6 +40,14 @@ def subnet_config(s: MinerSettings) -> SubnetConfig:
             "stops and says which fields differ", config_hash=cfg.config_hash()[:12],
             fix=f"swarmtrain subnet fetch --netuid {s.netuid} --out subnet.json"))
     return cfg
+
+
+def restart_outage(endpoint: str, checkpoint: Path | None) -> Outage | None:
+    """A miner restarted on its own state waits for the chain (it may be restarting too); a
+    first start without a chain is an error line (most likely a wrong endpoint)."""
+    if checkpoint is None:
+        return None
+    return Outage("the chain", endpoint, log, hint="restarting on existing state: waiting for it to answer")
 
 
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
@@ -62,7 +72,8 @@ async def _run(s: MinerSettings, miner_cls: type[Miner]) -> None:
     server = None
     if s.metrics:
         server = await MetricsServer.start(telemetry.registry, s.metrics_host, s.metrics_port)
-    chain = await Chain.connect(s.subtensor.endpoint, timeout=s.subtensor.timeout_s)
+    chain = await connect_when_up(s.subtensor.endpoint, timeout=s.subtensor.timeout_s,
+                                  outage=restart_outage(s.subtensor.endpoint, MinerStateStore(directory).latest_dir()))
     client = CountingClient(SignedClient(wallet, timeout=s.http_timeout_s), telemetry)
     try:
         miner = miner_cls(

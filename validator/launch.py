@@ -10,15 +10,17 @@ import asyncio
 import logging
 import signal
 
-from chain.client import Chain
+from chain.client import connect_when_up
 from chain.wallets import load_wallet
 from node.devices import resolve_device
 from node.logs import progress_line
 from node.state_lock import StateLock, sweep_temporaries
 from node.subnet_setup import load_subnet_config, subnet_dataset
+from protocol.retry import Outage
 from protocol.subnet import SubnetConfig
 from validator.service import Validator
 from validator.settings import ValidatorSettings
+from validator.state import SUBNET_FILE
 
 log = logging.getLogger("swarmtrain.validator")
 
@@ -58,7 +60,9 @@ async def _run(s: ValidatorSettings) -> None:
     resolve_device(s.device)  # refuse a device this machine lacks before loading anything
     wallet = load_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
     dataset = await asyncio.to_thread(subnet_dataset, cfg)
-    chain = await Chain.connect(s.subtensor.endpoint, timeout=s.subtensor.timeout_s)
+    restarted = (s.state_path / SUBNET_FILE).exists()  # a restart waits for the chain; a first start fails fast
+    outage = Outage("the chain", s.subtensor.endpoint, log, hint="restarting on existing state") if restarted else None
+    chain = await connect_when_up(s.subtensor.endpoint, timeout=s.subtensor.timeout_s, outage=outage)
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:

@@ -105,7 +105,10 @@ class Validator:
         self.hotkey = hotkey or hotkey_address(wallet)
         self.state = ValidatorState.open(settings, cfg, params)
         self.telemetry = ValidatorTelemetry()
-        self.telemetry.seed(tail_records(self.state.metrics.path))
+        seen = tail_records(self.state.metrics.path)
+        self.telemetry.seed(seen)
+        # The last window with a metrics line: closing it again after a crash adds no second line.
+        self.metrics_window = max((int(r["window"]) for r in seen if "window" in r), default=-1)
         self.peers = PeerWatch(self.hotkey, interval_s=settings.peer_status_interval_s,
                                timeout_s=settings.peer_status_timeout_s)
         self.view = IntakeView()
@@ -299,11 +302,13 @@ class Validator:
         self.state.model.apply_aggregate(header, payload)
         if header.contributors:
             self.evaluator.note_aggregate(payload, self.state.model.spec)
-        self.after_apply(window)
         val_after = val_before
-        if header.contributors or self.windows_closed == 1:
+        if header.contributors or self.windows_closed == 0:
             val_after = await asyncio.to_thread(self._val_loss)
+        # The metrics line before θ_{w+1} is saved: a crash in between closes the window again from
+        # the stored aggregate (same bytes, same model), and that second closing writes no line.
         self.write_metrics(window, header, result, subs, val_before, val_after, time.monotonic() - started)
+        self.after_apply(window)
         return True
 
     async def evaluate(self, window: int, subs: list) -> WindowEvaluation:
@@ -406,6 +411,8 @@ class Validator:
 
     def write_metrics(self, window: int, header: Aggregate, result: WindowEvaluation, subs: list,
                       val_before: float, val_after: float, seconds: float) -> None:
+        if window <= self.metrics_window:
+            return  # closed again after a crash: its line was written the first time
         ema = self.state.scores.ema()
         record = {
             "window": window,
@@ -427,6 +434,7 @@ class Validator:
             "seconds": round(seconds, 3),
         }
         self.write_state(lambda: self.state.metrics.write(record))
+        self.metrics_window = window
         self.telemetry.on_window(record)
         log.info(progress_line(
             "window", w=window, val_loss=val_after, subs=len(subs),

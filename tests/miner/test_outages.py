@@ -9,6 +9,8 @@ import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import pytest
+
 from chain.errors import ChainConnectionError
 from miner.service import Miner, MinerOptions
 from miner.state import MinerStateStore
@@ -18,6 +20,7 @@ from node.logs import MetricsWriter, read_metrics
 from node.signed_http import NodeHttpError
 from protocol import files
 from protocol.model import preset
+from protocol.retry import Backoff
 from tests.miner.fakes import ENDPOINT, HOTKEY
 from tests.miner.test_service import CFG, MINER_HOTKEY, Client, FakeMetagraph, StillChain, _dataset
 from tests.node.test_disk_errors import _enospc
@@ -182,3 +185,29 @@ async def test_a_full_disk_costs_a_checkpoint_not_the_miner_and_it_recovers(tmp_
     assert len(full) == 1 and "ckpt-0000000001" in full[0] and "No space left on device" in full[0]
     assert "free space" in full[0] and _lines(caplog, "is back after")
 
+
+
+async def test_a_restarted_miner_waits_for_its_chain_and_a_first_start_does_not(tmp_path, monkeypatch, caplog):
+    from chain import client as chain_client
+    from miner.launch import restart_outage
+
+    caplog.set_level(logging.WARNING, logger="swarmtrain.miner")
+    tries = []
+
+    async def connect(network, *, timeout):
+        tries.append(network)
+        if len(tries) < 4:
+            raise ChainConnectionError(f"no devnet at {network}", reason="Connection refused")
+        return "chain"
+
+    monkeypatch.setattr(chain_client.Chain, "connect", staticmethod(connect))
+    with pytest.raises(ChainConnectionError):  # no state yet: an error line, most likely a wrong endpoint
+        await chain_client.connect_when_up("devnet://127.0.0.1:9", timeout=1, outage=restart_outage("x", None))
+    outage = restart_outage("devnet://127.0.0.1:9", tmp_path / "ckpt-0000000003")
+    assert outage is not None
+    outage_fast = chain_client.wait_out  # the same loop, with the test's pace
+    monkeypatch.setattr(chain_client, "wait_out", lambda call, **k: outage_fast(call, **k, backoff=Backoff.every(0.01)))
+    assert await chain_client.connect_when_up("devnet://127.0.0.1:9", timeout=1, outage=outage) == "chain"
+    assert len(tries) == 4
+    assert _lines(caplog, "waiting for the chain at devnet://127.0.0.1:9 since")
+    assert _lines(caplog, "the chain at devnet://127.0.0.1:9 is back after")
