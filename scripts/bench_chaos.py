@@ -255,6 +255,7 @@ def report(net: LocalNet, result: LocalRunResult, faults: list[Fault], seconds: 
     killed_miners = sum(f.target.startswith("miner") for f in faults)
     miner_restarts = sum(n for name, n in net.restarts.items() if name.startswith("miner"))
     back, total = resumed(net, faults)
+    found["hash_agree"] = str(found["hash_agree"]).lower()
     return {"faults": len(faults), **{k: v for k, v in found.items() if k != "lost_windows"},
             "restarts": sum(net.restarts.values()), "miner_exits": miner_restarts - killed_miners,
             "miners_resumed": f"{back}/{total}", "windows": net.cfg.windows, "seconds": round(seconds)}

@@ -211,3 +211,57 @@ async def test_a_restarted_miner_waits_for_its_chain_and_a_first_start_does_not(
     assert len(tries) == 4
     assert _lines(caplog, "waiting for the chain at devnet://127.0.0.1:9 since")
     assert _lines(caplog, "the chain at devnet://127.0.0.1:9 is back after")
+
+
+class RealClock:
+    """Blocks from a real devnet (through ``chain.client.Chain``), counted from ``offset`` so the
+    miner starts at window 0 (the fake lead publishes few aggregates); the fake lead's metagraph."""
+
+    def __init__(self, chain, offset: int, metagraph=None) -> None:
+        self.chain, self.offset, self.mg, self.url = chain, offset, metagraph or FakeMetagraph(), chain.url
+
+    async def block(self):
+        return await self.chain.block() - self.offset
+
+    async def wait_for_block(self, block, *, timeout):
+        return await self.chain.wait_for_block(block + self.offset, timeout=timeout) - self.offset
+
+    async def metagraph(self, netuid):
+        return self.mg
+
+
+async def test_a_killed_devnet_is_waited_out_and_the_miner_resumes_by_itself(tmp_path, caplog):
+    """A real devnet killed with -9 and restarted seconds later. The chain client gives up after
+    1 s per call and one failure in a row would end the miner: only the unbounded wait carries
+    it over (the path a five-minute outage takes)."""
+    import asyncio
+
+    from chain.client import Chain
+    from chain.devnet.testing import run_devnet
+
+    caplog.set_level(logging.WARNING, logger="swarmtrain.miner")
+    client = Client(CFG, windows=8)  # 5 s windows: the test needs about five of them
+    with run_devnet(tmp_path / "devnet", block_time=0.5) as devnet:
+        chain = await Chain.connect(devnet.url, timeout=1.0)
+        try:
+            miner = _miner(tmp_path, client, RealClock(chain, offset=await chain.block()))
+            running = asyncio.create_task(miner.run())
+            while not read_metrics(tmp_path / "state" / "metrics.jsonl"):
+                await asyncio.sleep(0.2)
+                assert not running.done(), running
+            await asyncio.to_thread(devnet.kill9)
+            await asyncio.sleep(4.0)  # down for a few seconds: > 3 timed-out chain calls
+            assert not running.done()
+            await asyncio.to_thread(devnet.restart)
+            await asyncio.to_thread(devnet.wait_ready)
+            resumed_after = len(read_metrics(tmp_path / "state" / "metrics.jsonl"))
+            while len(read_metrics(tmp_path / "state" / "metrics.jsonl")) < resumed_after + 2:
+                await asyncio.sleep(0.2)
+                assert not running.done(), running
+            running.cancel()
+        finally:
+            await chain.close()
+    records = read_metrics(tmp_path / "state" / "metrics.jsonl")
+    assert records[-1]["trained"] and records[-1]["model_hash"] == miner.model.hash()
+    waiting = _lines(caplog, f"waiting for the chain at {devnet.url} since")
+    assert waiting and _lines(caplog, f"the chain at {devnet.url} is back after")
