@@ -49,11 +49,11 @@ def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
             time.sleep(0.05)
 
 
-def test_a_second_miner_on_a_state_directory_is_one_error_line(tmp_path, capsys):
-    state = tmp_path / "m"
+@pytest.mark.parametrize("role", ["miner", "validator"])
+def test_a_second_node_on_a_state_directory_is_one_error_line(tmp_path, capsys, role):
+    state = tmp_path / role
     with StateLock.acquire(state):
-        argv = ["miner", "--netuid", "1", "--state", str(state), "--no-metrics", "--device", "cpu"]
-        assert main(argv) == 1
+        assert main([role, "--netuid", "1", "--state", str(state), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert "Traceback" not in err and len(lines) == 1, err
