@@ -40,7 +40,7 @@ from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError
-from node.subnet_check import check_against
+from node.subnet_check import check_against, runs_another_config
 from node.validators import ValidatorEndpoint, lead_validator, serving_validators
 from protocol import codec
 from protocol.data import Dataset
@@ -273,14 +273,16 @@ class Miner:
         """
         if not sources:
             return True, "no validator has published an endpoint yet"
-        failures = []
+        failures: list[str] = []
         for i, source in enumerate(sources):
+            if i > 0 and runs_another_config(source, self.cfg):  # (the lead's config was checked already)
+                failures.append(f"validator uid {source.uid} runs another subnet config: not used")
+                continue
             try:
-                await self.check_config(source)
                 link = ValidatorLink(self.client, source, self.cfg, retry_s=self.link_retry_s)
                 self.model = await catch_up(self.model, link, window)
             except AggregateNotReady as exc:
-                return True, f"validator uid {source.uid} at {source.url}: {exc}"
+                return True, "; ".join([*failures, f"validator uid {source.uid} at {source.url}: {exc}"])
             except (FetchError, NodeHttpError) as exc:
                 failures.append(f"validator uid {source.uid} at {source.url} ({'lead' if i == 0 else 'fallback'}): {exc}")
                 continue
