@@ -213,6 +213,26 @@ async def test_a_restarted_miner_waits_for_its_chain_and_a_first_start_does_not(
     assert _lines(caplog, "the chain at devnet://127.0.0.1:9 is back after")
 
 
+class LazyLead(Client):
+    """The fake lead, publishing each aggregate only when first asked for (building one costs
+    about a second: the test needs only the few windows it runs)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        from node.model_state import ModelState
+
+        super().__init__(CFG, windows=0)
+        self.state, self.gen = ModelState.initial(CFG), torch.Generator().manual_seed(7)
+
+    async def get(self, url, path, *, receiver_hotkey, pinned_fingerprint):
+        parts = path.strip("/").split("/")
+        if parts[0] == "aggregate":
+            while len(self.aggregates) <= int(parts[1]):
+                self.aggregates[len(self.aggregates)] = self._publish(self.state, self.gen)
+        return await super().get(url, path, receiver_hotkey=receiver_hotkey, pinned_fingerprint=pinned_fingerprint)
+
+
 class RealClock:
     """Blocks from a real devnet (through ``chain.client.Chain``), counted from ``offset`` so the
     miner starts at window 0 (the fake lead publishes few aggregates); the fake lead's metagraph."""
@@ -240,8 +260,8 @@ async def test_a_killed_devnet_is_waited_out_and_the_miner_resumes_by_itself(tmp
     from chain.devnet.testing import run_devnet
 
     caplog.set_level(logging.WARNING, logger="swarmtrain.miner")
-    client = Client(CFG, windows=8)  # 5 s windows: the test needs about five of them
-    with run_devnet(tmp_path / "devnet", block_time=0.5) as devnet:
+    client = LazyLead()
+    with run_devnet(tmp_path / "devnet", block_time=0.3) as devnet:
         chain = await Chain.connect(devnet.url, timeout=1.0)
         try:
             miner = _miner(tmp_path, client, RealClock(chain, offset=await chain.block()))
