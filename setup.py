@@ -31,6 +31,7 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "rich>=13",
+        "aiobotocore>=2.13",  # S3-compatible object storage for aggregates and checkpoints (node/storage.py)
     ],
     extras_require={
         "dev": [
@@ -40,7 +41,9 @@ setup(
             "ruff>=0.5",
             "hypothesis>=6",
             "tokenizers>=0.15",  # the data tests train and load BPE tokenizers
+            "moto[server]>=5",  # a local S3-protocol server for the storage tests
         ],
+        "s3-local": ["moto[server]>=5"],  # swarmtrain local --storage s3
         "plot": ["matplotlib>=3.7"],
         "hf": ["datasets>=2.14"],
         "data": ["tokenizers>=0.15"],  # BPE tokenizers: swarmtrain data train-tokenizer / prepare

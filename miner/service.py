@@ -34,6 +34,7 @@ from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError
+from node.storage import StoreGetter, StoreLocation, reader_for
 from node.validators import ValidatorEndpoint, find_validators
 from protocol import codec
 from protocol.data import Dataset
@@ -142,6 +143,7 @@ class Miner:
         self.uid = -1
         self.metagraph: Any = None
         self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
+        self._stores: dict[StoreLocation, StoreGetter] = {}  # storage = "s3": the leads' buckets
 
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
@@ -177,12 +179,29 @@ class Miner:
             found = self.validators()
             if not found:
                 raise SyncError("no validator has published an endpoint yet")
-            return ValidatorLink(self.client, found[0], self.cfg)
+            return ValidatorLink(self.getter_for(found[0]), found[0], self.cfg)
 
         return await poll(
             attempt, timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
             retry_on=(SyncError,),
         )
+
+    def getter_for(self, lead: ValidatorEndpoint) -> Any:
+        """Where the lead's aggregates and checkpoints are read: its HTTPS routes, or (subnet
+        storage "s3") the bucket its commitment names (a StorageError if it names none)."""
+        if self.cfg.storage != "s3":
+            return self.client
+        if lead.storage is not None and lead.storage in self._stores:
+            return self._stores[lead.storage]
+        getter = reader_for(self.cfg.storage, lead.storage, timeout_s=min(60.0, self.options.sync_timeout_s))
+        assert getter is not None and lead.storage is not None
+        self._stores[lead.storage] = getter
+        return getter
+
+    async def close_stores(self) -> None:
+        stores, self._stores = list(self._stores.values()), {}
+        for getter in stores:
+            await getter.close()
 
     # ---- the loop ---------------------------------------------------------------------
     async def run(self, max_windows: int | None = None) -> None:
@@ -205,6 +224,7 @@ class Miner:
                 done += 1
         finally:
             await self.stop_prefetch()
+            await self.close_stores()
 
     async def one_window(self) -> None:
         window = await self.clock.window()

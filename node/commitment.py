@@ -1,8 +1,10 @@
-"""The validator's on-chain commitment: certificate fingerprint + criteria hash.
+"""The validator's on-chain commitment: certificate fingerprint + criteria hash (+ object store).
 
-Stored as compact JSON (well under the chain's commitment size), e.g.
+Stored as compact JSON within the chain's commitment size (3 fields of 128 bytes), e.g.
 ``{"v":1,"fp":"<64 hex>","crit":"<64 hex>"}``. Miners read it from the metagraph's
-commitments and pin TLS to ``fp``.
+commitments and pin TLS to ``fp``. A validator that keeps its aggregates and checkpoints
+in an S3-compatible store adds ``"st"``: the bucket's read location and read-only
+credentials (``node.storage.StoreLocation``, short keys).
 
 Example:
     >>> c = ValidatorCommitment(fp="ab" * 32, crit="cd" * 32)
@@ -16,8 +18,10 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from node.storage import StoreLocation
+
 COMMITMENT_VERSION = 1
-MAX_COMMITMENT_BYTES = 200
+MAX_COMMITMENT_BYTES = 384  # the chain keeps 3 Raw fields of at most 128 bytes (chain.client)
 
 _HEX64 = r"^[0-9a-f]{64}$"
 
@@ -30,10 +34,16 @@ class ValidatorCommitment(BaseModel):
     v: int = Field(COMMITMENT_VERSION, ge=1, le=COMMITMENT_VERSION)
     fp: str = Field(pattern=_HEX64, description="sha256 hex of the TLS certificate DER")
     crit: str = Field(pattern=r"^[0-9a-f]{1,64}$", description="hash of the published criteria")
+    st: StoreLocation | None = Field(None, description="where its aggregates and checkpoints can be read")
 
     def to_str(self) -> str:
-        text = json.dumps(self.model_dump(), separators=(",", ":"))
-        assert len(text.encode()) <= MAX_COMMITMENT_BYTES, "commitment grew past its bound"
+        """Compact JSON; ValueError when an object-store location makes it too long for the chain."""
+        text = json.dumps(self.model_dump(by_alias=True, exclude_none=True), separators=(",", ":"))
+        if len(text.encode()) > MAX_COMMITMENT_BYTES:
+            raise ValueError(
+                f"the commitment is {len(text.encode())} bytes, the chain keeps {MAX_COMMITMENT_BYTES}: "
+                "shorten the S3 endpoint, bucket, prefix or region (R2 takes the default region), or "
+                "publish a public bucket without read keys")
         return text
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.commitment import parse_commitment
+from node.storage import StoreLocation
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ValidatorEndpoint:
     fingerprint: str  # sha256 hex of its certificate DER
     stake: float
     criteria_hash: str = ""
+    storage: StoreLocation | None = None  # its object store, when it publishes there (node.storage)
 
 
 def axon_url(axon: str | None) -> str | None:
@@ -67,7 +69,7 @@ def _endpoint_at(
     commitment = parse_commitment(commitments.get(hotkey))
     if url is None or commitment is None:
         return None
-    return ValidatorEndpoint(uid, hotkey, url, commitment.fp, float(mg.stake[i]), commitment.crit)
+    return ValidatorEndpoint(uid, hotkey, url, commitment.fp, float(mg.stake[i]), commitment.crit, commitment.st)
 
 
 def lead_validator(metagraph: Any, *, require_permit: bool = True) -> ValidatorEndpoint | None:

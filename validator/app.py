@@ -31,6 +31,23 @@ log = logging.getLogger("swarmtrain.validator.app")
 _WINDOW = re.compile(r"^[0-9]{1,18}$")
 
 
+class ServedBytes:
+    """Bytes of aggregates, checkpoints and manifests this validator sent in GET answers
+    (what grows with the number of nodes following it; see docs/benchmarks.md, Storage)."""
+
+    def __init__(self) -> None:
+        self.by_route: dict[str, int] = {"aggregate": 0, "checkpoint": 0, "manifest": 0}
+        self.requests = 0
+
+    def add(self, route: str, nbytes: int) -> None:
+        self.by_route[route] = self.by_route.get(route, 0) + nbytes
+        self.requests += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_route.values())
+
+
 def manifest_of(store: CheckpointStore, window: int) -> CheckpointManifest | None:
     """The ``CheckpointManifest`` of a complete stored checkpoint, or None."""
     raw = store.get_manifest(window)
@@ -48,9 +65,11 @@ def _window_arg(request: web.Request) -> int | None:
 class Routes:
     """Handlers for the GET endpoints, reading from the checkpoint store."""
 
-    def __init__(self, store: CheckpointStore, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, store: CheckpointStore, status: Callable[[], dict[str, Any]],
+                 served: ServedBytes | None = None) -> None:
         self.store = store
         self.status_fn = status
+        self.served = served or ServedBytes()
 
     async def aggregate(self, request: web.Request) -> web.StreamResponse:
         window = _window_arg(request)
@@ -59,6 +78,7 @@ class Routes:
         data = self.store.get_aggregate(window)
         if data is None:
             return error_response(404, "not_ready", f"aggregate of window {window} is not published (yet)")
+        self.served.add("aggregate", len(data))
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def latest_checkpoint(self, request: web.Request) -> web.Response:
@@ -66,14 +86,18 @@ class Routes:
         manifest = manifest_of(self.store, window) if window is not None else None
         if manifest is None:
             return error_response(404, "no_checkpoint", "no checkpoint is available yet")
-        return web.json_response(text=manifest.model_dump_json())
+        text = manifest.model_dump_json()
+        self.served.add("manifest", len(text))
+        return web.json_response(text=text)
 
     async def checkpoint(self, request: web.Request) -> web.StreamResponse:
         window = _window_arg(request)
         if window is None:
             return error_response(400, "bad_window", "window must be a non-negative integer")
-        if self.store.get_manifest(window) is None:
+        manifest = self.store.get_manifest(window)
+        if manifest is None:
             return error_response(404, "no_checkpoint", f"no checkpoint of window {window}")
+        self.served.add("checkpoint", int(manifest.get("size", 0)))
         return web.FileResponse(self.store.checkpoint_path(window), headers={"Content-Type": "application/octet-stream"})
 
     async def status(self, request: web.Request) -> web.Response:
@@ -81,10 +105,10 @@ class Routes:
 
 
 def build_app(intake: Intake, store: CheckpointStore, status: Callable[[], dict[str, Any]],
-              *, max_body_bytes: int) -> web.Application:
+              *, max_body_bytes: int, served: ServedBytes | None = None) -> web.Application:
     """The aiohttp application; ``client_max_size`` bounds every request body."""
     app = web.Application(client_max_size=max_body_bytes)
-    routes = Routes(store, status)
+    routes = Routes(store, status, served)
     app.router.add_post(SUBMIT_PATH, intake.handle)
     app.router.add_get("/aggregate/{window}", routes.aggregate)
     app.router.add_get("/checkpoint/latest", routes.latest_checkpoint)

@@ -11,17 +11,20 @@ import logging
 from typing import Any
 
 from node.signed_http import NodeHttpError, SignedClient, parse_error
+from node.storage import StoreGetter
 from node.validators import ValidatorEndpoint
 
 log = logging.getLogger("swarmtrain.validator.follower")
 
 
 class LeadLink:
-    """Reads Aggregate(w) envelopes from the lead validator."""
+    """Reads Aggregate(w) envelopes from the lead validator, or from the object store it
+    publishes to (``getter``: a ``node.storage.StoreGetter``, for ``storage = "s3"`` subnets)."""
 
-    def __init__(self, wallet: Any, endpoint: ValidatorEndpoint, *, timeout: float = 30.0) -> None:
+    def __init__(self, wallet: Any, endpoint: ValidatorEndpoint, *, timeout: float = 30.0,
+                 getter: StoreGetter | None = None) -> None:
         self.endpoint = endpoint
-        self.client = SignedClient(wallet, timeout=timeout)
+        self.client: SignedClient | StoreGetter = getter or SignedClient(wallet, timeout=timeout)
 
     async def aggregate(self, window: int) -> bytes | None:
         """The envelope bytes, or None when not published yet or the lead is unreachable."""

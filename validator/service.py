@@ -28,17 +28,25 @@ from chain.wallets import hotkey_address
 from node.commitment import ValidatorCommitment
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
+from node.storage import StorageError, reader_for
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
-from protocol.messages import Aggregate, MessageError, pack_envelope, unpack_envelope
+from protocol.messages import (
+    Aggregate,
+    CheckpointManifest,
+    MessageError,
+    pack_envelope,
+    unpack_envelope,
+)
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
-from validator.app import HttpsServer, build_app
+from validator.app import HttpsServer, ServedBytes, build_app
 from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
 from validator.follower import LeadLink
 from validator.intake import Intake, IntakeView
+from validator.mirror import make_mirror
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
@@ -113,6 +121,9 @@ class Validator:
         )
         self.server: HttpsServer | None = None
         self.lead: LeadLink | None = None
+        self.served = ServedBytes()  # GET answers: grows with the nodes that read from us
+        self.mirror = make_mirror(cfg.storage, settings)  # None: nodes read from us
+        self._traffic_mark = (0, 0)  # (served, uploaded) bytes at the last metrics line
         self.block = 0
         self.tempo = 100
         self.metagraph: Any = None
@@ -129,8 +140,12 @@ class Validator:
         """Reload the open window's submissions, serve HTTPS, publish endpoint + commitment."""
         await self.sync_chain()  # the server is not up yet: nothing can arrive while we reload
         self.restore_submissions()
-        app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes)
+        app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes,
+                        served=self.served)
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
+        if self.mirror is not None:
+            self.mirror.start()
+            self.mirror.resync(self.state.store)  # what a crash kept from reaching the bucket
         await self.publish_endpoint()
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
         await self.sync_chain(force=True)
@@ -149,7 +164,8 @@ class Validator:
 
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
-        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params))
+        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params),
+                                         st=self.mirror.read_location if self.mirror is not None else None)
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
         log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
@@ -157,6 +173,8 @@ class Validator:
     async def close(self) -> None:
         if self.lead is not None:
             await self.lead.close()
+        if self.mirror is not None:
+            await self.mirror.close(timeout=self.settings.s3_timeout_s)
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -244,6 +262,8 @@ class Validator:
         envelope = await self.aggregate_for(window, result)
         if envelope is None:
             return False
+        if self.mirror is not None:
+            self.mirror.aggregate(window, envelope)  # uploaded in the background, in order
         header, payload = unpack_envelope(envelope, Aggregate)
         val_before = self.last_val_loss if self.last_val_loss is not None else await asyncio.to_thread(self._val_loss)
         self.state.model.apply_aggregate(header, payload)
@@ -300,7 +320,12 @@ class Validator:
         if self.lead is None or not same_endpoint(self.lead.endpoint, lead):
             if self.lead is not None:
                 await self.lead.close()
-            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.chain_timeout_s)
+            try:
+                getter = reader_for(self.cfg.storage, lead.storage, timeout_s=self.settings.s3_timeout_s)
+            except StorageError as exc:
+                log.error("cannot follow the lead validator uid %d: %s", lead.uid, exc)
+                return None
+            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.chain_timeout_s, getter=getter)
         envelope = await self.lead.aggregate(window)
         if envelope is None or not self.fits_model(window, envelope):
             return None
@@ -329,11 +354,17 @@ class Validator:
         if caught_up:
             self.state.save_model()  # behind: stored aggregates replay after a crash
         if should_checkpoint(self.state.model.window, self.cfg.checkpoint_every):
-            self.state.checkpoint()
+            self.mirror_checkpoint(self.state.checkpoint())
         self.subs.drop_through(window)
         self._evaluated.pop(window, None)
         self.windows_closed += 1
         self.refresh_view()
+
+    def mirror_checkpoint(self, manifest: CheckpointManifest) -> None:
+        """Queue a new checkpoint for the bucket (s3 storage); readers find it once uploaded."""
+        data = self.state.store.read_checkpoint(manifest.window) if self.mirror is not None else None
+        if self.mirror is not None and data is not None:
+            self.mirror.checkpoint(manifest, data)
 
     def _val_loss(self) -> float:
         model = self.state.model.clone_model()
@@ -360,6 +391,7 @@ class Validator:
             "ema": {str(k): round(v, 6) for k, v in ema.items()},
             "model_hash": header.next_model_hash,
             "refusals": dict(self.intake.refusals),
+            **self.traffic(),
             "block": self.block,
             "seconds": round(seconds, 3),
         }
@@ -368,6 +400,13 @@ class Validator:
             "window", w=window, val_loss=val_after, subs=len(subs),
             contributors=len(header.contributors), hash=header.next_model_hash[:12],
         ))
+
+    def traffic(self) -> dict[str, int]:
+        """Bytes served in GET answers and uploaded to the bucket since the last metrics line."""
+        uploaded = self.mirror.uploaded_bytes if self.mirror is not None else 0
+        served_before, uploaded_before = self._traffic_mark
+        self._traffic_mark = (self.served.total, uploaded)
+        return {"served_bytes": self.served.total - served_before, "uploaded_bytes": uploaded - uploaded_before}
 
     async def set_weights(self) -> None:
         weights = self.state.scores.weights()
@@ -396,5 +435,7 @@ class Validator:
             "lead": self.is_lead(),
             "submissions": self.subs.count(self.view.open_window),
             "latest_checkpoint": self.state.store.latest_checkpoint(),
+            "storage": self.cfg.storage,
+            "served_bytes": self.served.total,
             "val_loss": self.last_val_loss,
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ValidatorSettings(BaseModel):
@@ -32,3 +32,14 @@ class ValidatorSettings(BaseModel):
     keep_checkpoints: int = Field(3, ge=1)
     val_batches: int = Field(2, ge=1, description="batches of eval_samples in the fixed validation set")
     nonce_retention_s: float = Field(120.0, gt=0)
+    # Object storage (subnets with storage = "s3", node/storage.py). Credentials come from the
+    # environment in the CLI (SWARMTRAIN_S3_*), never from flags.
+    s3_endpoint: str | None = Field(None, description="S3 API endpoint URL the validator publishes to")
+    s3_bucket: str | None = Field(None, description="bucket it publishes to")
+    s3_prefix: str | None = Field(None, description="key prefix in the bucket (default none: one bucket per validator and subnet)")
+    s3_region: str | None = Field(None, description="signing region (default us-east-1; R2: auto)")
+    s3_write_key_id: str | None = Field(None, description="write key id (None: botocore's credential chain)")
+    s3_write_secret: SecretStr | None = Field(None, description="write secret")
+    s3_read_key_id: str | None = Field(None, description="read-only key id, published on chain (None: public bucket)")
+    s3_read_secret: str | None = Field(None, description="read-only secret, published on chain")
+    s3_timeout_s: float = Field(60.0, gt=0, description="one object-store request, at most")

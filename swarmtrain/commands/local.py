@@ -1,6 +1,6 @@
 """`swarmtrain local`: a devnet, validators and N miners on this machine, end to end.
 
-    swarmtrain local --miners 3 --windows 8 --preset tiny --out runs/local [--validators 2]
+    swarmtrain local --miners 3 --windows 8 --preset tiny --out runs/local [--validators 2] [--storage s3]
 
 Prints a per-window table (validation loss, contributors, per-miner scores) and the
 emission per uid; writes OUT/summary.json, OUT/logs/*.log and OUT/local.png.
@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "e.g. one written by 'swarmtrain data subnet-config')")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--device", default="cpu", help="device for the validator and miners")
+    parser.add_argument("--storage", choices=("validator", "s3"), default=None,
+                        help="where aggregates and checkpoints live: on the validator (default) or in an "
+                             "S3-compatible store (a local S3 server is started for the run)")
 
 
 def subnet_config(args: argparse.Namespace):  # -> SubnetConfig
@@ -47,7 +50,7 @@ def subnet_config(args: argparse.Namespace):  # -> SubnetConfig
     if not args.subnet_config:
         updates["preset"] = args.preset
     for field, value in (("blocks_per_window", args.blocks_per_window), ("inner_steps", args.inner_steps),
-                         ("inner_lr", args.inner_lr)):
+                         ("inner_lr", args.inner_lr), ("storage", getattr(args, "storage", None))):
         if value is not None:
             updates[field] = value
     return SubnetConfig.model_validate({**base.model_dump(), **updates})

@@ -37,6 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", type=Path, default=None, help="state directory (default ~/.swarmtrain/validator/...)")
     parser.add_argument("--device", default="cpu", help="torch device for evaluation (cpu, cuda, cuda:N, mps)")
     parser.add_argument("--max-windows", type=int, default=None, help="stop after closing this many windows")
+    s3 = parser.add_argument_group(
+        "object storage (subnets with storage = s3)",
+        "credentials come from the environment: SWARMTRAIN_S3_WRITE_KEY_ID / SWARMTRAIN_S3_WRITE_SECRET "
+        "(else the usual AWS variables), SWARMTRAIN_S3_READ_KEY_ID / SWARMTRAIN_S3_READ_SECRET "
+        "(read-only keys, published on chain; absent: the bucket must be publicly readable)")
+    s3.add_argument("--s3-endpoint", default=None, help="S3 API endpoint URL (AWS S3, R2, MinIO)")
+    s3.add_argument("--s3-bucket", default=None, help="bucket the validator publishes to")
+    s3.add_argument("--s3-prefix", default=None, help="key prefix (default none: a bucket per validator and subnet)")
+    s3.add_argument("--s3-region", default=None, help="signing region (default us-east-1; R2: auto)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -52,9 +61,22 @@ def settings_from(args: argparse.Namespace):  # -> (LaunchSettings, ValidatorSet
     state = Path(args.state).expanduser() if args.state else default_state_dir(launch)
     vs = ValidatorSettings(
         state_dir=state, host=args.host, port=args.port, external_ip=args.external_ip,
-        device=args.device, chain_timeout_s=args.timeout,
+        device=args.device, chain_timeout_s=args.timeout, **s3_settings(args),
     )
     return launch, vs
+
+
+def s3_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The object-store fields of ``ValidatorSettings``: flags, and credentials from the environment."""
+    import os
+
+    env = os.environ.get
+    return {
+        "s3_endpoint": args.s3_endpoint, "s3_bucket": args.s3_bucket, "s3_prefix": args.s3_prefix,
+        "s3_region": args.s3_region,
+        "s3_write_key_id": env("SWARMTRAIN_S3_WRITE_KEY_ID"), "s3_write_secret": env("SWARMTRAIN_S3_WRITE_SECRET"),
+        "s3_read_key_id": env("SWARMTRAIN_S3_READ_KEY_ID"), "s3_read_secret": env("SWARMTRAIN_S3_READ_SECRET"),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
