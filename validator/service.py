@@ -43,6 +43,7 @@ from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
 from validator.app import HttpsServer, ServedBytes, build_app
+from validator.batched_eval import BatchedEvaluator, memory_budget
 from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
 from validator.follower import LeadLink
 from validator.intake import Intake, IntakeView
@@ -96,6 +97,16 @@ def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
     return {"reason": v.reason, "gain": round(v.gain, 6), "own_z": round(v.own_z, 3)}
 
 
+def make_evaluator(cfg: SubnetConfig, dataset: Dataset, settings: ValidatorSettings,
+                   params: criteria.CriteriaParams) -> Evaluator:
+    """The batched evaluator (default) or the one-miner-at-a-time one; same measurements."""
+    if not settings.eval_batched:
+        return Evaluator(cfg, dataset, device=settings.device, params=params)
+    return BatchedEvaluator(cfg, dataset, device=settings.device, params=params,
+                            models_per_pass=settings.eval_models_per_pass,
+                            memory_bytes=memory_budget(settings.device, settings.eval_memory_gib))
+
+
 class Validator:
     """One validator node: state, HTTPS API, and the window loop."""
 
@@ -113,7 +124,7 @@ class Validator:
             max_per_window=settings.max_submissions_per_window,
             journal=SubmissionJournal(self.state.root / SUBMISSIONS_DIR),
         )
-        self.evaluator = Evaluator(cfg, dataset, device=settings.device, params=params)
+        self.evaluator = make_evaluator(cfg, dataset, settings, params)
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
@@ -216,6 +227,7 @@ class Validator:
                 break  # follower waiting for the lead's aggregate
         if should_set_weights(self.block, self.last_weights_block, self.tempo):
             await self.set_weights()
+        await self.prepare_evaluation()
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -275,6 +287,18 @@ class Validator:
             val_after = await asyncio.to_thread(self._val_loss)
         self.write_metrics(window, header, result, subs, val_before, val_after, time.monotonic() - started)
         return True
+
+    async def prepare_evaluation(self) -> None:
+        """While the window's submissions arrive: θ_w's part of their evaluation (a few per
+        tick, in a thread, so intake keeps flowing and a due close waits little)."""
+        if not isinstance(self.evaluator, BatchedEvaluator) or self.settings.eval_prepare_per_tick <= 0:
+            return
+        if not self.view.ready:  # the window is closing (or a follower waits): nothing to prepare
+            return
+        subs = self.subs.for_window(self.state.model.window)
+        if subs:
+            await asyncio.to_thread(self.evaluator.prepare, self.state.model, subs, secret=self.state.secret,
+                                    limit=self.settings.eval_prepare_per_tick)
 
     async def evaluate(self, window: int, subs: list) -> WindowEvaluation:
         """Evaluate and score a window once (cached while a follower waits for the lead)."""

@@ -32,6 +32,11 @@ class ValidatorSettings(BaseModel):
     keep_checkpoints: int = Field(3, ge=1)
     val_batches: int = Field(2, ge=1, description="batches of eval_samples in the fixed validation set")
     nonce_retention_s: float = Field(120.0, gt=0)
+    # Evaluation throughput (validator/batched_eval.py): same measurements, batched.
+    eval_batched: bool = Field(True, description="batched evaluation (False: one miner at a time)")
+    eval_models_per_pass: int = Field(0, ge=0, description="miners per forward pass (0: 16 on CUDA, 1 on CPU)")
+    eval_memory_gib: float = Field(0.0, ge=0, description="memory for evaluation passes (0: 2 GiB, a quarter of a GPU)")
+    eval_prepare_per_tick: int = Field(8, ge=0, description="submitters whose θ_w losses are taken per tick before the close")
     # Object storage (subnets with storage = "s3", node/storage.py). Credentials come from the
     # environment in the CLI (SWARMTRAIN_S3_*), never from flags.
     s3_endpoint: str | None = Field(None, description="S3 API endpoint URL the validator publishes to")
