@@ -86,3 +86,24 @@ async def test_lead_follower_and_miner_agree_through_the_bucket(tmp_path, monkey
         assert sum(r["served_bytes"] for r in lines.values()) == 0, lines
     assert sum(r["uploaded_bytes"] for r in lead_lines.values()) > 0
     assert lead.served.requests == follower.served.requests == 0
+
+
+def test_local_network_with_s3_starts_a_server_and_points_the_validators_at_it(tmp_path):
+    """``swarmtrain local --storage s3``'s wiring without a network: a local S3 server is
+    started and stopped with the rest; each validator gets its own prefix and the keys."""
+    import argparse
+
+    from swarmtrain.commands.local import subnet_config
+    from swarmtrain.localnet import LocalNet, LocalNetConfig, MinerSpec
+
+    args = argparse.Namespace(subnet_config=None, preset="tiny", blocks_per_window=None, inner_steps=None,
+                              inner_lr=None, storage="s3")
+    subnet = subnet_config(args)
+    assert subnet.storage == "s3"
+    with LocalNet(LocalNetConfig(out=tmp_path, miners=[MinerSpec("m")], windows=1, subnet=subnet)) as net:
+        net.start_s3()
+        argv = net.validator_s3_args("validator2")
+        assert argv == ["--s3-endpoint", net.s3.endpoint, "--s3-bucket", net.s3.bucket, "--s3-prefix", "validator2"]
+        assert net.child_env()["SWARMTRAIN_S3_WRITE_KEY_ID"] == WRITE_KEY[0]
+        assert net.processes["s3"].alive()
+    assert not net.processes["s3"].alive()  # stopped with everything else
