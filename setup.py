@@ -22,6 +22,8 @@ setup(
         "swarmtrain.commands",
         "swarmtrain.dataprep",
     ],
+    package_data={"validator": ["static/*.html"]},  # the dashboard page
+
     install_requires=[
         "bittensor>=11.3,<12",
         "torch>=2.2",
@@ -31,6 +33,8 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "rich>=13",
+        "prometheus-client>=0.17",  # /metrics of the validator and the miner
+        "tomli>=1.1; python_version < '3.11'",  # --config settings files (tomllib from 3.11)
         "aiobotocore>=2.13",  # S3-compatible object storage for aggregates and checkpoints (node/storage.py)
     ],
     extras_require={
@@ -39,13 +43,15 @@ setup(
             "pytest-asyncio>=0.23",
             "pytest-timeout>=2.2",
             "ruff>=0.5",
+            "mypy>=1.10,<2",  # scripts/test.sh type-checks (config in pyproject.toml)
             "hypothesis>=6",
             "tokenizers>=0.15",  # the data tests train and load BPE tokenizers
+            "transformers>=4.40",  # the Hugging Face export test loads the exported model
             "moto[server]>=5",  # a local S3-protocol server for the storage tests
         ],
         "s3-local": ["moto[server]>=5"],  # swarmtrain local --storage s3
         "plot": ["matplotlib>=3.7"],
-        "hf": ["datasets>=2.14"],
+        "hf": ["datasets>=2.14", "transformers>=4.40"],  # Hugging Face datasets; swarmtrain import --hf
         "data": ["tokenizers>=0.15"],  # BPE tokenizers: swarmtrain data train-tokenizer / prepare
     },
     entry_points={"console_scripts": ["swarmtrain=swarmtrain.cli:main"]},

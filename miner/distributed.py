@@ -33,13 +33,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from miner.settings import DIST_TIMEOUT_S
 from miner.trainer import InnerTrainer, StepCallback, TrainResult, resolve_device
 from protocol.model import Block
 
 log = logging.getLogger("swarmtrain.miner.distributed")
-
-DEFAULT_TIMEOUT_S = 6 * 3600.0  # other ranks wait on rank 0 for as long as it waits for the chain
-
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -58,7 +56,7 @@ def dist_env(environ: Mapping[str, str] | None = None) -> DistEnv | None:
     return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"])))
 
 
-def init_distributed(env: DistEnv, device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> torch.device:
+def init_distributed(env: DistEnv, device: str, timeout_s: float = DIST_TIMEOUT_S) -> torch.device:
     """Join the process group (NCCL on CUDA, gloo on CPU); returns this rank's device."""
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -181,7 +179,8 @@ class DistributedTrainer(InnerTrainer):
                 if self.shard:
                     from torch.distributed.tensor import distribute_tensor
 
-                    param.copy_(distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=0))
+                    sharded: Any = param  # a DTensor under FSDP2
+                    param.copy_(distribute_tensor(full, sharded.device_mesh, sharded.placements, src_data_rank=0))
                 else:
                     dist.broadcast(full, src=0)
                     param.copy_(full)
@@ -214,7 +213,8 @@ class DistributedTrainer(InnerTrainer):
             return self.delta_from(base) if base is not None else None
         out: dict[str, Tensor] = {}
         for name, param in self.local.named_parameters():
-            full = param.detach().full_tensor()  # all-gather: every rank takes part
+            sharded: Any = param.detach()  # a DTensor under FSDP2
+            full = sharded.full_tensor()  # all-gather: every rank takes part
             if base is not None:
                 out[name] = base[name].to(torch.float32) - full.to("cpu", dtype=torch.float32)
         return out if base is not None else None
@@ -233,7 +233,9 @@ class DistributedTrainer(InnerTrainer):
         if not self.shard:
             message = [state]
             dist.broadcast_object_list(message, src=0)
-            self.optimizer.load_state_dict(message[0])
+            loaded = message[0]
+            assert loaded is not None, "rank 0 sends the optimizer state"
+            self.optimizer.load_state_dict(loaded)
             return
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,

@@ -27,32 +27,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from node.devices import DeviceUnavailableError, resolve_device  # noqa: F401 (re-exported)
 from protocol.model import Block, ModelConfig, build_model, lm_loss
 
 # (step index from 1, total steps, loss) -> None; used for progress display.
 StepCallback = Callable[[int, int, float], None]
-
-
-class DeviceUnavailableError(RuntimeError):
-    """The requested torch device is not usable on this machine."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """Map 'cpu' | 'cuda' | 'cuda:N' | 'mps' | 'auto' to a usable torch.device."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceUnavailableError(f"device {name!r} requested but torch sees no CUDA GPU")
-    if name == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise DeviceUnavailableError("device 'mps' requested but Metal is not available")
-    if name != "cpu" and not name.startswith(("cuda", "mps")):
-        raise DeviceUnavailableError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto")
-    return torch.device(name)
 
 
 def split_batches(samples: Tensor, batch_size: int) -> list[Tensor]:
@@ -67,7 +46,9 @@ def enable_activation_checkpointing(model: nn.Module) -> None:
     input is saved). Parameter names are unchanged (the block's forward is wrapped in place)."""
     for module in model.modules():
         if isinstance(module, Block):
-            def forward(x: Tensor, cos: Tensor, sin: Tensor, _block: Block = module) -> Tensor:
+            block: Block = module
+
+            def forward(x: Tensor, cos: Tensor, sin: Tensor, _block: Block = block) -> Tensor:
                 return checkpoint(Block.forward, _block, x, cos, sin, use_reentrant=False)
 
             module.forward = forward  # type: ignore[method-assign]

@@ -19,7 +19,6 @@ import importlib.util
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from node.storage import ObjectStore, StorageError, StoreLocation
+from protocol.retry import Backoff, Waiter
 
 BUCKET = "swarmtrain-local"
 WRITE_KEY = ("local-writer", "local-writer-secret")  # moto accepts any keys
@@ -68,7 +68,7 @@ class LocalS3:
 
     def wait_ready(self, timeout: float = 30.0, alive: object = None) -> None:
         """Block until the server answers (``alive``: a callable, False once the child died)."""
-        deadline = time.monotonic() + timeout
+        waiter = Waiter(timeout, Backoff.every(0.1))
         while True:
             try:
                 urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2).close()
@@ -76,9 +76,8 @@ class LocalS3:
             except (urllib.error.URLError, OSError) as exc:
                 if callable(alive) and not alive():
                     raise LocalS3Error("the local S3 server exited during start-up") from exc
-                if time.monotonic() > deadline:
+                if not waiter.pause_sync():
                     raise LocalS3Error(f"the local S3 server did not answer within {timeout:.0f}s") from exc
-                time.sleep(0.1)
 
     def create_bucket(self) -> None:
         """Create the bucket with the writer's keys (idempotent)."""
@@ -100,8 +99,8 @@ class LocalS3:
 
 def write_env() -> dict[str, str]:
     """The environment a local validator needs to publish to the local server."""
-    return {"SWARMTRAIN_S3_WRITE_KEY_ID": WRITE_KEY[0], "SWARMTRAIN_S3_WRITE_SECRET": WRITE_KEY[1],
-            "SWARMTRAIN_S3_READ_KEY_ID": READ_KEY[0], "SWARMTRAIN_S3_READ_SECRET": READ_KEY[1]}
+    return {"SWARMTRAIN_VALIDATOR_S3_WRITE_KEY_ID": WRITE_KEY[0], "SWARMTRAIN_VALIDATOR_S3_WRITE_SECRET": WRITE_KEY[1],
+            "SWARMTRAIN_VALIDATOR_S3_READ_KEY_ID": READ_KEY[0], "SWARMTRAIN_VALIDATOR_S3_READ_SECRET": READ_KEY[1]}
 
 
 @contextmanager

@@ -118,7 +118,7 @@ def _is_missing(exc: Exception) -> bool:
 
 
 class ObjectStore:
-    """A small async S3 client (aiobotocore): put, get, exists, list, delete.
+    """A small async S3 client (aiobotocore): put, get, exists, list_keys, delete.
 
     ``key_id``/``secret`` None: botocore's usual credential chain for writers
     (``AWS_ACCESS_KEY_ID``, ``~/.aws``, ...); ``anonymous``: unsigned requests (public bucket).
@@ -227,7 +227,7 @@ class ObjectStore:
             return False
         return True
 
-    async def list(self, prefix: str) -> list[str]:
+    async def list_keys(self, prefix: str) -> list[str]:
         """Keys under ``prefix`` (at most 1000: the retention sets stay far below that)."""
         response = await self._call("list_objects_v2", prefix, Prefix=prefix)
         return [str(item["Key"]) for item in response.get("Contents", [])]
@@ -249,7 +249,7 @@ class ObjectStore:
 
 
 class StoreGetter:
-    """Answers the validator GET routes a ``ValidatorLink``/``LeadLink`` asks for from a
+    """Answers the validator GET routes a ``node.fetch.ValidatorLink`` asks for from a
     published bucket: ``(200, bytes)`` or ``(404, b"")``. Same interface as
     ``SignedClient.get``, so the links' checks run unchanged."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from node.shard_sources import is_sharded_location, is_url
 from node.sharded_dataset import ShardedDataset
+from node.subnet_file import SubnetConfigError, read_subnet_config  # noqa: F401 (re-exported)
 from protocol.data import Dataset, DatasetSpec, open_dataset, verify_dataset
 from protocol.subnet import SubnetConfig
 from protocol.tokenizer import (
@@ -32,8 +33,8 @@ def load_subnet_config(path: Path | None, netuid: int, preset: str | None = None
     """The subnet config file if given (its netuid and, if asked, preset must agree), else
     the defaults for ``netuid``; ValueError names the flag that disagrees with the file."""
     if path is None:
-        return SubnetConfig(netuid=netuid, **({"preset": preset} if preset else {}))
-    cfg = SubnetConfig.load(path)
+        return SubnetConfig.model_validate({"netuid": netuid, **({"preset": preset} if preset else {})})
+    cfg = read_subnet_config(Path(path), netuid)
     if cfg.netuid != netuid:
         raise ValueError(f"--netuid {netuid} but {path} is for netuid {cfg.netuid}")
     if preset is not None and preset != cfg.preset:

@@ -1,7 +1,9 @@
 """The subnet's published configuration: everything nodes must share to train one model.
 
 A validator and its miners load the same ``SubnetConfig`` (a JSON file the subnet owner
-publishes; ``swarmtrain local`` writes one). ``config_hash`` lets nodes check they agree.
+publishes; ``swarmtrain subnet init`` writes one with every field explained under ``"_doc"``).
+``config_hash`` lets nodes check they agree; ``config_diff`` says which fields differ.
+Keys that start with ``_`` are comments: ``load`` ignores them and they are not hashed.
 
 Example:
     >>> cfg = SubnetConfig(netuid=1, dataset_name="builtin", dataset_hash="ab" * 32)
@@ -13,9 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from protocol.files import atomic_write
+
+if TYPE_CHECKING:  # a type only: the codec (torch) is imported when a node asks for it
+    from protocol.codec import CodecConfig
 
 PROTOCOL_VERSION = 1
 
@@ -40,15 +47,15 @@ class SubnetConfig(BaseModel):
 
     netuid: int = Field(1, ge=0, le=65535, description="subnet id on chain")
     seed: str = Field("swarmtrain", min_length=1, max_length=128, description="subnet seed: model init and data assignment")
-    preset: str = Field("tiny", description="model size preset, see protocol.model.PRESETS")
-    dataset_name: str = Field("builtin", description="dataset source: 'builtin', a path, or 'hf:NAME'")
-    dataset_hash: str = Field("", max_length=64, description="sha256 of the dataset's token stream; empty = take the local one (devnets only)")
+    preset: str = Field("tiny", description="model size preset: tiny, small, 150m or 1b (protocol.model.PRESETS)")
+    dataset_name: str = Field("builtin", description="dataset: a folder or URL prepared by 'swarmtrain data prepare', 'builtin', a token file, or 'hf:NAME'")
+    dataset_hash: str = Field("", max_length=64, description="sha256 of the dataset (its manifest.json, or its token stream); empty = take the local one (devnets only)")
     seq_len: int = Field(64, ge=8, le=8192, description="tokens per sample")
     batch_size: int = Field(8, ge=1, le=4096, description="samples per inner step")
     inner_steps: int = Field(DEFAULT_INNER_STEPS, ge=1, le=10_000, description="H: inner AdamW steps per window (when absent: PRESET_DEFAULTS of the preset, else 20)")
     inner_lr: float = Field(DEFAULT_INNER_LR, gt=0, le=1.0, description="inner AdamW lr (when absent: PRESET_DEFAULTS of the preset, else 3e-3)")
-    inner_weight_decay: float = Field(0.0, ge=0, le=1.0)
-    blocks_per_window: int = Field(20, ge=1, le=100_000)
+    inner_weight_decay: float = Field(0.0, ge=0, le=1.0, description="weight decay of the inner AdamW steps")
+    blocks_per_window: int = Field(20, ge=1, le=100_000, description="chain blocks per window: window = block // blocks_per_window")
     codec_chunk: int = Field(64, ge=1, le=4096, description="chunk side: 2-D tensors cut into chunk x chunk blocks")
     codec_topk: int = Field(48, ge=1, description="values kept per chunk x chunk block (tuned with scripts/bench_convergence.py)")
     codec_bits: int = Field(1, ge=1, le=8, description="bits per kept value: 1 = sign and one magnitude per tensor (tuned with scripts/bench_convergence.py)")
@@ -92,6 +99,12 @@ class SubnetConfig(BaseModel):
     def samples_per_window(self) -> int:
         return self.inner_steps * self.batch_size
 
+    def codec_config(self) -> CodecConfig:
+        """The update codec every miner encodes with and every validator decodes with."""
+        from protocol.codec import CodecConfig
+
+        return CodecConfig(chunk=self.codec_chunk, topk=self.codec_topk, bits=self.codec_bits)
+
     def config_hash(self) -> str:
         """sha256 over the canonical JSON of every field."""
         canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
@@ -99,7 +112,22 @@ class SubnetConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> SubnetConfig:
-        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+        """The config in a JSON file; keys starting with ``_`` are comments and ignored."""
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        if isinstance(doc, dict):
+            doc = {k: v for k, v in doc.items() if not k.startswith("_")}
+        return cls.model_validate(doc)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        atomic_write(Path(path), self.model_dump_json(indent=2).encode("utf-8"))
+
+
+def field_docs() -> dict[str, str]:
+    """Every field's meaning, in declaration order (what ``swarmtrain subnet init`` writes)."""
+    return {name: f.description or "" for name, f in SubnetConfig.model_fields.items()}
+
+
+def config_diff(ours: SubnetConfig, theirs: SubnetConfig) -> list[tuple[str, object, object]]:
+    """``(field, our value, their value)`` for every field that differs, in declaration order."""
+    a, b = ours.model_dump(), theirs.model_dump()
+    return [(name, a[name], b[name]) for name in SubnetConfig.model_fields if a[name] != b[name]]

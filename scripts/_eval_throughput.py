@@ -105,7 +105,7 @@ def time_method(name: str, make: Callable[[int], Evaluator], state: ModelState, 
     return Method(name, verify_s + prep_s / e, fixed, per_miner, kept), result
 
 
-def compare(one: WindowEvaluation, many: WindowEvaluation) -> dict[str, float]:
+def compare(one: WindowEvaluation, many: WindowEvaluation) -> dict[str, float | str]:
     """Largest differences between the two results' Evaluations, and whether verdicts agree."""
     gain = max((abs(many.evaluations[u].gain - e.gain) / max(abs(e.gain), 1e-12)
                 for u, e in one.evaluations.items()), default=0.0)

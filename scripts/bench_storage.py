@@ -28,7 +28,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import _bench_common as bc
@@ -37,7 +36,7 @@ bc.ensure_repo_on_path()
 
 import torch  # noqa: E402
 
-from chain.types import Metagraph  # noqa: E402
+from chain.types import Metagraph, SubnetHyperparams  # noqa: E402
 from chain.wallets import create_wallet  # noqa: E402
 from miner.service import Miner, MinerOptions  # noqa: E402
 from miner.state import MinerStateStore  # noqa: E402
@@ -46,23 +45,13 @@ from node.checkpoints import CheckpointStore  # noqa: E402
 from node.logs import MetricsWriter, read_metrics  # noqa: E402
 from node.s3_local import READ_KEY, WRITE_KEY, running_local_s3  # noqa: E402
 from node.signed_http import SignedClient  # noqa: E402
+from node.storage import StorageKind  # noqa: E402
 from protocol.data import builtin_corpus  # noqa: E402
 from protocol.model import preset  # noqa: E402
+from protocol.retry import poll_until  # noqa: E402
 from protocol.subnet import SubnetConfig  # noqa: E402
 from validator.service import Validator  # noqa: E402
 from validator.settings import ValidatorSettings  # noqa: E402
-
-
-class CountingMiner(Miner):
-    """A miner that remembers its bucket readers, to count what it downloaded from the bucket."""
-
-    readers: list[Any]
-
-    def getter_for(self, lead: Any) -> Any:
-        getter = super().getter_for(lead)
-        if getter is not self.client and all(getter is not g for g in self.readers):
-            self.readers.append(getter)
-        return getter
 
 
 class TickingChain:
@@ -78,9 +67,8 @@ class TickingChain:
         return int((time.monotonic() - self.start) / self.block_time)
 
     async def wait_for_block(self, block: int, *, timeout: float) -> int:
-        while (current := await self.block()) < block:
-            await asyncio.sleep(self.block_time / 4)
-        return current
+        return await poll_until(self.block, lambda b: b >= block, timeout=timeout, interval=self.block_time / 4,
+                                on_timeout=lambda b: TimeoutError(f"block {block} not reached (at {b})"))
 
     async def metagraph(self, netuid: int) -> Metagraph:
         n = len(self.hotkeys)
@@ -90,8 +78,10 @@ class TickingChain:
             axons=[self.axons.get(h) for h in self.hotkeys], last_update=[0] * n, incentive=[0.0] * n,
             dividends=[0.0] * n, emission=[0.0] * n, consensus=[0.0] * n, commitments=dict(self.commitments))
 
-    async def hyperparameters(self, netuid: int) -> SimpleNamespace:
-        return SimpleNamespace(tempo=1000)
+    async def hyperparameters(self, netuid: int) -> SubnetHyperparams:
+        return SubnetHyperparams(netuid=netuid, tempo=1000, weights_rate_limit=0, commit_reveal_enabled=False,
+                                 min_allowed_weights=0, max_weights_limit=65535, activity_cutoff=5000,
+                                 immunity_period=0, max_allowed_uids=256, max_allowed_validators=64, burn=0.0)
 
     async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None:
         self.axons[wallet.hotkey.ss58_address] = f"{ip}:{port}"
@@ -103,14 +93,14 @@ class TickingChain:
         return None
 
 
-def subnet(storage: str) -> SubnetConfig:
+def subnet(storage: StorageKind) -> SubnetConfig:
     ds = builtin_corpus()
     return SubnetConfig(preset="tiny", dataset_hash=ds.content_hash, seq_len=64, batch_size=4, inner_steps=2,
                         blocks_per_window=20, eval_samples=16, max_evaluations=4, checkpoint_every=100,
                         storage=storage)
 
 
-async def run_network(root: Path, storage: str, n: int, windows: int, s3: Any, block_time: float) -> dict[str, Any]:
+async def run_network(root: Path, storage: StorageKind, n: int, windows: int, s3: Any, block_time: float) -> dict[str, Any]:
     """Run 1 validator + ``n`` miners until every miner finished ``windows`` windows."""
     cfg, ds = subnet(storage), builtin_corpus()
     wallets = [create_wallet(f"node{i}", "default", root / "wallets") for i in range(n + 1)]
@@ -118,17 +108,17 @@ async def run_network(root: Path, storage: str, n: int, windows: int, s3: Any, b
     extra = {} if s3 is None else dict(
         s3_endpoint=s3.endpoint, s3_bucket=s3.bucket, s3_prefix=f"bench-{n}", s3_write_key_id=WRITE_KEY[0],
         s3_write_secret=WRITE_KEY[1], s3_read_key_id=READ_KEY[0], s3_read_secret=READ_KEY[1])
-    settings = ValidatorSettings(state_dir=root / "validator", port=0, poll_interval_s=block_time / 2, **extra)
+    settings = ValidatorSettings(netuid=cfg.netuid, state_dir=root / "validator", port=0,
+                                 poll_interval_s=block_time / 2, **extra)
     validator = Validator(chain, wallets[0], cfg, settings, ds)
     await validator.start()
     miners, clients = [], []
     for i, wallet in enumerate(wallets[1:], start=1):
         clients.append(SignedClient(wallet, timeout=30))
-        miners.append(CountingMiner(chain=chain, wallet=wallet, cfg=cfg, dataset=ds, trainer=InnerTrainer(preset("tiny"), lr=1e-2),
+        miners.append(Miner(chain=chain, wallet=wallet, cfg=cfg, dataset=ds, trainer=InnerTrainer(preset("tiny"), lr=1e-2),
                             store=MinerStateStore(root / f"miner{i}"), client=clients[-1],
                             metrics=MetricsWriter(root / f"miner{i}" / "metrics.jsonl"),
                             options=MinerOptions(sync_timeout_s=60, poll_interval_s=block_time / 2)))
-        miners[-1].readers = []
     stop = asyncio.Event()
     vtask = asyncio.create_task(validator.run(stop=stop))
     try:
@@ -141,7 +131,7 @@ async def run_network(root: Path, storage: str, n: int, windows: int, s3: Any, b
         await validator.close()
         for client in clients:
             await client.close()
-    return summarize(root, n, storage, sum(g.store.bytes_in for m in miners for g in m.readers))
+    return summarize(root, n, storage, sum(m.links.bytes_read for m in miners))
 
 
 def summarize(root: Path, n: int, storage: str, bucket_read: int) -> dict[str, Any]:

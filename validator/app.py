@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from node.checkpoints import CheckpointStore
+from node.logs import progress_line
 from node.signed_http import error_response
 from node.tls import TlsIdentity, server_context
 from protocol.messages import CheckpointManifest
@@ -29,23 +30,6 @@ from validator.intake import SUBMIT_PATH, Intake
 log = logging.getLogger("swarmtrain.validator.app")
 
 _WINDOW = re.compile(r"^[0-9]{1,18}$")
-
-
-class ServedBytes:
-    """Bytes of aggregates, checkpoints and manifests this validator sent in GET answers
-    (what grows with the number of nodes following it; see docs/benchmarks.md, Storage)."""
-
-    def __init__(self) -> None:
-        self.by_route: dict[str, int] = {"aggregate": 0, "checkpoint": 0, "manifest": 0}
-        self.requests = 0
-
-    def add(self, route: str, nbytes: int) -> None:
-        self.by_route[route] = self.by_route.get(route, 0) + nbytes
-        self.requests += 1
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_route.values())
 
 
 def manifest_of(store: CheckpointStore, window: int) -> CheckpointManifest | None:
@@ -66,10 +50,10 @@ class Routes:
     """Handlers for the GET endpoints, reading from the checkpoint store."""
 
     def __init__(self, store: CheckpointStore, status: Callable[[], dict[str, Any]],
-                 served: ServedBytes | None = None) -> None:
+                 on_sent: Callable[[int], None] | None = None) -> None:
         self.store = store
         self.status_fn = status
-        self.served = served or ServedBytes()
+        self.on_sent = on_sent or (lambda n: None)  # bytes of aggregates and checkpoints served
 
     async def aggregate(self, request: web.Request) -> web.StreamResponse:
         window = _window_arg(request)
@@ -78,7 +62,7 @@ class Routes:
         data = self.store.get_aggregate(window)
         if data is None:
             return error_response(404, "not_ready", f"aggregate of window {window} is not published (yet)")
-        self.served.add("aggregate", len(data))
+        self.on_sent(len(data))
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def latest_checkpoint(self, request: web.Request) -> web.Response:
@@ -87,17 +71,17 @@ class Routes:
         if manifest is None:
             return error_response(404, "no_checkpoint", "no checkpoint is available yet")
         text = manifest.model_dump_json()
-        self.served.add("manifest", len(text))
+        self.on_sent(len(text))
         return web.json_response(text=text)
 
     async def checkpoint(self, request: web.Request) -> web.StreamResponse:
         window = _window_arg(request)
         if window is None:
             return error_response(400, "bad_window", "window must be a non-negative integer")
-        manifest = self.store.get_manifest(window)
-        if manifest is None:
+        if self.store.get_manifest(window) is None:
             return error_response(404, "no_checkpoint", f"no checkpoint of window {window}")
-        self.served.add("checkpoint", int(manifest.get("size", 0)))
+        path = self.store.checkpoint_path(window)
+        self.on_sent(path.stat().st_size if path.exists() else 0)
         return web.FileResponse(self.store.checkpoint_path(window), headers={"Content-Type": "application/octet-stream"})
 
     async def status(self, request: web.Request) -> web.Response:
@@ -105,15 +89,19 @@ class Routes:
 
 
 def build_app(intake: Intake, store: CheckpointStore, status: Callable[[], dict[str, Any]],
-              *, max_body_bytes: int, served: ServedBytes | None = None) -> web.Application:
-    """The aiohttp application; ``client_max_size`` bounds every request body."""
+              *, max_body_bytes: int, on_sent: Callable[[int], None] | None = None,
+              extra: Callable[[web.Application], None] | None = None) -> web.Application:
+    """The aiohttp application; ``client_max_size`` bounds every request body. ``extra`` adds
+    routes (the operator routes of ``validator.dashboard``)."""
     app = web.Application(client_max_size=max_body_bytes)
-    routes = Routes(store, status, served)
+    routes = Routes(store, status, on_sent)
     app.router.add_post(SUBMIT_PATH, intake.handle)
     app.router.add_get("/aggregate/{window}", routes.aggregate)
     app.router.add_get("/checkpoint/latest", routes.latest_checkpoint)
     app.router.add_get("/checkpoint/{window}", routes.checkpoint)
     app.router.add_get("/status", routes.status)
+    if extra is not None:
+        extra(app)
     return app
 
 
@@ -131,7 +119,7 @@ class HttpsServer:
         site = web.TCPSite(runner, host, port, ssl_context=server_context(identity))
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("HTTPS API on %s:%d (certificate sha256 %s)", host, bound, identity.fingerprint)
+        log.info(progress_line("HTTPS API", host=host, port=bound, certificate_sha256=identity.fingerprint))
         return cls(runner, bound)
 
     async def stop(self) -> None:

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from node.model_state import ModelState
 from protocol import codec, criteria
+from protocol.data import Dataset
 from protocol.model import Transformer, sample_losses
 from protocol.subnet import SubnetConfig
 from validator.evaluate import Evaluator, WindowEvaluation, _RandomBatch, window_entropy
@@ -66,7 +67,7 @@ def activation_bytes_per_row(cfg: SubnetConfig, model: Transformer) -> int:
 class BatchedEvaluator(Evaluator):
     """``Evaluator`` with batched measurement and work done before the close (see module doc)."""
 
-    def __init__(self, cfg: SubnetConfig, dataset, *, device: str = "cpu",
+    def __init__(self, cfg: SubnetConfig, dataset: Dataset, *, device: str = "cpu",
                  params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS, models_per_pass: int = 0,
                  memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         super().__init__(cfg, dataset, device=device, params=params)
@@ -205,8 +206,8 @@ class BatchedEvaluator(Evaluator):
                     rand_after: Tensor, norm: float, base_hash: str) -> criteria.Evaluation:
         """The same arithmetic as ``Evaluator.measure`` on the measured losses."""
         gain = criteria.relative_gain(float(rand.before.mean()), float(rand_after.mean()))
-        own_z = criteria.own_data_z((own_before - own_after).double().cpu().numpy(),
-                                    (rand.before - rand_after).double().cpu().numpy())
+        own_z = criteria.own_data_z((own_before - own_after).double().cpu().tolist(),
+                                    (rand.before - rand_after).double().cpu().tolist())
         return criteria.Evaluation(s.uid, s.hotkey, gain=gain, own_z=own_z, norm=norm,
                                    base_hash_ok=s.header.base_model_hash == base_hash)
 
@@ -216,7 +217,8 @@ def _functional_losses(model: Transformer, params: Mapping[str, Tensor], batch: 
     def forward(idx: Tensor) -> Tensor:
         return torch.func.functional_call(model, dict(params), (idx,))
 
-    return sample_losses(forward, batch)  # type: ignore[arg-type]  (any callable module works)
+    # sample_losses only calls its model: a closure over functional_call works as one
+    return sample_losses(forward, batch)  # type: ignore[arg-type]
 
 
 def memory_budget(device: str, setting_gib: float) -> int:

@@ -22,10 +22,12 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 from bittensor import http_auth
 
+from node.logs import progress_line
 from node.signed_http import RequestRefused, error_response, verify_request
 from protocol import codec
 from protocol.messages import MessageError, Submission, SubmitAccepted, data_digest, unpack_envelope
@@ -55,9 +57,24 @@ class IntakeView:
     model_hash: str = ""  # hash of θ_open_window
     hotkeys: dict[int, str] = field(default_factory=dict)  # uid -> registered hotkey
 
+    def uid_of(self, hotkey: str | None) -> int | None:
+        """The uid ``hotkey`` is registered as (None: unknown or not registered)."""
+        return next((uid for uid, h in self.hotkeys.items() if h == hotkey), None)
 
-def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
-    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
+
+class IntakeObserver(Protocol):
+    """Who hears about every request (``validator.telemetry.ValidatorTelemetry``)."""
+
+    def on_received(self, nbytes: int) -> None: ...
+    def on_outcome(self, header: Submission | None, outcome: str, expected_hash: str | None = None) -> None: ...
+
+
+class _Nobody:
+    def on_received(self, nbytes: int) -> None:
+        pass
+
+    def on_outcome(self, header: Submission | None, outcome: str, expected_hash: str | None = None) -> None:
+        pass
 
 
 class Intake:
@@ -66,16 +83,17 @@ class Intake:
     def __init__(
         self, view: IntakeView, store: SubmissionStore, cfg: SubnetConfig, settings: ValidatorSettings, *,
         self_hotkey: str, population: int, spec: dict[str, tuple[int, ...]],
-        nonce_store: http_auth.NonceStore | None = None,
+        nonce_store: http_auth.NonceStore | None = None, observer: IntakeObserver | None = None,
     ) -> None:
         self.view, self.store, self.cfg, self.settings = view, store, cfg, settings
         self.self_hotkey = self_hotkey
         self.population = population
         self.spec = spec
-        self.codec_cfg = codec_config(cfg)
+        self.codec_cfg = cfg.codec_config()
         self.nonce_store = nonce_store or http_auth.InMemoryNonceStore(retention=settings.nonce_retention_s)
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self.refusals: dict[str, int] = {}  # code -> count, for /status
+        self.observer: IntakeObserver = observer or _Nobody()
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -84,29 +102,44 @@ class Intake:
             return self._refuse(RequestRefused(429, "busy", "too many submissions in flight; retry shortly"))
         try:
             return await self._handle(request)
-        except RequestRefused as refused:
+        except RequestRefused as refused:  # before the signature held: no signer to name
             return self._refuse(refused)
         finally:
             self._slots.release()
 
-    def _refuse(self, refused: RequestRefused) -> web.Response:
+    def _refuse(self, refused: RequestRefused, hotkey: str | None = None) -> web.Response:
+        """Count and log one refusal (with the signer's uid and hotkey once the signature held)."""
         self.refusals[refused.code] = self.refusals.get(refused.code, 0) + 1
-        log.info("refused submission: %s %s: %s", refused.status, refused.code, refused.reason)
+        self.observer.on_outcome(refused.header, refused.code, self._expected_hash(refused.header))
+        log.info(progress_line("refused", uid=self.view.uid_of(hotkey), hotkey=hotkey, status=refused.status,
+                               code=refused.code, reason=refused.reason))
         return error_response(refused.status, refused.code, refused.reason)
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
+        self.observer.on_received(len(body))
         caller = verify_request(request, body, self.self_hotkey, self.nonce_store)
-        sub = await asyncio.to_thread(self.admit, body, caller.hotkey_ss58)
+        try:
+            return await self._accept(body, caller.hotkey_ss58)
+        except RequestRefused as refused:
+            return self._refuse(refused, caller.hotkey_ss58)
+
+    async def _accept(self, body: bytes, signer: str) -> web.Response:
+        sub = await asyncio.to_thread(self.admit, body, signer)
         header = sub.header
-        self._add(sub)
+        try:
+            self._add(sub)
+        except RequestRefused as refused:
+            refused.header = header
+            raise
         try:
             await asyncio.to_thread(self.store.persist, sub)  # on disk before we say 200
         except OSError as exc:
             self.store.discard(sub)
-            log.error("cannot store submission of uid %d: %s", sub.uid, exc)
+            log.error(progress_line("cannot store submission", w=sub.window, uid=sub.uid, hotkey=sub.hotkey, reason=exc))
             raise RequestRefused(503, "storage", "the validator could not store the submission; retry") from exc
-        log.info("accepted window %d uid %d (%d bytes)", header.window, header.uid, len(sub.payload))
+        log.info(progress_line("accepted", w=header.window, uid=header.uid, hotkey=header.hotkey, bytes=len(sub.payload)))
+        self.observer.on_outcome(header, "accepted", self._expected_hash(header))
         accepted = SubmitAccepted(window=header.window, uid=header.uid, payload_sha256=header.payload_sha256)
         return web.json_response(text=accepted.model_dump_json())
 
@@ -117,10 +150,20 @@ class Intake:
         """
         header, payload = self._parse(body)
         self._check_identity(header, signer)
-        self._check_window(header)
-        self._check_content(header)
-        update = self._decode(payload)
+        try:
+            self._check_window(header)
+            self._check_content(header)
+            update = self._decode(payload)
+        except RequestRefused as refused:
+            refused.header = header  # the signer holds this uid: operators may see it per uid
+            raise
         return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
+
+    def _expected_hash(self, header: Submission | None) -> str | None:
+        """θ_w's hash when ``header`` is for the open window (its base model must be that)."""
+        if header is None or header.window != self.view.open_window:
+            return None
+        return self.view.model_hash
 
     def _add(self, sub: StoredSubmission) -> None:
         try:
@@ -143,7 +186,7 @@ class Intake:
                 sub = self._revalidate(record, window)
                 self.store.restore(sub)
             except (RequestRefused, DuplicateSubmission, WindowFull) as exc:
-                log.warning("skipping stored submission %s: %s", record.path, exc)
+                log.warning(progress_line("skipping stored submission", path=record.path, reason=exc))
                 continue
             restored += 1
         return restored
@@ -210,7 +253,9 @@ class Intake:
                 f"base_model_hash {header.base_model_hash[:12]}… is not θ_{header.window} ({self.view.model_hash[:12]}…)",
             )
         if header.data_digest != self._expected_digest(header.window, header.uid):
-            raise RequestRefused(422, "wrong_data_digest", "data_digest does not match the samples assigned to this uid and window")
+            raise RequestRefused(422, "wrong_data_digest", "data_digest does not match the samples assigned to this uid "
+                                 "and window: is the miner's subnet config this validator's? (GET /subnet-config; "
+                                 "`swarmtrain subnet fetch`)")
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 (bounded; lives as long as the intake)
     def _expected_digest(self, window: int, uid: int) -> str:

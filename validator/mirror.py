@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from node.checkpoints import CheckpointStore
+from node.logs import progress_line
 from node.storage import (
     LATEST_MANIFEST,
     ObjectStore,
@@ -33,13 +35,14 @@ from node.storage import (
     manifest_name,
 )
 from protocol.messages import CheckpointManifest
+from protocol.retry import Backoff, Waiter
 from validator.app import manifest_of
 from validator.settings import ValidatorSettings
 
 log = logging.getLogger("swarmtrain.validator.mirror")
 
 Job = Callable[[], Awaitable[None]]
-RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # waits between attempts of one upload (the last repeats)
+UPLOAD_BACKOFF = Backoff(first=0.5, cap=30.0)  # between attempts of one upload
 
 
 class Mirror:
@@ -80,7 +83,8 @@ class Mirror:
         """Give pending uploads ``timeout`` seconds, then stop (a restart resyncs the rest)."""
         if self.task is not None:
             if not await self.wait_idle(timeout):
-                log.warning("stopping with %d upload(s) pending; the next start uploads them", self.queue.qsize())
+                log.warning(progress_line("stopping with uploads pending; the next start uploads them",
+                                          pending=self.queue.qsize()))
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
@@ -96,15 +100,17 @@ class Mirror:
                 self.queue.task_done()
 
     async def _until_done(self, what: str, job: Job) -> None:
-        for attempt in range(1_000_000):
+        """Run ``job`` until it is stored: the bucket is the only copy other nodes read, so an
+        upload is never given up (``close`` stops the worker; a restart resyncs)."""
+        waiter = Waiter(math.inf, UPLOAD_BACKOFF)
+        while True:
             try:
                 await job()
                 return
             except StorageError as exc:
                 self.failures += 1
-                wait = RETRY_S[min(attempt, len(RETRY_S) - 1)]
-                log.warning("uploading %s failed (retrying in %.1fs): %s", what, wait, exc)
-                await asyncio.sleep(wait)
+                log.warning(progress_line("upload failed, retrying", what=what, reason=exc))
+                await waiter.pause()
 
     # ---- what gets uploaded ---------------------------------------------------------------
 
@@ -132,7 +138,7 @@ class Mirror:
 
     async def prune_checkpoints(self, newest: int) -> None:
         """Delete checkpoint objects of all but the newest ``keep_checkpoints`` windows."""
-        keys = await self.store.list(self.key("checkpoints/"))
+        keys = await self.store.list_keys(self.key("checkpoints/"))
         windows = sorted({int(k.rsplit("/", 1)[-1].split(".")[0]) for k in keys
                           if k.rsplit("/", 1)[-1].split(".")[0].isdigit()})
         keep = set(windows[-self.keep_checkpoints:]) | {newest}
@@ -172,7 +178,7 @@ def make_mirror(storage: str, settings: ValidatorSettings) -> Mirror | None:
     if not s.s3_endpoint or not s.s3_bucket:
         raise ValueError("this subnet keeps aggregates and checkpoints in S3 (subnet config storage = s3): "
                          "run the validator with --s3-endpoint URL --s3-bucket NAME (and the "
-                         "SWARMTRAIN_S3_* credentials, see docs/validator.md)")
+                         "SWARMTRAIN_VALIDATOR_S3_* credentials, see docs/validator.md)")
     location = StoreLocation(endpoint=s.s3_endpoint, bucket=s.s3_bucket, prefix=s.s3_prefix or None,
                              region=s.s3_region)
     read = StoreLocation(**{**location.model_dump(), "key_id": s.s3_read_key_id, "secret": s.s3_read_secret})

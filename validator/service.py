@@ -24,33 +24,32 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chain.errors import ChainError, RateLimitedError
-from chain.wallets import hotkey_address
+from chain.types import Metagraph, SubnetHyperparams
+from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
+from node.fetch import AggregateNotReady, FetchError, Links
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
-from node.storage import StorageError, reader_for
+from node.signed_http import NodeHttpError, SignedClient
+from node.subnet_check import check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
-from protocol.messages import (
-    Aggregate,
-    CheckpointManifest,
-    MessageError,
-    pack_envelope,
-    unpack_envelope,
-)
+from protocol.messages import Aggregate, CheckpointManifest, pack_envelope, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
-from validator.app import HttpsServer, ServedBytes, build_app
+from validator.app import HttpsServer, build_app
 from validator.batched_eval import BatchedEvaluator, memory_budget
+from validator.dashboard import add_operator_routes
 from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
-from validator.follower import LeadLink
 from validator.intake import Intake, IntakeView
 from validator.mirror import make_mirror
+from validator.peers import PeerWatch
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
+from validator.telemetry import ValidatorTelemetry, tail_records
 
 log = logging.getLogger("swarmtrain.validator")
 
@@ -62,11 +61,11 @@ class ChainLike(Protocol):
     """The part of ``chain.client.Chain`` the validator uses."""
 
     async def block(self) -> int: ...
-    async def metagraph(self, netuid: int) -> Any: ...
-    async def hyperparameters(self, netuid: int) -> Any: ...
-    async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None: ...
-    async def commit(self, wallet: Any, netuid: int, data: str) -> None: ...
-    async def set_weights(self, wallet: Any, netuid: int, weights: dict[int, float]) -> None: ...
+    async def metagraph(self, netuid: int) -> Metagraph: ...
+    async def hyperparameters(self, netuid: int) -> SubnetHyperparams: ...
+    async def serve(self, wallet: Wallet, netuid: int, ip: str, port: int) -> None: ...
+    async def commit(self, wallet: Wallet, netuid: int, data: str) -> None: ...
+    async def set_weights(self, wallet: Wallet, netuid: int, weights: dict[int, float]) -> None: ...
 
 
 # ---- decisions ----------------------------------------------------------------------------
@@ -85,11 +84,6 @@ def should_set_weights(block: int, last_attempt_block: int | None, tempo: int) -
 def should_checkpoint(window: int, every: int) -> bool:
     """θ_window is checkpointed every ``every`` windows."""
     return window % every == 0
-
-
-def same_endpoint(a: ValidatorEndpoint, b: ValidatorEndpoint) -> bool:
-    """Same validator at the same address and certificate (stake changes every epoch)."""
-    return (a.hotkey, a.url, a.fingerprint) == (b.hotkey, b.url, b.fingerprint)
 
 
 def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
@@ -111,7 +105,7 @@ class Validator:
     """One validator node: state, HTTPS API, and the window loop."""
 
     def __init__(
-        self, chain: ChainLike, wallet: Any, cfg: SubnetConfig, settings: ValidatorSettings,
+        self, chain: ChainLike, wallet: Wallet, cfg: SubnetConfig, settings: ValidatorSettings,
         dataset: Dataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
         hotkey: str | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
@@ -119,6 +113,10 @@ class Validator:
         self.dataset, self.params, self.clock = dataset, params, clock
         self.hotkey = hotkey or hotkey_address(wallet)
         self.state = ValidatorState.open(settings, cfg, params)
+        self.telemetry = ValidatorTelemetry()
+        self.telemetry.seed(tail_records(self.state.metrics.path))
+        self.peers = PeerWatch(self.hotkey, interval_s=settings.peer_status_interval_s,
+                               timeout_s=settings.peer_status_timeout_s)
         self.view = IntakeView()
         self.subs = SubmissionStore(
             max_per_window=settings.max_submissions_per_window,
@@ -128,21 +126,21 @@ class Validator:
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
-            population=self.evaluator.population, spec=self.state.model.spec,
+            population=self.evaluator.population, spec=self.state.model.spec, observer=self.telemetry,
         )
         self.server: HttpsServer | None = None
-        self.lead: LeadLink | None = None
-        self.served = ServedBytes()  # GET answers: grows with the nodes that read from us
+        self.http = SignedClient(wallet, timeout=settings.lead_timeout_s)  # GETs from the lead
+        # where the lead's aggregates are read: its HTTPS routes, or its bucket (storage = "s3")
+        self.links = Links(self.http, cfg, store_timeout_s=settings.s3_timeout_s)
         self.mirror = make_mirror(cfg.storage, settings)  # None: nodes read from us
         self._traffic_mark = (0, 0)  # (served, uploaded) bytes at the last metrics line
         self.block = 0
         self.tempo = 100
-        self.metagraph: Any = None
+        self.metagraph: Metagraph | None = None
         self.last_weights_block: int | None = None
         self.last_val_loss: float | None = None
         self.windows_closed = 0
         self._evaluated: dict[int, WindowEvaluation] = {}
-        self._hashed_window = -1
         self.waiting_for_lead = False
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -150,9 +148,10 @@ class Validator:
     async def start(self) -> None:
         """Reload the open window's submissions, serve HTTPS, publish endpoint + commitment."""
         await self.sync_chain()  # the server is not up yet: nothing can arrive while we reload
+        await self.check_lead_config()
         self.restore_submissions()
         app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes,
-                        served=self.served)
+                        on_sent=self.telemetry.on_sent, extra=lambda a: add_operator_routes(a, self))
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
         if self.mirror is not None:
             self.mirror.start()
@@ -161,6 +160,16 @@ class Validator:
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
         await self.sync_chain(force=True)
         self.refresh_view()
+        if self.has_no_stake():
+            log.warning(progress_line("no stake: weights will be refused", reason=self.permit_hint()))
+
+    async def check_lead_config(self) -> None:
+        """Refuse to start (``SubnetConfigMismatch``, naming the fields) when another validator
+        leads with another subnet config: our scores and aggregates would mean nothing."""
+        lead = self.lead_endpoint()
+        if lead is None or lead.hotkey == self.hotkey:
+            return
+        await check_against(self.http, lead, self.cfg)
 
     def restore_submissions(self) -> int:
         """Re-validate and re-add the stored submissions of θ's window; drop other windows."""
@@ -170,20 +179,23 @@ class Validator:
         journal.prune(keep=window)
         restored = self.intake.restore(list(journal.read_window(window)), window)
         if restored:
-            log.info("restored %d submission(s) of window %d from disk", restored, window)
+            log.info(progress_line("restored submissions from disk", w=window, count=restored))
         return restored
 
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
         commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params),
+                                         cfg=self.cfg.config_hash(),
                                          st=self.mirror.read_location if self.mirror is not None else None)
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
-        log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
+        log.info(progress_line("published", uid=self.uid, hotkey=self.hotkey, endpoint=f"{ip}:{self.server.port}",  # type: ignore[union-attr]
+                               commitment=commitment.to_str()))
 
     async def close(self) -> None:
-        if self.lead is not None:
-            await self.lead.close()
+        await self.peers.close()
+        await self.links.close()
+        await self.http.close()
         if self.mirror is not None:
             await self.mirror.close(timeout=self.settings.s3_timeout_s)
         if self.server is not None:
@@ -220,7 +232,7 @@ class Validator:
             try:
                 closed = await self.close_window()
             except ShardFetchError as exc:  # the data source hiccuped: evaluate again next tick
-                log.warning("fetching data shards failed (retrying next tick): %s", exc)
+                log.warning(progress_line("fetching data shards failed, retrying next tick", reason=exc))
                 break
             if not closed:
                 self.waiting_for_lead = True
@@ -239,26 +251,43 @@ class Validator:
                 self.metagraph = await self.chain.metagraph(self.cfg.netuid)
             self.block = block
         except ChainError as exc:
-            log.warning("chain read failed (retrying next tick): %s", exc)
+            log.warning(progress_line("chain read failed, retrying next tick", reason=exc))
         self.refresh_view()
 
     def refresh_view(self) -> None:
-        if self._hashed_window != self.state.model.window:  # hashing is not free: once per window
-            self.view.model_hash = self.state.model.hash()
-            self._hashed_window = self.state.model.window
+        self.view.model_hash = self.state.model.hash()  # ModelState hashes once per version of θ
         self.view.open_window = self.state.model.window
         chain_window = window_of(self.block, self.cfg.blocks_per_window)
         self.view.ready = not should_close_window(self.state.model.window, chain_window)
+        self.telemetry.on_progress(block=self.block, open_window=self.view.open_window, model_hash=self.view.model_hash)
         if self.metagraph is not None:
             mg = self.metagraph
             self.view.hotkeys = {int(u): str(h) for u, h in zip(mg.uids, mg.hotkeys, strict=True)}
 
+    def has_no_stake(self) -> bool:
+        """No permit and no stake: weights will be refused until the operator stakes."""
+        mg = self.metagraph
+        uid = mg.uid_of(self.hotkey) if mg is not None else None
+        if mg is None or uid is None:
+            return False
+        i = mg.uids.index(uid)
+        return not bool(mg.validator_permit[i]) and float(mg.stake[i]) <= 0.0
+
     def lead_endpoint(self) -> ValidatorEndpoint | None:
-        """The lead as miners see it: the highest-stake permitted validator, or, before any
-        permit exists (first epoch), the highest-stake validator with an endpoint on chain."""
+        """The lead every node follows (``protocol.lead``), from the last metagraph read."""
         if self.metagraph is None:
             return None
-        return lead_validator(self.metagraph) or lead_validator(self.metagraph, require_permit=False)
+        return lead_validator(self.metagraph)
+
+    def lead_fields(self) -> dict[str, Any]:
+        """``lead=<uid> lead_hotkey=<ss58>`` for log lines about the lead."""
+        lead = self.lead_endpoint()
+        return {"lead": lead.uid, "lead_hotkey": lead.hotkey} if lead else {"lead": None}
+
+    @property
+    def uid(self) -> int | None:
+        """Our uid in the last metagraph read (None before it, or when not registered)."""
+        return self.view.uid_of(self.hotkey)
 
     def is_lead(self) -> bool:
         lead = self.lead_endpoint()
@@ -306,11 +335,13 @@ class Validator:
         if cached is not None:
             return cached
         if subs:
+            started = time.monotonic()
             result = await asyncio.to_thread(
                 self.evaluator.evaluate_window, self.state.model, subs,
                 last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
                 recent_z=self.state.scores.recent_z(),
             )
+            self.telemetry.on_evaluated(time.monotonic() - started)
         else:
             result = WindowEvaluation()
         self.update_scores(window, result, [s.uid for s in subs])
@@ -337,38 +368,32 @@ class Validator:
         return envelope
 
     async def fetch_from_lead(self, window: int) -> bytes | None:
-        """The lead's Aggregate(window) once it applies to our θ_w (stored then), else None."""
+        """The lead's Aggregate(window) once it builds on our θ_w (stored then), else None."""
         lead = self.lead_endpoint()
         if lead is None:
             return None
-        if self.lead is None or not same_endpoint(self.lead.endpoint, lead):
-            if self.lead is not None:
-                await self.lead.close()
-            try:
-                getter = reader_for(self.cfg.storage, lead.storage, timeout_s=self.settings.s3_timeout_s)
-            except StorageError as exc:
-                log.error("cannot follow the lead validator uid %d: %s", lead.uid, exc)
-                return None
-            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.chain_timeout_s, getter=getter)
-        envelope = await self.lead.aggregate(window)
-        if envelope is None or not self.fits_model(window, envelope):
+        try:
+            link = self.links.to(lead)
+            envelope = await link.aggregate_envelope(window)
+            header, _ = link.parse_aggregate(window, envelope)
+        except AggregateNotReady:
+            return None
+        except (FetchError, NodeHttpError) as exc:  # StorageError too: the lead's bucket is unreachable
+            log.warning(progress_line("no aggregate from the lead", w=window, **self.lead_fields(), reason=exc))
+            return None
+        if not self.builds_on_ours(header):
             return None
         self.state.store.put_aggregate(window, envelope)
         return envelope
 
-    def fits_model(self, window: int, envelope: bytes) -> bool:
-        """The lead's envelope is Aggregate(window) of our subnet and builds on our θ_w."""
-        try:
-            header, _ = unpack_envelope(envelope, Aggregate)
-        except MessageError as exc:
-            log.warning("lead sent a malformed aggregate for window %d: %s", window, exc)
-            return False
-        ours = self.view.model_hash if self._hashed_window == self.state.model.window else self.state.model.hash()
-        if header.window != window or header.netuid != self.cfg.netuid or header.base_model_hash != ours:
-            log.error(
-                "lead's aggregate (window %d, base %s) does not build on our θ_%d (%s): not applied",
-                header.window, header.base_model_hash[:12], window, ours[:12],
-            )
+    def builds_on_ours(self, header: Aggregate) -> bool:
+        """The lead's aggregate starts from the θ_w we hold (else applying it would split us off)."""
+        ours = self.state.model.hash()
+        if header.base_model_hash != ours:
+            log.error(progress_line(
+                "the lead's aggregate does not build on our model: not applied", w=header.window, **self.lead_fields(),
+                aggregate_base=header.base_model_hash[:12], ours=ours[:12],
+            ))
             return False
         return True
 
@@ -420,6 +445,7 @@ class Validator:
             "seconds": round(seconds, 3),
         }
         self.state.metrics.write(record)
+        self.telemetry.on_window(record)
         log.info(progress_line(
             "window", w=window, val_loss=val_after, subs=len(subs),
             contributors=len(header.contributors), hash=header.next_model_hash[:12],
@@ -429,8 +455,8 @@ class Validator:
         """Bytes served in GET answers and uploaded to the bucket since the last metrics line."""
         uploaded = self.mirror.uploaded_bytes if self.mirror is not None else 0
         served_before, uploaded_before = self._traffic_mark
-        self._traffic_mark = (self.served.total, uploaded)
-        return {"served_bytes": self.served.total - served_before, "uploaded_bytes": uploaded - uploaded_before}
+        self._traffic_mark = (self.telemetry.sent_total, uploaded)
+        return {"served_bytes": self.telemetry.sent_total - served_before, "uploaded_bytes": uploaded - uploaded_before}
 
     async def set_weights(self) -> None:
         weights = self.state.scores.weights()
@@ -439,12 +465,26 @@ class Validator:
         self.last_weights_block = self.block
         try:
             await self.chain.set_weights(self.wallet, self.cfg.netuid, weights)
-            log.info("set weights at block %d: %s", self.block, {u: round(w, 4) for u, w in weights.items()})
+            log.info(progress_line("set weights", block=self.block, weights=",".join(f"{u}:{w:.4f}" for u, w in weights.items())))
         except RateLimitedError as exc:
-            log.info("weights rate-limited: %s", exc)
+            log.info(progress_line("weights rate-limited", reason=exc))
             self.last_weights_block = self.block - self.tempo + (exc.blocks or 1)
         except ChainError as exc:
-            log.warning("setting weights failed (retrying next tempo): %s", exc)
+            if "NoValidatorPermit" in str(exc):
+                log.error(progress_line("setting weights failed", reason=self.permit_hint()))
+            else:
+                log.warning(progress_line("setting weights failed, retrying next tempo", reason=exc))
+
+    def permit_hint(self) -> str:
+        """Why this hotkey has no validator permit, and what to do about it (in TAO)."""
+        mg = self.metagraph
+        uid = mg.uid_of(self.hotkey) if mg is not None else None
+        stake = float(mg.stake[mg.uids.index(uid)]) if mg is not None and uid is not None else 0.0
+        return (f"hotkey {self.hotkey} (uid {uid}) holds no validator permit on netuid {self.cfg.netuid} "
+                f"(stake τ{stake:.4f}): permits go to the highest-stake hotkeys at each epoch; stake on it with "
+                f"`swarmtrain stake add --netuid {self.cfg.netuid} --amount TAO` and this validator's "
+                "--wallet.name/--wallet.hotkey/--subtensor.network, then wait for the next epoch "
+                "(retrying every tempo)")
 
     def status(self) -> dict[str, Any]:
         return {
@@ -460,6 +500,20 @@ class Validator:
             "submissions": self.subs.count(self.view.open_window),
             "latest_checkpoint": self.state.store.latest_checkpoint(),
             "storage": self.cfg.storage,
-            "served_bytes": self.served.total,
+            "served_bytes": self.telemetry.sent_total,
             "val_loss": self.last_val_loss,
+            **self.operator_status(),
+        }
+
+    def operator_status(self) -> dict[str, Any]:
+        """The per-miner part of ``GET /status``: scores, verdicts, last submissions, refusals."""
+        uid = self.metagraph.uid_of(self.hotkey) if self.metagraph is not None else None
+        block_time = getattr(self.chain, "block_time", None)
+        return {
+            "uid": uid,
+            "netuid": self.cfg.netuid,
+            "block_time": block_time if isinstance(block_time, (int, float)) else None,
+            "refusals": dict(self.intake.refusals),
+            "miners": self.telemetry.miner_rows(self.metagraph, model_hash=self.view.model_hash,
+                                                open_window=self.state.model.window, ema=self.state.scores.ema()),
         }

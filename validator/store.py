@@ -18,11 +18,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from node.checkpoints import atomic_write
+from node.logs import progress_line
 from protocol.codec import SparseUpdate
-from protocol.messages import pack_envelope
+from protocol.files import atomic_write
+from protocol.messages import Submission, pack_envelope
 
 log = logging.getLogger("swarmtrain.validator.store")
 
@@ -61,7 +61,7 @@ class StoredSubmission:
     window: int
     uid: int
     hotkey: str
-    header: Any  # protocol.messages.Submission
+    header: Submission
     payload: bytes
     update: SparseUpdate
     received_at: float = field(default_factory=time.time)
@@ -130,7 +130,7 @@ class SubmissionJournal:
             try:
                 yield decode_record(path, path.read_bytes())
             except (OSError, ValueError) as exc:
-                log.warning("skipping stored submission %s: %s", path, exc)
+                log.warning(progress_line("skipping stored submission", path=path, reason=exc))
 
     def prune(self, keep: int | None = None, *, through: int | None = None) -> None:
         """Delete window directories: every one but ``keep``, or every one <= ``through``."""

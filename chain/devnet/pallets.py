@@ -21,6 +21,7 @@ from bittensor._generated.errors import ERRORS
 
 from chain.devnet import calls as c
 from chain.devnet.calls import ALPHA_VALUES
+from chain.devnet.database import ChainState, Neuron, Subnet
 from chain.devnet.params import (
     ALPHA_VALUES_MIN,
     MIN_STAKE_RAO,
@@ -30,7 +31,6 @@ from chain.devnet.params import (
     coerce_param,
     default_hyperparams,
 )
-from chain.devnet.state import ChainState, Neuron, Subnet
 
 _DOCS = {info.name: info.docs for info in ERRORS.values() if info.docs}
 NETWORK_LOCK_RAO = 10 * RAO_PER_TAO
@@ -73,7 +73,7 @@ def balance(state: ChainState, cfg: DevnetConfig, address: str) -> tuple[int, in
 def debit(ctx: Context, address: str, amount: int, error: str) -> None:
     free, nonce = balance(ctx.state, ctx.cfg, address)
     if amount > free:
-        raise DispatchError(error, f"{address} holds {free} rao, needs {amount}")
+        raise DispatchError(error, f"{address} holds τ{free / RAO_PER_TAO:.4f}, needs τ{amount / RAO_PER_TAO:.4f}")
     ctx.state.set_account(address, free=free - amount, nonce=nonce)
 
 
@@ -283,7 +283,7 @@ def add_stake(ctx: Context, p: c.AddStake) -> None:
     if ctx.state.owner(p.hotkey) is None:
         raise DispatchError("HotKeyAccountNotExists")
     if p.amount_staked < MIN_STAKE_RAO:
-        raise DispatchError("AmountTooLow", f"the minimum stake is {MIN_STAKE_RAO} rao")
+        raise DispatchError("AmountTooLow", f"the minimum stake is τ{MIN_STAKE_RAO / RAO_PER_TAO:g}")
     if p.limit_price is not None and p.limit_price < RAO_PER_TAO:
         raise DispatchError("SlippageTooHigh", "the devnet price is 1 TAO per alpha")
     debit(ctx, ctx.signer, p.amount_staked, "NotEnoughBalanceToStake")
@@ -296,7 +296,7 @@ def remove_stake(ctx: Context, p: c.RemoveStake) -> None:
     _subnet(ctx, p.netuid)
     held = ctx.state.stake(p.hotkey, p.netuid, ctx.signer)
     if p.amount_unstaked == 0 or p.amount_unstaked > held:
-        raise DispatchError("NotEnoughStakeToWithdraw", f"{held} rao staked")
+        raise DispatchError("NotEnoughStakeToWithdraw", f"τ{held / RAO_PER_TAO:.4f} staked")
     ctx.state.add_stake(p.hotkey, ctx.signer, p.netuid, -p.amount_unstaked)
     credit(ctx, ctx.signer, p.amount_unstaked)
     ctx.emit("SubtensorModule", "StakeRemoved", coldkey=ctx.signer, hotkey=p.hotkey,

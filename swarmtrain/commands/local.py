@@ -9,50 +9,54 @@ emission per uid; writes OUT/summary.json, OUT/logs/*.log and OUT/local.png.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from protocol.flags import SettingsError, add_settings_flags, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from protocol.subnet import SubnetConfig
+    from swarmtrain.local_settings import LocalSettings
+
+PLOT_SKIPPED = "plot: skipped (install matplotlib: pip install 'swarmtrain[plot]')"
 NAME = "local"
 HELP = "run a whole network locally (devnet, validator, miners) and report training and emission"
+ENV_PREFIX = "SWARMTRAIN_LOCAL_"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--miners", type=int, default=3, help="number of miners (default 3)")
-    parser.add_argument("--validators", type=int, default=1,
-                        help="number of validators (default 1); the first holds the most stake and leads")
-    parser.add_argument("--windows", type=int, default=8, help="trained windows to run (default 8)")
-    parser.add_argument("--preset", default="tiny", help="model preset: tiny (default) or small")
-    parser.add_argument("--out", type=Path, default=Path("runs/local"), help="output directory")
-    parser.add_argument("--block-time", type=float, default=0.5, help="devnet seconds per block")
-    parser.add_argument("--tempo", type=int, default=20, help="devnet blocks per epoch")
-    parser.add_argument("--blocks-per-window", type=int, default=None, help="override the subnet config")
-    parser.add_argument("--inner-steps", type=int, default=None, help="override H, inner steps per window")
-    parser.add_argument("--inner-lr", type=float, default=None, help="override the inner AdamW lr")
-    parser.add_argument("--subnet-config", type=Path, default=None,
-                        help="start from this subnet config JSON (its dataset and tokenizer are kept, "
-                             "e.g. one written by 'swarmtrain data subnet-config')")
-    parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
-    parser.add_argument("--device", default="cpu", help="device for the validator and miners")
-    parser.add_argument("--storage", choices=("validator", "s3"), default=None,
-                        help="where aggregates and checkpoints live: on the validator (default) or in an "
-                             "S3-compatible store (a local S3 server is started for the run)")
+    from swarmtrain.local_settings import LocalSettings
+
+    add_settings_flags(parser, LocalSettings, env_prefix=ENV_PREFIX)
 
 
-def subnet_config(args: argparse.Namespace):  # -> SubnetConfig
+def settings_from(args: argparse.Namespace, environ: dict[str, str] | None = None) -> LocalSettings:
+    """Defaults < ``--config`` < ``SWARMTRAIN_LOCAL_*`` < flags; SettingsError names the flag."""
+    from swarmtrain.local_settings import LocalSettings
+
+    env = dict(os.environ) if environ is None else environ
+    return load_settings(LocalSettings, args, env_prefix=ENV_PREFIX, environ=env)
+
+
+def subnet_config(settings: LocalSettings) -> SubnetConfig:
     """Defaults (or --subnet-config), the dataset (the config's, else this machine's built-in
     corpus pinned by its hash), then the command-line overrides."""
     from protocol.data import builtin_corpus
     from protocol.subnet import SubnetConfig
 
-    base = SubnetConfig.load(args.subnet_config) if args.subnet_config else SubnetConfig(preset=args.preset)
+    path = settings.subnet_config
+    base = SubnetConfig.load(path) if path else SubnetConfig(preset=settings.preset)
     updates: dict[str, object] = {}
     if base.dataset_name == "builtin":
         updates.update(dataset_name="builtin", dataset_hash=builtin_corpus().content_hash)
-    if not args.subnet_config:
-        updates["preset"] = args.preset
-    for field, value in (("blocks_per_window", args.blocks_per_window), ("inner_steps", args.inner_steps),
-                         ("inner_lr", args.inner_lr), ("storage", getattr(args, "storage", None))):
-        if value is not None:
-            updates[field] = value
+    if not path:
+        updates["preset"] = settings.preset
+    for field in ("blocks_per_window", "inner_steps", "inner_lr", "storage"):
+        if getattr(settings, field) is not None:
+            updates[field] = getattr(settings, field)
     return SubnetConfig.model_validate({**base.model_dump(), **updates})
 
 
@@ -78,22 +82,22 @@ def run(args: argparse.Namespace) -> int:
     from swarmtrain.localnet import LocalNet, LocalNetConfig, LocalNetError, default_miners
     from swarmtrain.localnet_report import build_summary, plot, render, write_summary
 
-    if args.validators < 1:
-        return fail("--validators must be at least 1")
-    setup_logging("INFO")
+    try:
+        settings = settings_from(args)
+    except SettingsError as err:
+        return fail(str(err))
+    setup_logging(settings.log_level)
     _interrupt_on_sigterm()
     console = Console()
     if not console.is_terminal:  # piped or logged: keep the table's columns readable
         console = Console(width=120)
     try:
-        subnet = subnet_config(args)
+        subnet = subnet_config(settings)
         subnet_dataset(subnet)  # fail here, once, rather than in every node
     except (DataError, ValueError, OSError) as err:
         return fail(str(err))
-    cfg = LocalNetConfig(
-        out=args.out, miners=default_miners(args.miners), windows=args.windows,
-        subnet=subnet, block_time=args.block_time,
-        tempo=args.tempo, timeout_s=args.timeout, device=args.device, validators=args.validators,
+    cfg = LocalNetConfig.model_validate(
+        {**settings.run_settings(), "miners": default_miners(settings.miners), "subnet": subnet}
     )
     try:
         with LocalNet(cfg) as net:
@@ -102,9 +106,13 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(err))
     summary = build_summary(result)
     render(summary, console)
-    out = Path(args.out)
-    console.print(f"summary: {write_summary(summary, out / 'summary.json')}")
-    png = plot(summary, out / "local.png")
-    console.print(f"plot: {png}" if png else "plot: skipped (install matplotlib: pip install 'swarmtrain[plot]')")
-    console.print(f"logs: {out / 'logs'}")
+    out = Path(settings.out)
+    print_files(console, write_summary(summary, out / "summary.json"), plot(summary, out / "local.png"), out / "logs")
     return 0
+
+
+def print_files(console: Console, summary: Path, png: Path | None, logs: Path) -> None:
+    """Where the outputs are. markup=False: rich would read "[plot]" as a style tag."""
+    console.print(f"summary: {summary}", markup=False)
+    console.print(f"plot: {png}" if png else PLOT_SKIPPED, markup=False)
+    console.print(f"logs: {logs}", markup=False)

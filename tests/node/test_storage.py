@@ -14,6 +14,7 @@ from node.commitment import MAX_COMMITMENT_BYTES, ValidatorCommitment, parse_com
 from node.s3_local import READ_KEY, WRITE_KEY, moto_available, running_local_s3
 from node.storage import ObjectStore, StorageError, StoreGetter, StoreLocation, reader_for
 from protocol.messages import CheckpointManifest
+from protocol.retry import poll_until
 from validator.mirror import Mirror, make_mirror
 from validator.settings import ValidatorSettings
 
@@ -38,7 +39,7 @@ async def test_put_get_list_delete_and_missing(s3):
         assert await store.get("basic/a.bin") == b"x" * 1000
         assert await store.get("basic/none.bin") is None
         assert await store.exists("basic/a.bin") and not await store.exists("basic/none.bin")
-        assert await store.list("basic/") == ["basic/a.bin"]
+        assert await store.list_keys("basic/") == ["basic/a.bin"]
         await store.delete(["basic/a.bin", "basic/never-there.bin"])
         assert await store.get("basic/a.bin") is None
         assert store.bytes_out == 1000 and store.bytes_in == 1000
@@ -162,8 +163,9 @@ async def test_mirror_retries_until_the_store_answers(s3):
     mirror.start()
     try:
         mirror.aggregate(1, b"agg1")
-        await asyncio.sleep(0.3)
-        assert mirror.failures >= 1  # no bucket yet: the upload failed and waits to retry
+        # no bucket yet: the upload fails and waits to retry
+        await poll_until(lambda: asyncio.sleep(0, mirror.failures), lambda n: n >= 1, timeout=20, interval=0.05,
+                         on_timeout=lambda n: AssertionError("the upload never failed"))
         await store.create_bucket()
         assert await mirror.wait_idle(15)
         assert await store.get("r/aggregates/00000001.bin") == b"agg1"
@@ -172,14 +174,14 @@ async def test_mirror_retries_until_the_store_answers(s3):
 
 
 def test_an_s3_subnet_needs_a_bucket_and_says_which_flags(tmp_path):
-    assert make_mirror("validator", ValidatorSettings(state_dir=tmp_path)) is None
+    assert make_mirror("validator", ValidatorSettings(netuid=1, state_dir=tmp_path)) is None
     with pytest.raises(ValueError, match="--s3-endpoint URL --s3-bucket NAME"):
-        make_mirror("s3", ValidatorSettings(state_dir=tmp_path))
-    mirror = make_mirror("s3", ValidatorSettings(state_dir=tmp_path, s3_endpoint="http://127.0.0.1:9",
+        make_mirror("s3", ValidatorSettings(netuid=1, state_dir=tmp_path))
+    mirror = make_mirror("s3", ValidatorSettings(netuid=1, state_dir=tmp_path, s3_endpoint="http://127.0.0.1:9",
                                                  s3_bucket="abc", s3_read_key_id="r", s3_read_secret="rs",
                                                  s3_write_key_id="w", s3_write_secret="ws"))
     assert mirror.read_location.key_id == "r" and mirror.store._key_id == "w"
-    assert "ws" not in repr(ValidatorSettings(state_dir=tmp_path, s3_write_secret="ws"))
+    assert "hush-hush" not in repr(ValidatorSettings(netuid=1, state_dir=tmp_path, s3_write_secret="hush-hush"))
 
 
 def test_read_keys_are_the_published_ones(s3):

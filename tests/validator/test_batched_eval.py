@@ -13,7 +13,7 @@ from validator.batched_eval import BatchedEvaluator
 from validator.evaluate import Evaluator
 from validator.store import StoredSubmission
 
-from .helpers import CFG, codec_cfg, encode_delta, garbage_delta, honest_delta, toy_dataset
+from .helpers import CFG, encode_delta, garbage_delta, honest_delta, toy_dataset
 
 KEYS = [Keypair.create_from_uri(f"//Batched{i}") for i in range(8)]
 SECRET = b"b" * 32
@@ -27,7 +27,7 @@ def window():
     def stored(uid: int, payload: bytes, base_hash: str | None = None) -> StoredSubmission:
         header = type("H", (), {"base_model_hash": base_hash or state.hash()})()
         return StoredSubmission(state.window, uid, KEYS[uid].ss58_address, header, payload,
-                                codec.decode(payload, state.spec, codec_cfg()), arrival=uid)
+                                codec.decode(payload, state.spec, CFG.codec_config()), arrival=uid)
 
     honest = {uid: encode_delta(honest_delta(state, ds, uid)) for uid in (1, 2, 3)}
     zero = encode_delta({n: 0 * p for n, p in state.params().items()})
