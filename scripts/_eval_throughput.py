@@ -58,7 +58,7 @@ class Method:
 
 def honest_payload(cfg: SubnetConfig, ds: TokenDataset, state: ModelState, uid: int) -> bytes:
     """A real update: the miner's trainer, H steps on the uid's assigned samples, encoded."""
-    ccfg = codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
+    ccfg = cfg.codec_config()
     trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr)
     idx = assigned_samples(cfg.seed_bytes, state.window, uid, cfg.samples_per_window, ds.num_samples(cfg.seq_len))
     samples = ds.batch(idx, cfg.seq_len)

@@ -12,6 +12,7 @@ bucket), and the bytes the miners read from the bucket. Windows in which a miner
 
 Usage:
     python scripts/bench_storage.py                      # 4 and 32 miners, both storages
+    python scripts/bench_storage.py --quick              # 3 windows per miner: a few minutes
     python scripts/bench_storage.py --miners 4,32 --windows 3 --storage validator,s3
 
 Last line: ``served_per_window_validator_4=... served_per_window_s3_32=... ...``.
@@ -155,10 +156,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--miners", default="4,32", help="comma-separated network sizes")
     p.add_argument("--storage", default="validator,s3", help="comma-separated: validator, s3")
-    p.add_argument("--windows", type=int, default=4, help="windows each miner finishes")
+    p.add_argument("--windows", type=int, default=None, help="windows each miner finishes (default 5, --quick 3)")
+    p.add_argument("--quick", action="store_true", help="3 windows per miner (4 and 32 miners, both storages)")
     p.add_argument("--block-time", type=float, default=0.5, help="seconds per block (20 blocks per window)")
     p.add_argument("--out", type=Path, default=bc.DEFAULT_OUT / "storage")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.windows = args.windows or (3 if args.quick else 5)
+    bad = [k for k in args.storage.split(",") if k and k not in ("validator", "s3")]
+    if bad:
+        p.error(f"--storage takes validator and/or s3, not {','.join(bad)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

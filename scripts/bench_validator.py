@@ -23,6 +23,7 @@ Usage:
     python scripts/bench_validator.py                  # subnet default preset (tiny)
     python scripts/bench_validator.py --preset small
     python scripts/bench_validator.py --miners 256 --preset small   # one at a time vs batched
+    python scripts/bench_validator.py --miners 256 --preset small --quick   # 16 evaluated, 1 repeat
 
 Last line: ``eval_cost_vs_inner_step=<x> miners_per_window=<x> ...``; with ``--miners``:
 ``miners_per_window_one_at_a_time=<x> miners_per_window_batched=<x> throughput_ratio=<x>
@@ -62,6 +63,8 @@ from validator.store import StoredSubmission  # noqa: E402
 
 CHAIN_BLOCK_S = 12.0  # Bittensor's block time
 
+
+QUICK_EVALUATE = 16  # --quick: miners each evaluator evaluates (the slope needs two points)
 
 @dataclass(frozen=True)
 class Costs:
@@ -256,7 +259,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     t.add_argument("--honest", type=int, default=4, help="trained (honest) updates among the submissions")
     t.add_argument("--models-per-pass", type=int, default=0, help="batched: miners per pass (0: 16 on CUDA, 1 on CPU)")
     t.add_argument("--eval-memory-gib", type=float, default=2.0, help="batched: memory for evaluation passes")
-    return p.parse_args(argv)
+    t.add_argument("--quick", action="store_true",
+                   help=f"--miners: {QUICK_EVALUATE} evaluated per evaluator (slope from {QUICK_EVALUATE // 2} to "
+                        f"{QUICK_EVALUATE}) and 1 repeat; capacity from the measured per-miner costs as always")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.evaluate, args.repeats = args.evaluate or QUICK_EVALUATE, 1
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

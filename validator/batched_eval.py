@@ -39,6 +39,7 @@ from protocol.data import Dataset
 from protocol.model import Transformer, sample_losses
 from protocol.subnet import SubnetConfig
 from validator.evaluate import Evaluator, WindowEvaluation, _RandomBatch, window_entropy
+from validator.settings import ValidatorSettings
 from validator.store import StoredSubmission
 
 log = logging.getLogger("swarmtrain.validator.batched_eval")
@@ -228,3 +229,13 @@ def memory_budget(device: str, setting_gib: float) -> int:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_properties(torch.device(device)).total_memory // 4
     return DEFAULT_MEMORY_BYTES
+
+
+def make_evaluator(cfg: SubnetConfig, dataset: Dataset, settings: ValidatorSettings,
+                   params: criteria.CriteriaParams) -> Evaluator:
+    """The validator's evaluator: batched (the default) or one miner at a time; same measurements."""
+    if not settings.eval_batched:
+        return Evaluator(cfg, dataset, device=settings.device, params=params)
+    return BatchedEvaluator(cfg, dataset, device=settings.device, params=params,
+                            models_per_pass=settings.eval_models_per_pass,
+                            memory_bytes=memory_budget(settings.device, settings.eval_memory_gib))

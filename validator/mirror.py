@@ -136,6 +136,12 @@ class Mirror:
 
         self.queue.put_nowait((f"checkpoint {manifest.window}", job))
 
+    def checkpoint_from(self, local: CheckpointStore, manifest: CheckpointManifest) -> None:
+        """Enqueue the checkpoint ``manifest`` names, read from the validator's own store."""
+        data = local.read_checkpoint(manifest.window)
+        if data is not None:
+            self.checkpoint(manifest, data)
+
     async def prune_checkpoints(self, newest: int) -> None:
         """Delete checkpoint objects of all but the newest ``keep_checkpoints`` windows."""
         keys = await self.store.list_keys(self.key("checkpoints/"))
@@ -156,9 +162,7 @@ class Mirror:
             if manifest is not None:
                 remote = await self.store.get(self.key(LATEST_MANIFEST))
                 if remote is None or CheckpointManifest.model_validate_json(remote).window != manifest.window:
-                    data = local.read_checkpoint(manifest.window)
-                    if data is not None:
-                        self.checkpoint(manifest, data)
+                    self.checkpoint_from(local, manifest)
             since = manifest.window if manifest is not None else 0
             for window in local.aggregate_windows():
                 if window >= since and not await self.store.exists(self.key(aggregate_name(window))):

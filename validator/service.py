@@ -35,14 +35,14 @@ from node.subnet_check import check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
-from protocol.messages import Aggregate, CheckpointManifest, pack_envelope, unpack_envelope
+from protocol.messages import Aggregate, pack_envelope, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
 from validator.app import HttpsServer, build_app
-from validator.batched_eval import BatchedEvaluator, memory_budget
+from validator.batched_eval import BatchedEvaluator, make_evaluator
 from validator.dashboard import add_operator_routes
-from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
+from validator.evaluate import WindowEvaluation, validation_indices, validation_loss
 from validator.intake import Intake, IntakeView
 from validator.mirror import make_mirror
 from validator.peers import PeerWatch
@@ -91,16 +91,6 @@ def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
     return {"reason": v.reason, "gain": round(v.gain, 6), "own_z": round(v.own_z, 3)}
 
 
-def make_evaluator(cfg: SubnetConfig, dataset: Dataset, settings: ValidatorSettings,
-                   params: criteria.CriteriaParams) -> Evaluator:
-    """The batched evaluator (default) or the one-miner-at-a-time one; same measurements."""
-    if not settings.eval_batched:
-        return Evaluator(cfg, dataset, device=settings.device, params=params)
-    return BatchedEvaluator(cfg, dataset, device=settings.device, params=params,
-                            models_per_pass=settings.eval_models_per_pass,
-                            memory_bytes=memory_budget(settings.device, settings.eval_memory_gib))
-
-
 class Validator:
     """One validator node: state, HTTPS API, and the window loop."""
 
@@ -133,7 +123,6 @@ class Validator:
         # where the lead's aggregates are read: its HTTPS routes, or its bucket (storage = "s3")
         self.links = Links(self.http, cfg, store_timeout_s=settings.s3_timeout_s)
         self.mirror = make_mirror(cfg.storage, settings)  # None: nodes read from us
-        self._traffic_mark = (0, 0)  # (served, uploaded) bytes at the last metrics line
         self.block = 0
         self.tempo = 100
         self.metagraph: Metagraph | None = None
@@ -403,17 +392,13 @@ class Validator:
         if caught_up:
             self.state.save_model()  # behind: stored aggregates replay after a crash
         if should_checkpoint(self.state.model.window, self.cfg.checkpoint_every):
-            self.mirror_checkpoint(self.state.checkpoint())
+            manifest = self.state.checkpoint()
+            if self.mirror is not None:
+                self.mirror.checkpoint_from(self.state.store, manifest)
         self.subs.drop_through(window)
         self._evaluated.pop(window, None)
         self.windows_closed += 1
         self.refresh_view()
-
-    def mirror_checkpoint(self, manifest: CheckpointManifest) -> None:
-        """Queue a new checkpoint for the bucket (s3 storage); readers find it once uploaded."""
-        data = self.state.store.read_checkpoint(manifest.window) if self.mirror is not None else None
-        if self.mirror is not None and data is not None:
-            self.mirror.checkpoint(manifest, data)
 
     def _val_loss(self) -> float:
         model = self.state.model.clone_model()
@@ -440,7 +425,7 @@ class Validator:
             "ema": {str(k): round(v, 6) for k, v in ema.items()},
             "model_hash": header.next_model_hash,
             "refusals": dict(self.intake.refusals),
-            **self.traffic(),
+            **self.telemetry.traffic(self.mirror.uploaded_bytes if self.mirror is not None else 0),
             "block": self.block,
             "seconds": round(seconds, 3),
         }
@@ -450,13 +435,6 @@ class Validator:
             "window", w=window, val_loss=val_after, subs=len(subs),
             contributors=len(header.contributors), hash=header.next_model_hash[:12],
         ))
-
-    def traffic(self) -> dict[str, int]:
-        """Bytes served in GET answers and uploaded to the bucket since the last metrics line."""
-        uploaded = self.mirror.uploaded_bytes if self.mirror is not None else 0
-        served_before, uploaded_before = self._traffic_mark
-        self._traffic_mark = (self.telemetry.sent_total, uploaded)
-        return {"served_bytes": self.telemetry.sent_total - served_before, "uploaded_bytes": uploaded - uploaded_before}
 
     async def set_weights(self) -> None:
         weights = self.state.scores.weights()

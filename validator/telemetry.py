@@ -87,6 +87,7 @@ class ValidatorTelemetry:
         self.sent = Counter(p + "sent_bytes", "aggregate and checkpoint bytes served", registry=r)
         self.sent_total = 0  # the same bytes, readable (metrics.jsonl's served_bytes, GET /status)
         self.sent_answers = 0
+        self._traffic_mark = (0, 0)  # (served, uploaded) bytes at the last metrics line
         self.hash_age = HashAge(self.clock)
         age = Gauge(p + "model_hash_age_seconds", "seconds since the model hash last changed", registry=r)
         age.set_function(self.hash_age.age)
@@ -132,6 +133,13 @@ class ValidatorTelemetry:
         self.sent.inc(nbytes)
         self.sent_total += nbytes
         self.sent_answers += 1
+
+    def traffic(self, uploaded_total: int) -> dict[str, int]:
+        """Bytes served in GET answers, and uploaded to the bucket (``uploaded_total`` so far),
+        since the last call: the ``served_bytes``/``uploaded_bytes`` of a metrics line."""
+        served_before, uploaded_before = self._traffic_mark
+        self._traffic_mark = (self.sent_total, uploaded_total)
+        return {"served_bytes": self.sent_total - served_before, "uploaded_bytes": uploaded_total - uploaded_before}
 
     def on_evaluated(self, seconds: float) -> None:
         self.evaluation_seconds.observe(seconds)
