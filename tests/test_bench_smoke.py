@@ -208,3 +208,14 @@ def test_validator_throughput_in_process(bench, toy_dataset, tmp_path) -> None:
     cfg = SubnetConfig(seq_len=16, batch_size=2, inner_steps=2, eval_samples=32)
     assert val.throughput(args, cfg, toy_dataset, torch.device("cpu")) == 0  # 0: same verdicts
     assert (tmp_path / "validator-throughput-tiny.json").exists()
+
+
+def test_quick_modes_of_the_scale_benchmarks(bench) -> None:
+    storage = bench("bench_storage")
+    assert (storage.parse_args(["--quick"]).windows, storage.parse_args([]).windows) == (3, 5)
+    with pytest.raises(SystemExit):
+        storage.parse_args(["--storage", "validator,r2"])  # only validator and s3 are storages
+    val = bench("bench_validator")
+    quick = val.parse_args(["--miners", "256", "--quick"])
+    assert (quick.evaluate, quick.repeats) == (val.QUICK_EVALUATE, 1)
+    assert val.parse_args(["--miners", "256", "--quick", "--evaluate", "32"]).evaluate == 32
