@@ -34,8 +34,7 @@ from miner.state import MinerState, MinerStateStore
 from miner.submit import Poster, SubmitOutcome, Submitter, build_submission
 from miner.sync import ChainClock, WindowClock, catch_up
 from miner.trainer import InnerTrainer, TrainResult, split_batches
-from node.fetch import RETRY_S as LINK_RETRY_S
-from node.fetch import AggregateNotReady, FetchError, Getter, ValidatorLink
+from node.fetch import AggregateNotReady, FetchError, Getter, Links
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
 from node.shard_sources import ShardFetchError
@@ -155,8 +154,18 @@ class Miner:
         where, every = str(getattr(chain, "url", "the configured endpoint")), self.options.status_every_s
         self.chain_outage = Outage("the chain", where, log, every_s=every, hint="the miner resumes by itself when it answers")
         self.disk = Outage("room to write the miner's state", str(store.root), log, every_s=every)
-        self.link_retry_s = LINK_RETRY_S  # how long one GET to a validator keeps trying before the next one is asked
         self.outage_backoff = Backoff(first=min(1.0, self.options.outage_retry_cap_s), cap=self.options.outage_retry_cap_s)
+        # where each validator's aggregates and checkpoints are read (HTTPS, or its bucket for storage = "s3")
+        self.links = Links(client, cfg, store_timeout_s=min(60.0, self.options.sync_timeout_s))
+
+    @property
+    def link_retry_s(self) -> float:
+        """How long one GET to a validator (or its bucket) keeps trying before the next one is asked."""
+        return self.links.retry_s
+
+    @link_retry_s.setter
+    def link_retry_s(self, seconds: float) -> None:
+        self.links.retry_s = seconds
 
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
@@ -231,6 +240,7 @@ class Miner:
                 done += 1
         finally:
             await self.stop_prefetch()
+            await self.links.close()
 
     async def wait_for_chain(self, exc: BaseException) -> None:
         """Wait out a chain outage of any length (a status line a minute), then go on."""
@@ -279,7 +289,7 @@ class Miner:
                 failures.append(f"validator uid {source.uid} runs another subnet config: not used")
                 continue
             try:
-                link = ValidatorLink(self.client, source, self.cfg, retry_s=self.link_retry_s)
+                link = self.links.to(source)  # its HTTPS routes, or the bucket its commitment names
                 self.model = await catch_up(self.model, link, window)
             except AggregateNotReady as exc:
                 return True, "; ".join([*failures, f"validator uid {source.uid} at {source.url}: {exc}"])

@@ -3,6 +3,7 @@ keeps dying aborts the run, a held one stays down; an aborted run still writes i
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from node.s3_local import WRITE_KEY, LocalS3, moto_available
+from node.storage import ObjectStore, StoreLocation
 from protocol.retry import Backoff, Waiter
 from protocol.subnet import SubnetConfig
 from swarmtrain.commands.local import write_aborted
@@ -61,6 +64,31 @@ def test_a_node_that_keeps_dying_aborts_with_its_log(tmp_path):
         _wait_dead(net, "miner1")
         with pytest.raises(LocalNetError, match="(?s)restarted 1 times .*bad config"):
             net.supervise()
+
+
+@pytest.mark.skipif(not moto_available(), reason="needs moto[server] (the dev extra)")
+def test_a_dead_s3_server_is_restarted_on_its_port_with_its_bucket(tmp_path):
+    """The local S3 server is a supervised child: killed, it comes back on the same endpoint
+    (the validators' commitments name it) with the bucket created again."""
+    cfg = LocalNetConfig(out=tmp_path / "out", miners=[MinerSpec("miner1")], windows=2,
+                         subnet=SubnetConfig(storage="s3"))
+    with LocalNet(cfg) as net:
+        proc = net.start_s3()
+        endpoint = net.s3.endpoint
+        proc.kill9()
+        net.supervise()
+        assert proc.alive() and net.restarts == {"s3": 1} and net.s3.endpoint == endpoint
+        assert asyncio.run(_bucket_exists(net.s3))
+
+
+async def _bucket_exists(s3: LocalS3) -> bool:
+    store = ObjectStore(StoreLocation(endpoint=s3.endpoint, bucket=s3.bucket), key_id=WRITE_KEY[0],
+                        secret=WRITE_KEY[1], timeout_s=10)
+    try:
+        await store.put("probe", b"x")  # NoSuchBucket (a StorageError) if it was not created again
+        return await store.get("probe") == b"x"
+    finally:
+        await store.close()
 
 
 def test_an_aborted_run_writes_what_it_has(tmp_path):

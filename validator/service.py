@@ -21,13 +21,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from chain.errors import ChainConnectionError, ChainError, ChainTimeoutError, RateLimitedError
+from chain.errors import ChainConnectionError, ChainError, ChainTimeoutError
 from chain.types import Metagraph, SubnetHyperparams
 from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
-from node.fetch import AggregateNotReady, FetchError, ValidatorLink
+from node.fetch import AggregateNotReady, FetchError, Links
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError, SignedClient
@@ -42,16 +42,21 @@ from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
 from validator.app import HttpsServer, build_app
+from validator.batched_eval import BatchedEvaluator, make_evaluator
 from validator.dashboard import add_operator_routes
-from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
+from validator.evaluate import WindowEvaluation, validation_indices, validation_loss
 from validator.intake import Intake, IntakeView
+from validator.mirror import make_mirror
 from validator.peers import PeerWatch
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
-from validator.telemetry import ValidatorTelemetry, tail_records
+from validator.telemetry import ValidatorTelemetry, tail_records, window_record
+from validator.weights import has_no_stake, permit_hint, set_weights_once
 
 log = logging.getLogger("swarmtrain.validator")
+
+T = TypeVar("T")
 
 SUBMISSIONS_DIR = "submissions"  # <state>/submissions/<window>/<uid>.bin (validator.store)
 FOLLOWER_POLL_S = 0.25  # tick period while a follower waits for the lead's aggregate
@@ -87,11 +92,6 @@ def should_checkpoint(window: int, every: int) -> bool:
     return window % every == 0
 
 
-def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
-    """What the metrics line keeps of a verdict: why it scored what it did, and the figures."""
-    return {"reason": v.reason, "gain": round(v.gain, 6), "own_z": round(v.own_z, 3)}
-
-
 class Validator:
     """One validator node: state, HTTPS API, and the window loop."""
 
@@ -116,7 +116,7 @@ class Validator:
             max_per_window=settings.max_submissions_per_window,
             journal=SubmissionJournal(self.state.root / SUBMISSIONS_DIR),
         )
-        self.evaluator = Evaluator(cfg, dataset, device=settings.device, params=params)
+        self.evaluator = make_evaluator(cfg, dataset, settings, params)
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
@@ -124,6 +124,9 @@ class Validator:
         )
         self.server: HttpsServer | None = None
         self.http = SignedClient(wallet, timeout=settings.lead_timeout_s)  # GETs from the lead
+        # where the lead's aggregates are read: its HTTPS routes, or its bucket (storage = "s3")
+        self.links = Links(self.http, cfg, store_timeout_s=settings.s3_timeout_s)
+        self.mirror = make_mirror(cfg.storage, settings)  # None: nodes read from us
         self.block = 0
         self.tempo = 100
         self.metagraph: Metagraph | None = None
@@ -148,13 +151,16 @@ class Validator:
         app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes,
                         on_sent=self.telemetry.on_sent, extra=lambda a: add_operator_routes(a, self))
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
+        if self.mirror is not None:
+            self.mirror.start()
+            self.mirror.resync(self.state.store)  # what a crash kept from reaching the bucket
         await wait_out(self.publish_endpoint, retry_on=CHAIN_OUTAGE, outage=self.chain_outage)
         params = await wait_out(lambda: self.chain.hyperparameters(self.cfg.netuid), retry_on=CHAIN_OUTAGE,
                                 outage=self.chain_outage)
         self.tempo = int(params.tempo)
         await self.sync_chain(force=True)
         self.refresh_view()
-        if self.has_no_stake():
+        if has_no_stake(self.metagraph, self.hotkey):
             log.warning(progress_line("no stake: weights will be refused", reason=self.permit_hint()))
 
     async def check_lead_config(self) -> None:
@@ -179,7 +185,8 @@ class Validator:
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
         commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params),
-                                         cfg=self.cfg.config_hash())
+                                         cfg=self.cfg.config_hash(),
+                                         st=self.mirror.read_location if self.mirror is not None else None)
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
         log.info(progress_line("published", uid=self.uid, hotkey=self.hotkey, endpoint=f"{ip}:{self.server.port}",  # type: ignore[union-attr]
@@ -187,7 +194,10 @@ class Validator:
 
     async def close(self) -> None:
         await self.peers.close()
+        await self.links.close()
         await self.http.close()
+        if self.mirror is not None:
+            await self.mirror.close(timeout=self.settings.s3_timeout_s)
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -232,6 +242,7 @@ class Validator:
                 break  # follower waiting for the lead's aggregate
         if should_set_weights(self.block, self.last_weights_block, self.tempo):
             await self.set_weights()
+        await self.prepare_evaluation()
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -257,15 +268,6 @@ class Validator:
         if self.metagraph is not None:
             mg = self.metagraph
             self.view.hotkeys = {int(u): str(h) for u, h in zip(mg.uids, mg.hotkeys, strict=True)}
-
-    def has_no_stake(self) -> bool:
-        """No permit and no stake: weights will be refused until the operator stakes."""
-        mg = self.metagraph
-        uid = mg.uid_of(self.hotkey) if mg is not None else None
-        if mg is None or uid is None:
-            return False
-        i = mg.uids.index(uid)
-        return not bool(mg.validator_permit[i]) and float(mg.stake[i]) <= 0.0
 
     def lead_endpoint(self) -> ValidatorEndpoint | None:
         """The lead every node follows (``protocol.lead``), from the last metagraph read."""
@@ -297,6 +299,8 @@ class Validator:
         envelope = await self.aggregate_for(window, result)
         if envelope is None:
             return False
+        if self.mirror is not None:
+            self.mirror.aggregate(window, envelope)  # uploaded in the background, in order
         header, payload = unpack_envelope(envelope, Aggregate)
         val_before = self.last_val_loss if self.last_val_loss is not None else await asyncio.to_thread(self._val_loss)
         self.state.model.apply_aggregate(header, payload)
@@ -310,6 +314,18 @@ class Validator:
         self.write_metrics(window, header, result, subs, val_before, val_after, time.monotonic() - started)
         self.after_apply(window)
         return True
+
+    async def prepare_evaluation(self) -> None:
+        """While the window's submissions arrive: θ_w's part of their evaluation (a few per
+        tick, in a thread, so intake keeps flowing and a due close waits little)."""
+        if not isinstance(self.evaluator, BatchedEvaluator) or self.settings.eval_prepare_per_tick <= 0:
+            return
+        if not self.view.ready:  # the window is closing (or a follower waits): nothing to prepare
+            return
+        subs = self.subs.for_window(self.state.model.window)
+        if subs:
+            await asyncio.to_thread(self.evaluator.prepare, self.state.model, subs, secret=self.state.secret,
+                                    limit=self.settings.eval_prepare_per_tick)
 
     async def evaluate(self, window: int, subs: list) -> WindowEvaluation:
         """Evaluate and score a window once (cached while a follower waits for the lead)."""
@@ -354,13 +370,13 @@ class Validator:
         lead = self.lead_endpoint()
         if lead is None:
             return None
-        link = ValidatorLink(self.http, lead, self.cfg)
         try:
+            link = self.links.to(lead)
             envelope = await link.aggregate_envelope(window)
             header, _ = link.parse_aggregate(window, envelope)
         except AggregateNotReady:
             return None
-        except (FetchError, NodeHttpError) as exc:
+        except (FetchError, NodeHttpError) as exc:  # StorageError too: the lead's bucket is unreachable
             self.lead_outage.where = f"uid {lead.uid} {lead.url}"
             self.lead_outage.failed(f"window {window}: {exc}")
             return None
@@ -387,21 +403,25 @@ class Validator:
         if caught_up:
             self.write_state(self.state.save_model)  # behind: stored aggregates replay after a crash
         if should_checkpoint(self.state.model.window, self.cfg.checkpoint_every):
-            self.write_state(self.state.checkpoint)
+            manifest = self.write_state(self.state.checkpoint)
+            if manifest is not None and self.mirror is not None:
+                self.mirror.checkpoint_from(self.state.store, manifest)
         self.subs.drop_through(window)
         self._evaluated.pop(window, None)
         self.windows_closed += 1
         self.refresh_view()
 
-    def write_state(self, write: Callable[[], object]) -> None:
+    def write_state(self, write: Callable[[], T]) -> T | None:
         """A state write a full or read-only disk must not stop: θ stays in memory (and the
-        published aggregates replay it after a crash); the status line says what to free."""
+        published aggregates replay it after a crash); the status line says what to free.
+        Returns what ``write`` returned, None when the disk refused it."""
         try:
-            write()
+            done = write()
         except StateWriteError as exc:
             self.disk.failed(exc)
-            return
+            return None
         self.disk.recovered()
+        return done
 
     def _val_loss(self) -> float:
         model = self.state.model.clone_model()
@@ -413,26 +433,11 @@ class Validator:
                       val_before: float, val_after: float, seconds: float) -> None:
         if window <= self.metrics_window:
             return  # closed again after a crash: its line was written the first time
-        ema = self.state.scores.ema()
-        record = {
-            "window": window,
-            "val_loss_before": round(val_before, 6),
-            "val_loss": round(val_after, 6),
-            "contributors": [c.uid for c in header.contributors],
-            "submissions": [s.uid for s in subs],
-            "evaluated": sorted(result.evaluations),
-            "copies": {str(k): v for k, v in result.copies.items()},
-            "scores": {str(k): round(v, 6) for k, v in result.scores.items()},
-            "verdicts": {str(k): _verdict_record(v) for k, v in result.verdicts.items()},
-            "own_data_test": None if result.bar is None else {
-                "informative": result.bar.informative, "z_top": round(result.bar.z_top, 3),
-                "z_pass": round(result.bar.z_pass, 3)},
-            "ema": {str(k): round(v, 6) for k, v in ema.items()},
-            "model_hash": header.next_model_hash,
-            "refusals": dict(self.intake.refusals),
-            "block": self.block,
-            "seconds": round(seconds, 3),
-        }
+        record = window_record(
+            window, header, result, [s.uid for s in subs], val_before=val_before, val_after=val_after,
+            ema=self.state.scores.ema(), refusals=dict(self.intake.refusals),
+            traffic=self.telemetry.traffic(self.mirror.uploaded_bytes if self.mirror is not None else 0),
+            block=self.block, seconds=seconds)
         self.write_state(lambda: self.state.metrics.write(record))
         self.metrics_window = window
         self.telemetry.on_window(record)
@@ -446,28 +451,13 @@ class Validator:
         if not weights:
             return
         self.last_weights_block = self.block
-        try:
-            await self.chain.set_weights(self.wallet, self.cfg.netuid, weights)
-            log.info(progress_line("set weights", block=self.block, weights=",".join(f"{u}:{w:.4f}" for u, w in weights.items())))
-        except RateLimitedError as exc:
-            log.info(progress_line("weights rate-limited", reason=exc))
-            self.last_weights_block = self.block - self.tempo + (exc.blocks or 1)
-        except ChainError as exc:
-            if "NoValidatorPermit" in str(exc):
-                log.error(progress_line("setting weights failed", reason=self.permit_hint()))
-            else:
-                log.warning(progress_line("setting weights failed, retrying next tempo", reason=exc))
+        self.last_weights_block = await set_weights_once(
+            self.chain, self.wallet, self.cfg.netuid, weights, block=self.block, tempo=self.tempo,
+            permit_hint=self.permit_hint)
 
     def permit_hint(self) -> str:
-        """Why this hotkey has no validator permit, and what to do about it (in TAO)."""
-        mg = self.metagraph
-        uid = mg.uid_of(self.hotkey) if mg is not None else None
-        stake = float(mg.stake[mg.uids.index(uid)]) if mg is not None and uid is not None else 0.0
-        return (f"hotkey {self.hotkey} (uid {uid}) holds no validator permit on netuid {self.cfg.netuid} "
-                f"(stake τ{stake:.4f}): permits go to the highest-stake hotkeys at each epoch; stake on it with "
-                f"`swarmtrain stake add --netuid {self.cfg.netuid} --amount TAO` and this validator's "
-                "--wallet.name/--wallet.hotkey/--subtensor.network, then wait for the next epoch "
-                "(retrying every tempo)")
+        """Why this hotkey has no validator permit, and what to do about it."""
+        return permit_hint(self.metagraph, self.hotkey, self.cfg.netuid)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -482,6 +472,8 @@ class Validator:
             "lead": self.is_lead(),
             "submissions": self.subs.count(self.view.open_window),
             "latest_checkpoint": self.state.store.latest_checkpoint(),
+            "storage": self.cfg.storage,
+            "served_bytes": self.telemetry.sent_total,
             "val_loss": self.last_val_loss,
             **self.operator_status(),
         }

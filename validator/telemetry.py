@@ -25,14 +25,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chain.types import Metagraph
 from node.commitment import parse_commitment
 from node.metrics import SECONDS_BUCKETS, HashAge
-from protocol.messages import Submission
+from protocol import criteria
+from protocol.messages import Aggregate, Submission
+
+if TYPE_CHECKING:
+    from validator.evaluate import WindowEvaluation
 
 KEEP_WINDOWS = 240  # windows the dashboard can chart
 TAIL_BYTES = 1 << 20  # how much of metrics.jsonl a restart reads back
@@ -56,6 +60,37 @@ def tail_records(path: Path, limit: int = KEEP_WINDOWS) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return records
+
+
+def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
+    """What the metrics line keeps of a verdict: why it scored what it did, and the figures."""
+    return {"reason": v.reason, "gain": round(v.gain, 6), "own_z": round(v.own_z, 3)}
+
+
+def window_record(window: int, header: Aggregate, result: WindowEvaluation, submissions: list[int], *,
+                  val_before: float, val_after: float, ema: dict[int, float], refusals: dict[str, int],
+                  traffic: dict[str, int], block: int, seconds: float) -> dict[str, Any]:
+    """One closed window's line of ``metrics.jsonl`` (JSON-ready: string uids, rounded figures)."""
+    return {
+        "window": window,
+        "val_loss_before": round(val_before, 6),
+        "val_loss": round(val_after, 6),
+        "contributors": [c.uid for c in header.contributors],
+        "submissions": submissions,
+        "evaluated": sorted(result.evaluations),
+        "copies": {str(k): v for k, v in result.copies.items()},
+        "scores": {str(k): round(v, 6) for k, v in result.scores.items()},
+        "verdicts": {str(k): _verdict_record(v) for k, v in result.verdicts.items()},
+        "own_data_test": None if result.bar is None else {
+            "informative": result.bar.informative, "z_top": round(result.bar.z_top, 3),
+            "z_pass": round(result.bar.z_pass, 3)},
+        "ema": {str(k): round(v, 6) for k, v in ema.items()},
+        "model_hash": header.next_model_hash,
+        "refusals": refusals,
+        **traffic,
+        "block": block,
+        "seconds": round(seconds, 3),
+    }
 
 
 class ValidatorTelemetry:
@@ -85,6 +120,9 @@ class ValidatorTelemetry:
         self.ema = Gauge(p + "miner_ema", "a uid's moving-average score (what weights follow)", ["uid"], registry=r)
         self.received = Counter(p + "received_bytes", "submission body bytes received", registry=r)
         self.sent = Counter(p + "sent_bytes", "aggregate and checkpoint bytes served", registry=r)
+        self.sent_total = 0  # the same bytes, readable (metrics.jsonl's served_bytes, GET /status)
+        self.sent_answers = 0
+        self._traffic_mark = (0, 0)  # (served, uploaded) bytes at the last metrics line
         self.hash_age = HashAge(self.clock)
         age = Gauge(p + "model_hash_age_seconds", "seconds since the model hash last changed", registry=r)
         age.set_function(self.hash_age.age)
@@ -125,7 +163,18 @@ class ValidatorTelemetry:
         self.received.inc(nbytes)
 
     def on_sent(self, nbytes: int) -> None:
+        """One GET answer of an aggregate, checkpoint or manifest (what grows with the nodes that
+        read from this validator; zero where the subnet stores them in S3)."""
         self.sent.inc(nbytes)
+        self.sent_total += nbytes
+        self.sent_answers += 1
+
+    def traffic(self, uploaded_total: int) -> dict[str, int]:
+        """Bytes served in GET answers, and uploaded to the bucket (``uploaded_total`` so far),
+        since the last call: the ``served_bytes``/``uploaded_bytes`` of a metrics line."""
+        served_before, uploaded_before = self._traffic_mark
+        self._traffic_mark = (self.sent_total, uploaded_total)
+        return {"served_bytes": self.sent_total - served_before, "uploaded_bytes": uploaded_total - uploaded_before}
 
     def on_evaluated(self, seconds: float) -> None:
         self.evaluation_seconds.observe(seconds)

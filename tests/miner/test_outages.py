@@ -17,7 +17,9 @@ from miner.state import MinerStateStore
 from miner.trainer import InnerTrainer
 from node.commitment import ValidatorCommitment
 from node.logs import MetricsWriter, read_metrics
+from node.s3_local import WRITE_KEY, free_port, moto_available, running_local_s3
 from node.signed_http import NodeHttpError
+from node.storage import ObjectStore, StoreLocation, aggregate_name
 from protocol import files
 from protocol.model import preset
 from protocol.retry import Backoff
@@ -133,6 +135,39 @@ async def test_a_dead_lead_is_said_and_another_validator_serves_the_model(tmp_pa
     assert set(client.served_by) == {BACKUP_URL}
     fallback = _lines(caplog, "synced from another validator: the lead does not answer")
     assert fallback and "Connection refused" in fallback[0] and "validator=2" in fallback[0]
+
+
+@pytest.mark.skipif(not moto_available(), reason="needs moto[server] (the dev extra)")
+async def test_with_s3_storage_the_fallback_reads_the_other_validators_bucket(tmp_path, caplog):
+    """storage = s3: the lead's bucket does not answer; the model comes from the bucket the
+    second validator's commitment names (through node.fetch.Links), nothing over HTTPS."""
+    caplog.set_level(logging.WARNING, logger="swarmtrain.miner")
+    cfg = CFG.model_copy(update={"storage": "s3"})
+    client = DeadLead(cfg, windows=3)
+    with running_local_s3() as s3:
+        backup = s3.location("backup")
+        store = ObjectStore(StoreLocation(endpoint=s3.endpoint, bucket=s3.bucket, prefix="backup"),
+                            key_id=WRITE_KEY[0], secret=WRITE_KEY[1], timeout_s=10)
+        try:
+            for w, envelope in client.aggregates.items():
+                await store.put(store.location.key(aggregate_name(w)), envelope)
+        finally:
+            await store.close()
+        dead = StoreLocation(endpoint=f"http://127.0.0.1:{free_port()}", bucket=s3.bucket, prefix="lead")
+        commitments = {h: ValidatorCommitment(fp=ENDPOINT.fingerprint, crit="c" * 64, st=loc).to_str()
+                       for h, loc in ((HOTKEY, dead), (BACKUP_HOTKEY, backup))}
+        miner = Miner(
+            chain=DownChain(metagraph=TwoValidators(commitments=commitments)),
+            wallet=SimpleNamespace(hotkey=SimpleNamespace(ss58_address=MINER_HOTKEY)), cfg=cfg, dataset=_dataset(),
+            trainer=InnerTrainer(preset("tiny"), lr=1e-3), store=MinerStateStore(tmp_path / "state"), client=client,
+            metrics=MetricsWriter(tmp_path / "state" / "metrics.jsonl"), options=OPTIONS,
+        )
+        miner.link_retry_s = 0.05
+        await miner.run(max_windows=2)
+    assert miner.model.window == 2 and miner.model.hash() == FakeMetagraphHash.of(client)
+    assert client.served_by == [] and miner.links.bytes_read > 0  # every byte of θ came from the bucket
+    fallback = _lines(caplog, "synced from another validator: the lead does not answer")
+    assert fallback and "validator=2" in fallback[0] and dead.endpoint in fallback[0]  # the lead bucket's error
 
 
 class FakeMetagraphHash:
