@@ -31,6 +31,7 @@ from node.logs import progress_line
 from node.signed_http import RequestRefused, error_response, verify_request
 from protocol import codec
 from protocol.messages import MessageError, Submission, SubmitAccepted, data_digest, unpack_envelope
+from protocol.retry import Outage
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 from validator.settings import ValidatorSettings
@@ -94,6 +95,9 @@ class Intake:
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self.refusals: dict[str, int] = {}  # code -> count, for /status
         self.observer: IntakeObserver = observer or _Nobody()
+        where = str(store.journal.root) if store.journal is not None else "the submission journal"
+        self.disk = Outage("room to store submissions", where, log,
+                           hint="each upload is answered 503 storage and the miner retries")
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -134,10 +138,11 @@ class Intake:
             raise
         try:
             await asyncio.to_thread(self.store.persist, sub)  # on disk before we say 200
-        except OSError as exc:
+        except OSError as exc:  # a full disk: one status line a minute, not one per upload
             self.store.discard(sub)
-            log.error(progress_line("cannot store submission", w=sub.window, uid=sub.uid, hotkey=sub.hotkey, reason=exc))
+            self.disk.failed(f"cannot store submission w={sub.window} uid={sub.uid}: {exc}")
             raise RequestRefused(503, "storage", "the validator could not store the submission; retry") from exc
+        self.disk.recovered()
         log.info(progress_line("accepted", w=header.window, uid=header.uid, hotkey=header.hotkey, bytes=len(sub.payload)))
         self.observer.on_outcome(header, "accepted", self._expected_hash(header))
         accepted = SubmitAccepted(window=header.window, uid=header.uid, payload_sha256=header.payload_sha256)

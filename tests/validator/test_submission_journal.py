@@ -4,6 +4,8 @@ corrupt or foreign files are skipped, closed windows pruned, storage failures an
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from bittensor.sp_core import Keypair
 
@@ -118,7 +120,8 @@ async def test_corrupt_and_foreign_files_are_skipped(tmp_path, ds, chain):
         await v2.close()
 
 
-async def test_storage_failure_answers_503_and_keeps_nothing(tmp_path, ds, chain, monkeypatch):
+async def test_storage_failure_answers_503_and_keeps_nothing(tmp_path, ds, chain, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="swarmtrain.validator.intake")
     v = _make(tmp_path, ds, chain)
     await v.start()
     try:
@@ -128,11 +131,15 @@ async def test_storage_failure_answers_503_and_keeps_nothing(tmp_path, ds, chain
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(v.subs.journal, "write", disk_full)
-        assert await _submit(v, 0, payload, ds) == 503
-        assert v.subs.count(0) == 0 and v.intake.refusals.get("storage") == 1
+        for _ in range(3):  # a miner retrying: 503 each time, one status line (a minute apart), not three
+            assert await _submit(v, 0, payload, ds) == 503
+        assert v.subs.count(0) == 0 and v.intake.refusals.get("storage") == 3
+        lines = [r.getMessage() for r in caplog.records if "room to store submissions" in r.getMessage()]
+        assert len(lines) == 1 and "cannot store submission w=0 uid=1" in lines[0] and "No space left" in lines[0]
         monkeypatch.undo()
         assert await _submit(v, 0, payload, ds) == 200  # not a duplicate: nothing was kept
         assert _journal(v).path(0, 1).exists()
+        assert any("room to store submissions" in r.getMessage() and "is back" in r.getMessage() for r in caplog.records)
     finally:
         await v.close()
 
