@@ -42,6 +42,7 @@ Usage:
     python scripts/bench_chaos.py --quick                 # 1 validator, 3 miners, 20 windows, 6 faults
     python scripts/bench_chaos.py                         # 2 validators, 4 miners, 30 windows, 12 faults
     python scripts/bench_chaos.py --quick --outage-s 300  # one 5-minute devnet outage instead
+    python scripts/bench_chaos.py --quick --storage s3    # aggregates in a local S3 server, which is killed too
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="seconds a killed node stays down before its restart (uniform)")
     p.add_argument("--outage-s", type=float, default=None,
                    help="instead of random kills: one devnet outage of this many seconds")
+    p.add_argument("--storage", choices=("validator", "s3"), default="validator",
+                   help="s3: the subnet keeps aggregates and checkpoints in a local S3 server, one more target")
     p.add_argument("--block-time", type=float, default=0.5)
     p.add_argument("--blocks-per-window", type=int, default=10)
     p.add_argument("--out", type=Path, default=bc.DEFAULT_OUT / "chaos")
@@ -118,7 +121,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def network_config(args: argparse.Namespace) -> LocalNetConfig:
     subnet = SubnetConfig(preset="tiny", dataset_hash=builtin_corpus().content_hash, seq_len=64, batch_size=8,
-                          inner_lr=1e-2, blocks_per_window=args.blocks_per_window, checkpoint_every=2)
+                          inner_lr=1e-2, blocks_per_window=args.blocks_per_window, checkpoint_every=2,
+                          storage=args.storage)
     window_s = args.blocks_per_window * args.block_time
     timeout = 600 + 6 * args.windows * window_s + (args.outage_s or 0) + args.faults * 30
     return LocalNetConfig(out=args.out, miners=default_miners(args.miners), windows=args.windows,
@@ -134,11 +138,14 @@ def plan_faults(args: argparse.Namespace, cfg: LocalNetConfig) -> list[Fault]:
     if args.outage_s is not None:
         return [Fault(at_s=min(10.0, span / 4), target="devnet", down_s=args.outage_s)]
     gap = max(15.0, span / max(args.faults, 1))
-    targets = ["devnet", *cfg.validator_names, *[m.name for m in cfg.miners]]
+    targets = ["devnet", *(["s3"] if cfg.subnet.storage == "s3" else []), *cfg.validator_names,
+               *[m.name for m in cfg.miners]]
     faults, at = [], 5.0
     for _ in range(args.faults):
         at += rng.uniform(0.6, 1.0) * gap
         faults.append(Fault(at_s=round(at, 1), target=rng.choice(targets), down_s=round(rng.uniform(*args.down_s), 1)))
+    if "s3" in targets and faults and all(f.target != "s3" for f in faults):
+        faults[len(faults) // 2].target = "s3"  # the run is about the S3 server: it is killed at least once
     return faults
 
 
@@ -184,14 +191,14 @@ def records_of(net: LocalNet, name: str) -> list[dict[str, Any]]:
 
 def describe(net: LocalNet, fault: Fault, lead_hashes: dict[int, str]) -> str:
     """The first window the node (for the devnet: the lead validator) finished after its restart."""
-    who = "validator" if fault.target == "devnet" else fault.target
+    who = "validator" if fault.target in ("devnet", "s3") else fault.target
     after = [r for r in records_of(net, who) if r.get("ts", 0) > fault.restarted_wall]
     if not after:
         return "never finished a window afterwards"
     first = after[0]
     back = first["ts"] - fault.killed_wall
     agrees = first.get("model_hash") == lead_hashes.get(int(first["window"]))
-    what = "the lead closed" if fault.target == "devnet" else "finished"
+    what = "the lead closed" if fault.target in ("devnet", "s3") else "finished"
     return f"back: {what} window {first['window']} {back:.1f}s after the kill (hash agrees: {str(agrees).lower()})"
 
 
