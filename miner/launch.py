@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chain.client import Chain
 from chain.wallets import load_wallet
@@ -49,6 +50,7 @@ class MinerSettings:
     max_windows: int | None = None
     metrics_host: str = "127.0.0.1"  # Prometheus /metrics (plain HTTP): local by default
     metrics_port: int | None = DEFAULT_METRICS_PORT  # None: no metrics server; 0: a free port
+    teacher: Path | None = None  # outputs mode: where this node keeps the subnet's teacher (default: the config's path)
 
 
 def subnet_config(s: MinerSettings) -> SubnetConfig:
@@ -72,15 +74,26 @@ def dataset_for(cfg: SubnetConfig) -> Dataset:
     return subnet_dataset(cfg)
 
 
+def task_parts(cfg: SubnetConfig, s: MinerSettings, miner_cls: type[Miner]) -> tuple[type[Miner], dict[str, Any]]:
+    """The miner class and its work part: an inner trainer (gradients) or the teacher (outputs)."""
+    if cfg.task == "outputs":
+        from miner.teacher import OutputsMiner, build_labeler
+
+        cls = miner_cls if issubclass(miner_cls, OutputsMiner) else OutputsMiner
+        return cls, {"labeler": build_labeler(cfg, s.device, s.teacher)}
+    trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
+    return miner_cls, {"trainer": trainer}
+
+
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
     """Wire chain, wallet, data, trainer, state and HTTP client into a miner and run it."""
     cfg = subnet_config(s)
     wallet = load_wallet(s.wallet_name, s.wallet_hotkey, s.wallet_path)
     dataset = dataset_for(cfg)
     directory = state_dir(s)
-    trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
-    log.info("miner %s on %s netuid %d, device %s, state %s", s.wallet_name, s.network, cfg.netuid,
-             trainer.device, directory)
+    miner_cls, work = task_parts(cfg, s, miner_cls)
+    log.info("miner %s on %s netuid %d (task %s), device %s, state %s", s.wallet_name, s.network, cfg.netuid,
+             cfg.task, s.device, directory)
     telemetry = MinerTelemetry()
     server = None
     if s.metrics_port is not None:
@@ -89,7 +102,7 @@ async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
     client = CountingClient(SignedClient(wallet, timeout=s.http_timeout_s), telemetry)
     try:
         miner = miner_cls(
-            chain=chain, wallet=wallet, cfg=cfg, dataset=dataset, trainer=trainer,
+            chain=chain, wallet=wallet, cfg=cfg, dataset=dataset, **work,
             store=MinerStateStore(directory), client=client,
             metrics=ObservedMetricsWriter(directory / "metrics.jsonl", telemetry.on_record), options=MinerOptions(),
         )

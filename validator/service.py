@@ -32,6 +32,7 @@ from node.subnet_check import PinnedReader, check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
+from protocol.distill import criteria_hash_of
 from protocol.messages import Aggregate, MessageError, pack_envelope, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
@@ -45,7 +46,9 @@ from validator.peers import PeerWatch
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
+from validator.student import StudentTrainer, build_student_update
 from validator.telemetry import ValidatorTelemetry, tail_records
+from validator.verify_outputs import OutputsEvaluation, OutputsVerifier
 
 log = logging.getLogger("swarmtrain.validator")
 
@@ -87,6 +90,17 @@ def same_endpoint(a: ValidatorEndpoint, b: ValidatorEndpoint) -> bool:
     return (a.hotkey, a.url, a.fingerprint) == (b.hotkey, b.url, b.fingerprint)
 
 
+def outputs_parts(cfg: SubnetConfig, settings: ValidatorSettings, dataset: Dataset,
+                  params: criteria.CriteriaParams, teacher: Any = None) -> tuple[OutputsVerifier, StudentTrainer]:
+    """Outputs mode: the teacher (loaded and checked against the config unless given), its
+    verifier, and the student trainer (used while this validator leads)."""
+    if teacher is None:
+        from node.teacher import load_teacher
+
+        teacher = load_teacher(cfg, settings.device, settings.teacher)
+    return OutputsVerifier(cfg, dataset, teacher, params), StudentTrainer.for_subnet(cfg, settings.device)
+
+
 def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
     """What the metrics line keeps of a verdict: why it scored what it did, and the figures."""
     return {"reason": v.reason, "gain": round(v.gain, 6), "own_z": round(v.own_z, 3)}
@@ -98,7 +112,7 @@ class Validator:
     def __init__(
         self, chain: ChainLike, wallet: Any, cfg: SubnetConfig, settings: ValidatorSettings,
         dataset: Dataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
-        hotkey: str | None = None, clock: Callable[[], float] = time.time,
+        hotkey: str | None = None, clock: Callable[[], float] = time.time, teacher: Any = None,
     ) -> None:
         self.chain, self.wallet, self.cfg, self.settings = chain, wallet, cfg, settings
         self.dataset, self.params, self.clock = dataset, params, clock
@@ -114,6 +128,11 @@ class Validator:
             journal=SubmissionJournal(self.state.root / SUBMISSIONS_DIR),
         )
         self.evaluator = Evaluator(cfg, dataset, device=settings.device, params=params)
+        self.verifier: OutputsVerifier | None = None  # outputs mode: verification and the student
+        self.student: StudentTrainer | None = None
+        if cfg.task == "outputs":
+            self.verifier, self.student = outputs_parts(cfg, settings, dataset, params, teacher)
+        self._student_figures: dict[str, Any] = {}
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
@@ -170,7 +189,7 @@ class Validator:
 
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
-        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params),
+        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria_hash_of(self.cfg, self.params),
                                          cfg=self.cfg.config_hash())
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
@@ -280,7 +299,7 @@ class Validator:
         header, payload = unpack_envelope(envelope, Aggregate)
         val_before = self.last_val_loss if self.last_val_loss is not None else await asyncio.to_thread(self._val_loss)
         self.state.model.apply_aggregate(header, payload)
-        if header.contributors:
+        if header.contributors and self.verifier is None:
             self.evaluator.note_aggregate(payload, self.state.model.spec)
         self.after_apply(window)
         val_after = val_before
@@ -296,8 +315,9 @@ class Validator:
             return cached
         if subs:
             started = time.monotonic()
+            judge = self.verifier.verify_window if self.verifier is not None else self.evaluator.evaluate_window
             result = await asyncio.to_thread(
-                self.evaluator.evaluate_window, self.state.model, subs,
+                judge, self.state.model, subs,
                 last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
                 recent_z=self.state.scores.recent_z(),
             )
@@ -320,12 +340,22 @@ class Validator:
         if not self.is_lead():
             return await self.fetch_from_lead(window)
         hotkeys = {**{e.uid: e.hotkey for e in result.evaluations.values()}, **self.view.hotkeys}
-        header, payload = await asyncio.to_thread(
-            build_aggregate, self.state.model, result.verdicts, result.dense, hotkeys, self.cfg
-        )
+        if isinstance(result, OutputsEvaluation):
+            header, payload = await asyncio.to_thread(self.student_update, result, hotkeys)
+        else:
+            header, payload = await asyncio.to_thread(
+                build_aggregate, self.state.model, result.verdicts, result.dense, hotkeys, self.cfg
+            )
         envelope = pack_envelope(header, payload)
         self.state.store.put_aggregate(window, envelope)  # publish before applying (crash-safe)
         return envelope
+
+    def student_update(self, result: OutputsEvaluation, hotkeys: dict[int, str]) -> tuple[Aggregate, bytes]:
+        """Outputs mode, lead: train the student on the accepted outputs; its step is the aggregate."""
+        assert self.student is not None
+        header, payload, self._student_figures = build_student_update(
+            self.state.model, result.accepted, hotkeys, self.cfg, self.student, self.dataset)
+        return header, payload
 
     async def fetch_from_lead(self, window: int) -> bytes | None:
         """The lead's Aggregate(window) once it applies to our θ_w (stored then), else None."""
@@ -379,7 +409,7 @@ class Validator:
     def write_metrics(self, window: int, header: Aggregate, result: WindowEvaluation, subs: list,
                       val_before: float, val_after: float, seconds: float) -> None:
         ema = self.state.scores.ema()
-        record = {
+        record: dict[str, Any] = {
             "window": window,
             "val_loss_before": round(val_before, 6),
             "val_loss": round(val_after, 6),
@@ -398,6 +428,9 @@ class Validator:
             "block": self.block,
             "seconds": round(seconds, 3),
         }
+        if isinstance(result, OutputsEvaluation):
+            record["checks"] = {str(k): c.record() for k, c in result.checks.items()}
+            record["student"], self._student_figures = self._student_figures, {}
         self.state.metrics.write(record)
         self.telemetry.on_window(record)
         log.info(progress_line(
@@ -440,7 +473,8 @@ class Validator:
             "block": self.block,
             "model_hash": self.view.model_hash,
             "criteria_version": criteria.CRITERIA_VERSION,
-            "criteria_hash": criteria.criteria_hash(self.params),
+            "criteria_hash": criteria_hash_of(self.cfg, self.params),
+            "task": self.cfg.task,
             "subnet_config_hash": self.cfg.config_hash(),
             "hotkey": self.hotkey,
             "lead": self.is_lead(),

@@ -34,3 +34,4 @@ class ValidatorSettings(BaseModel):
     nonce_retention_s: float = Field(120.0, gt=0)
     peer_status_interval_s: float = Field(10.0, gt=0, description="the dashboard reads other validators' /status at most this often")
     peer_status_timeout_s: float = Field(5.0, gt=0, description="reading one other validator's /status, at most")
+    teacher: Path | None = Field(None, description="outputs mode: this node's copy of the subnet's teacher (default: the config's path)")

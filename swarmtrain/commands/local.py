@@ -1,6 +1,7 @@
 """`swarmtrain local`: a devnet, validators and N miners on this machine, end to end.
 
     swarmtrain local --miners 3 --windows 8 --preset tiny --out runs/local [--validators 2]
+    swarmtrain local --task outputs --miners 3 --windows 4 [--cheat random]   (distillation, docs/outputs.md)
 
 Prints a per-window table (validation loss, contributors, per-miner scores) and the
 emission per uid; writes OUT/summary.json, OUT/logs/*.log and OUT/local.png.
@@ -34,6 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--device", default="cpu", help="device for the validator and miners")
     parser.add_argument("--open", action="store_true", help="open the lead validator's dashboard in a browser")
+    parser.add_argument("--task", choices=("gradients", "outputs"), default="gradients",
+                        help="what miners return: gradients (default) or a teacher's outputs (preset = the student)")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="outputs: teacher checkpoint or Hugging Face directory (default: a `small` trained "
+                             "briefly on the built-in corpus, cached)")
+    parser.add_argument("--teacher-steps", type=int, default=300, help="outputs: training steps of the default teacher")
+    parser.add_argument("--outputs-samples", type=int, default=32,
+                        help="outputs: samples per miner per window (default 32: a CPU demo)")
+    parser.add_argument("--cheat", action="append", default=[], metavar="NAME",
+                        help="outputs: add a miner that cheats (random, constant, student, layers, lowbit, other_uid, "
+                             "stale, partial, wrong_teacher); repeatable")
 
 
 def subnet_config(args: argparse.Namespace):  # -> SubnetConfig
@@ -52,7 +64,34 @@ def subnet_config(args: argparse.Namespace):  # -> SubnetConfig
                          ("inner_lr", args.inner_lr)):
         if value is not None:
             updates[field] = value
+    if args.task == "outputs" and base.task != "outputs":
+        from swarmtrain.local_teacher import outputs_fields
+
+        updates.update(outputs_fields(args.teacher, args.teacher_steps, args.outputs_samples, base.vocab_size))
     return SubnetConfig.model_validate({**base.model_dump(), **updates})
+
+
+def miners(args: argparse.Namespace) -> list:  # -> list[MinerSpec]
+    """The honest miners, then one cheating miner per --cheat (outputs mode)."""
+    import sys
+
+    from swarmtrain.localnet import MinerSpec, default_miners
+
+    cheats = [MinerSpec(f"cheat-{name}", honest=False,
+                        entry=(sys.executable, "-m", "swarmtrain.cheat_miner", "--cheat", name)) for name in args.cheat]
+    return default_miners(args.miners) + cheats
+
+
+def check_cheats(args: argparse.Namespace) -> str | None:
+    """Why the --cheat flags cannot run, or None."""
+    if not args.cheat:
+        return None
+    if args.task != "outputs":
+        return "--cheat adds an outputs-mode cheating miner: pass --task outputs"
+    from miner.cheats import CHEATS
+
+    unknown = [c for c in args.cheat if c not in CHEATS]
+    return f"unknown --cheat {unknown}: choose from {', '.join(sorted(CHEATS))}" if unknown else None
 
 
 def _interrupt_on_sigterm() -> None:
@@ -74,11 +113,14 @@ def run(args: argparse.Namespace) -> int:
     from node.subnet_setup import subnet_dataset
     from protocol.data import DataError
     from swarmtrain.commands._chainargs import fail
-    from swarmtrain.localnet import LocalNet, LocalNetConfig, LocalNetError, default_miners
+    from swarmtrain.localnet import LocalNet, LocalNetConfig, LocalNetError
     from swarmtrain.localnet_report import build_summary, plot, render, write_summary
 
     if args.validators < 1:
         return fail("--validators must be at least 1")
+    problem = check_cheats(args)
+    if problem:
+        return fail(problem)
     setup_logging("INFO")
     _interrupt_on_sigterm()
     console = Console()
@@ -90,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     except (DataError, ValueError, OSError) as err:
         return fail(str(err))
     cfg = LocalNetConfig(
-        out=args.out, miners=default_miners(args.miners), windows=args.windows,
+        out=args.out, miners=miners(args), windows=args.windows,
         subnet=subnet, block_time=args.block_time,
         tempo=args.tempo, timeout_s=args.timeout, device=args.device, validators=args.validators,
         open_dashboard=args.open,

@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-host", default="127.0.0.1",
                         help="address the metrics server binds (default 127.0.0.1: this machine only)")
     parser.add_argument("--no-metrics", action="store_true", help="serve no metrics")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="outputs mode: this node's copy of the subnet's teacher (default: the config's path)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -51,6 +53,7 @@ def settings_from(args: argparse.Namespace):  # -> miner.launch.MinerSettings (i
         device=args.device, preset=args.preset, subnet_config=args.subnet_config,
         state_dir=args.state, chain_timeout_s=args.timeout, max_windows=args.max_windows,
         metrics_host=args.metrics_host, metrics_port=None if args.no_metrics else args.metrics_port,
+        teacher=args.teacher,
     )
 
 
@@ -64,12 +67,13 @@ def run(args: argparse.Namespace, miner_cls: type | None = None) -> int:
     from miner.trainer import DeviceUnavailableError
     from node.logs import setup_logging
     from node.metrics import MetricsPortError
+    from node.teacher import TeacherError
     from protocol.data import DataError
 
     setup_logging(args.log_level)
     try:
         asyncio.run(launch(settings_from(args), miner_cls or Miner))
     except (ChainError, MinerError, MinerStateError, SyncError, DeviceUnavailableError, DataError, ValueError,
-            MetricsPortError) as err:
+            MetricsPortError, TeacherError) as err:
         return fail(f"{type(err).__name__}: {err}")
     return 0

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", type=Path, default=None, help="state directory (default ~/.swarmtrain/validator/...)")
     parser.add_argument("--device", default="cpu", help="torch device for evaluation (cpu, cuda, cuda:N, mps)")
     parser.add_argument("--max-windows", type=int, default=None, help="stop after closing this many windows")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="outputs mode: this node's copy of the subnet's teacher (default: the config's path)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -52,7 +54,7 @@ def settings_from(args: argparse.Namespace):  # -> (LaunchSettings, ValidatorSet
     state = Path(args.state).expanduser() if args.state else default_state_dir(launch)
     vs = ValidatorSettings(
         state_dir=state, host=args.host, port=args.port, external_ip=args.external_ip,
-        device=args.device, chain_timeout_s=args.timeout,
+        device=args.device, chain_timeout_s=args.timeout, teacher=args.teacher,
     )
     return launch, vs
 

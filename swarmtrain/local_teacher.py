@@ -1,0 +1,88 @@
+"""A teacher for local outputs-mode runs and benchmarks: a preset trained briefly on the subnet's
+data, cached, so nothing is downloaded and a second run starts at once.
+
+The cache key holds everything that determines the weights (preset, steps, batch, lr, seed,
+the dataset's content hash and the vocabulary), so a cached file is the same teacher, and its
+model hash pins it in the subnet config like any other teacher.
+
+Example:
+    >>> path = local_teacher(builtin_corpus(), preset_name="small", steps=300)
+    >>> cfg = SubnetConfig(task="outputs", teacher=str(path), teacher_hash=teacher_hash_of(path), ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from protocol.data import TokenDataset, cache_root
+from protocol.model import build_model, lm_loss, preset, save_checkpoint
+
+log = logging.getLogger("swarmtrain.local")
+
+TEACHER_SEQ_LEN = 64
+
+
+def teacher_path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / "teachers" / f"teacher-{key}.safetensors"
+
+
+def local_teacher(dataset: TokenDataset, *, preset_name: str = "small", steps: int = 300, batch_size: int = 16,
+                  lr: float = 2e-3, seed: int = 7, vocab_size: int = 264, cache_dir: Path | None = None,
+                  threads: int | None = None) -> Path:
+    """The cached teacher file for these settings, trained first if absent (AdamW, warm-up,
+    uniformly drawn training samples of ``TEACHER_SEQ_LEN`` tokens)."""
+    parts = f"{preset_name}|{steps}|{batch_size}|{lr}|{seed}|{dataset.content_hash}|{vocab_size}"
+    key = f"{preset_name}-{steps}-{hashlib.sha256(parts.encode()).hexdigest()[:12]}"
+    path = teacher_path(Path(cache_dir) if cache_dir else cache_root(), key)
+    if path.is_file():
+        return path
+    started = time.monotonic()
+    log.info("training the local teacher (%s, %d steps of %d samples): cached at %s for the next runs",
+             preset_name, steps, batch_size, path)
+    model = train_teacher(dataset, preset_name, steps, batch_size, lr, seed, vocab_size, threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model, model.cfg, extra={"source": "swarmtrain.local_teacher", "steps": steps})
+    log.info("teacher trained in %.0fs", time.monotonic() - started)
+    return path
+
+
+def outputs_fields(teacher: Path | None, steps: int, samples: int, vocab_size: int) -> dict[str, object]:
+    """The outputs-mode fields of a local subnet config: the given teacher (or the cached local
+    one, trained first when absent), pinned by its hash; the student keeps the config's preset."""
+    from node.teacher import teacher_hash_of
+    from protocol.data import builtin_corpus
+
+    path = Path(teacher) if teacher is not None else local_teacher(builtin_corpus(), steps=steps, vocab_size=vocab_size)
+    return {"task": "outputs", "teacher": str(path.resolve()), "teacher_hash": teacher_hash_of(path),
+            "outputs_samples": samples, "outer_lr": 1.0}
+
+
+def train_teacher(dataset: TokenDataset, preset_name: str, steps: int, batch_size: int, lr: float, seed: int,
+                  vocab_size: int, threads: int | None = None) -> torch.nn.Module:
+    """``steps`` AdamW steps of ``preset_name`` from a seeded init on random training samples."""
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model = build_model(preset(preset_name, vocab_size), seed=seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95))
+        gen = torch.Generator().manual_seed(seed)
+        population = dataset.num_samples(TEACHER_SEQ_LEN)
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / 20)
+            batch = dataset.batch(torch.randint(0, population, (batch_size,), generator=gen).tolist(), TEACHER_SEQ_LEN)
+            opt.zero_grad(set_to_none=True)
+            lm_loss(model, batch).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if (step + 1) % 50 == 0:
+                log.info("teacher step %d/%d", step + 1, steps)
+        return model.eval()
+    finally:
+        torch.set_num_threads(saved)
