@@ -5,8 +5,10 @@ A teacher is a swarmtrain checkpoint (``protocol.model.save_checkpoint``, what `
 import --hf`` writes), a node's model state file (a trained subnet's ``model.safetensors``),
 or a Hugging Face LLaMA-architecture directory (``node.hf_interop``). It is pinned by its
 ``model_hash`` (sha256 over names, shapes and fp32 weights), which is the same whichever of
-these files holds the weights. It runs in bf16 on a GPU and in fp32 on a CPU; log-softmax
-is always taken in fp32 (the subnet's tolerance covers the difference, docs/benchmarks.md).
+these files holds the weights. A miner runs it in bf16 on a GPU and in fp32 on a CPU; a
+validator recomputes its few checked positions in fp32 everywhere, so the only numerical
+difference a check sees is the miner's (the subnet's tolerances cover bf16 against fp32,
+docs/benchmarks.md). Log-softmax is always taken in fp32.
 
 Example:
     >>> teacher = load_teacher(cfg, device="cpu")          # TeacherError names the fix
@@ -129,9 +131,10 @@ def teacher_hash_of(path: str | Path) -> str:
     return model_hash(model)
 
 
-def load_teacher(cfg: SubnetConfig, device: str | torch.device = "cpu", path: str | Path | None = None) -> Teacher:
-    """The subnet's teacher (from ``path`` if given, else ``cfg.teacher``) on ``device``, after
-    checking its hash, vocabulary and context length against the config."""
+def load_teacher(cfg: SubnetConfig, device: str | torch.device = "cpu", path: str | Path | None = None,
+                 dtype: torch.dtype | None = None) -> Teacher:
+    """The subnet's teacher (from ``path`` if given, else ``cfg.teacher``) on ``device`` in ``dtype``
+    (default ``compute_dtype(device)``), after checking its hash, vocabulary and context length."""
     where = path or cfg.teacher
     model, mcfg = read_teacher(where)
     digest = model_hash(model)
@@ -144,7 +147,7 @@ def load_teacher(cfg: SubnetConfig, device: str | torch.device = "cpu", path: st
     if mcfg.max_seq_len < cfg.seq_len:
         raise TeacherError(f"teacher context {mcfg.max_seq_len} is shorter than the subnet's seq_len {cfg.seq_len}")
     dev = torch.device(device)
-    dtype = compute_dtype(dev)
+    dtype = dtype or compute_dtype(dev)
     return Teacher(model.to(device=dev, dtype=dtype).eval(), mcfg, digest, dev, dtype)
 
 

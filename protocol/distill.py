@@ -5,10 +5,12 @@ validator checks it, how it is paid, and the student's loss. Pure functions.
   and in canonical order: what an honest miner sends (``protocol.outputs_codec``).
 - ``draw_checks``: the positions a validator recomputes, from its secret window entropy
   and the submission's payload hash (both fixed only once uploads close).
-- ``check_positions``: the verification rule; a position passes when its ``deviation``
-  (nats beyond the quantization bound) is at most the subnet's tolerance.
-- ``judge_outputs``: one failed check zeroes the submission; otherwise the score is the
-  share of the window's assigned positions it delivered.
+- ``check_positions``: a checked position's ``deviation`` (nats beyond the quantization
+  bound); it fails when the deviation exceeds ``outputs_tolerance``.
+- ``judge_outputs``: one failed check zeroes the submission ("mismatch"), and so does a
+  median deviation of its checks above ``outputs_median_tolerance`` ("drift": another
+  teacher, or a cheaper precision); otherwise the score is the share of the window's
+  assigned positions it delivered.
 - ``topk_kl_loss`` / ``full_kl_loss``: the student's loss on the accepted outputs (and, for
   benchmarks, on exact full-vocabulary logits).
 
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from protocol.subnet import SubnetConfig
 
 OUTPUTS_VERSION = 1
-OUTPUTS_REASONS = ("mismatch", "ok")  # why an outputs submission scored what it did
+OUTPUTS_REASONS = ("mismatch", "drift", "ok")  # why an outputs submission scored what it did
 _CHECK_DOMAIN = b"swarmtrain/outputs-checks/v1"
 
 
@@ -52,6 +54,7 @@ class OutputsRules:
     value_bits: int
     spot_checks: int
     tolerance: float
+    median_tolerance: float
     samples: int  # assigned per uid and window: the most a submission delivers
     seq_len: int
     hard_weight: float
@@ -59,7 +62,8 @@ class OutputsRules:
 
 def rules_of(cfg: SubnetConfig) -> OutputsRules:
     return OutputsRules(cfg.teacher_hash, cfg.outputs_topk, cfg.outputs_value_bits, cfg.outputs_spot_checks,
-                        float(cfg.outputs_tolerance), cfg.outputs_samples, cfg.seq_len, float(cfg.distill_hard_weight))
+                        float(cfg.outputs_tolerance), float(cfg.outputs_median_tolerance), cfg.outputs_samples,
+                        cfg.seq_len, float(cfg.distill_hard_weight))
 
 
 def outputs_spec(cfg: SubnetConfig) -> OutputsSpec:
@@ -161,11 +165,32 @@ def _level_deviation(value: Tensor, q: Tensor, step: float, top: int) -> Tensor:
     return torch.where(q >= top, one_sided, two_sided).clamp(min=0.0)
 
 
-def judge_outputs(uid: int, positions: int, max_positions: int, failed_checks: int) -> criteria.Verdict:
-    """One failed check zeroes the submission (reason "mismatch", evidence 0); otherwise it
-    scores ``positions / max_positions`` (evidence 1): verified throughput is what pays."""
-    if failed_checks > 0 or positions <= 0:
+@dataclass(frozen=True)
+class CheckSummary:
+    """A submission's checks: how many failed (deviation > tolerance), and their median deviation."""
+
+    checks: int
+    failed: int
+    median: float
+    max: float
+
+
+def summarize_checks(deviation: np.ndarray, tolerance: float) -> CheckSummary:
+    dev = np.asarray(deviation, dtype=np.float64)
+    if dev.size == 0:
+        return CheckSummary(0, 0, 0.0, 0.0)
+    return CheckSummary(int(dev.size), int((dev > tolerance).sum()), float(np.median(dev)), float(dev.max()))
+
+
+def judge_outputs(uid: int, positions: int, max_positions: int, checks: CheckSummary,
+                  median_tolerance: float) -> criteria.Verdict:
+    """Zero for one failed check (reason "mismatch") or a median deviation above
+    ``median_tolerance`` ("drift"), with evidence 0; otherwise ``positions / max_positions``
+    (evidence 1): verified throughput is what pays."""
+    if checks.failed > 0 or positions <= 0:
         return criteria.Verdict(uid, 0.0, "mismatch", 0.0, 0.0, 0.0)
+    if checks.median > median_tolerance:
+        return criteria.Verdict(uid, 0.0, "drift", 0.0, 0.0, 0.0)
     share = min(1.0, positions / max(max_positions, 1))
     return criteria.Verdict(uid, share, "ok", 1.0, share, 0.0)
 
@@ -210,7 +235,7 @@ def _mix(kl: Tensor, logq: Tensor, targets: Tensor | None, hard_weight: float) -
     return (1.0 - hard_weight) * kl + hard_weight * ce
 
 
-__all__ = ["CheckResult", "OUTPUTS_REASONS", "OUTPUTS_VERSION", "OutputsRules", "check_positions",
+__all__ = ["CheckResult", "CheckSummary", "OUTPUTS_REASONS", "OUTPUTS_VERSION", "OutputsRules", "check_positions",
            "criteria_hash_of", "dequantize", "detection_probability", "draw_checks", "full_kl_loss",
            "judge_outputs", "outputs_criteria_hash", "outputs_spec", "quantize", "rules_of",
-           "teacher_topk", "topk_kl_loss"]
+           "summarize_checks", "teacher_topk", "topk_kl_loss"]

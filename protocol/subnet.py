@@ -40,7 +40,8 @@ TASK_DEFAULTS: dict[str, dict[str, int | float]] = {"outputs": {"outer_lr": 1.0}
 # The outputs-mode block of fields: at their defaults they are left out of config_hash, so
 # the hash of every gradient-mode config is what it was before outputs mode existed.
 OUTPUTS_FIELDS = ("task", "teacher", "teacher_hash", "outputs_topk", "outputs_value_bits",
-                  "outputs_spot_checks", "outputs_tolerance", "outputs_samples", "distill_hard_weight")
+                  "outputs_spot_checks", "outputs_tolerance", "outputs_median_tolerance", "outputs_samples",
+                  "distill_hard_weight")
 
 
 class SubnetConfig(BaseModel):
@@ -86,7 +87,8 @@ class SubnetConfig(BaseModel):
     outputs_topk: int = Field(16, ge=1, le=1024, description="outputs: log-probabilities sent per position (the teacher's top k, plus the remaining mass)")
     outputs_value_bits: int = Field(8, ge=2, le=12, description="outputs: bits per log-probability: steps of 16/2**bits nats over [-16, 0]")
     outputs_spot_checks: int = Field(48, ge=1, le=4096, description="outputs: positions a validator recomputes per submission; one failed check zeroes it")
-    outputs_tolerance: float = Field(0.1, gt=0, le=2.0, description="outputs: nats a recomputed log-probability may differ from the miner's (beyond quantization), measured in docs/benchmarks.md")
+    outputs_tolerance: float = Field(0.6, gt=0, le=4.0, description="outputs: nats one checked position may deviate from the recomputation (beyond quantization); one beyond zeroes the submission (measured: docs/benchmarks.md)")
+    outputs_median_tolerance: float = Field(0.02, gt=0, le=1.0, description="outputs: nats the median deviation of a submission's checks may reach (catches another teacher or a cheaper precision; measured: docs/benchmarks.md)")
     outputs_samples: int = Field(1024, ge=1, le=65_536, description="outputs: samples assigned per miner per window (a miner labels as many of them as it can, in order)")
     distill_hard_weight: float = Field(0.0, ge=0, le=1.0, description="outputs: weight of the hard-label loss mixed into the student's KL loss")
 

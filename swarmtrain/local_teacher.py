@@ -6,7 +6,7 @@ the dataset's content hash and the vocabulary), so a cached file is the same tea
 model hash pins it in the subnet config like any other teacher.
 
 Example:
-    >>> path = local_teacher(builtin_corpus(), preset_name="small", steps=300)
+    >>> path = local_teacher(builtin_corpus(), preset_name="small", steps=1500)
     >>> cfg = SubnetConfig(task="outputs", teacher=str(path), teacher_hash=teacher_hash_of(path), ...)
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -31,12 +32,15 @@ def teacher_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / "teachers" / f"teacher-{key}.safetensors"
 
 
-def local_teacher(dataset: TokenDataset, *, preset_name: str = "small", steps: int = 300, batch_size: int = 16,
+DEFAULT_STEPS = 1500  # ~1.5 M tokens: well past what the students of the demos see
+
+
+def local_teacher(dataset: TokenDataset, *, preset_name: str = "small", steps: int = DEFAULT_STEPS, batch_size: int = 16,
                   lr: float = 2e-3, seed: int = 7, vocab_size: int = 264, cache_dir: Path | None = None,
                   threads: int | None = None) -> Path:
     """The cached teacher file for these settings, trained first if absent (AdamW, warm-up,
     uniformly drawn training samples of ``TEACHER_SEQ_LEN`` tokens)."""
-    parts = f"{preset_name}|{steps}|{batch_size}|{lr}|{seed}|{dataset.content_hash}|{vocab_size}"
+    parts = f"{preset_name}|{steps}|{batch_size}|{lr}|{seed}|{dataset.content_hash}|{vocab_size}|cosine"
     key = f"{preset_name}-{steps}-{hashlib.sha256(parts.encode()).hexdigest()[:12]}"
     path = teacher_path(Path(cache_dir) if cache_dir else cache_root(), key)
     if path.is_file():
@@ -62,9 +66,18 @@ def outputs_fields(teacher: Path | None, steps: int, samples: int, vocab_size: i
             "outputs_samples": samples, "outer_lr": 1.0}
 
 
+def lr_at(step: int, steps: int, peak: float, warmup: int = 20) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``peak`` down to ``peak / 10``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def train_teacher(dataset: TokenDataset, preset_name: str, steps: int, batch_size: int, lr: float, seed: int,
                   vocab_size: int, threads: int | None = None) -> torch.nn.Module:
-    """``steps`` AdamW steps of ``preset_name`` from a seeded init on random training samples."""
+    """``steps`` AdamW steps of ``preset_name`` from a seeded init on random training samples
+    (``lr_at``: warm-up, then cosine decay to a tenth)."""
     saved = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -75,7 +88,7 @@ def train_teacher(dataset: TokenDataset, preset_name: str, steps: int, batch_siz
         population = dataset.num_samples(TEACHER_SEQ_LEN)
         for step in range(steps):
             for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, (step + 1) / 20)
+                group["lr"] = lr_at(step, steps, lr)
             batch = dataset.batch(torch.randint(0, population, (batch_size,), generator=gen).tolist(), TEACHER_SEQ_LEN)
             opt.zero_grad(set_to_none=True)
             lm_loss(model, batch).backward()

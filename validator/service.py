@@ -95,9 +95,11 @@ def outputs_parts(cfg: SubnetConfig, settings: ValidatorSettings, dataset: Datas
     """Outputs mode: the teacher (loaded and checked against the config unless given), its
     verifier, and the student trainer (used while this validator leads)."""
     if teacher is None:
+        import torch
+
         from node.teacher import load_teacher
 
-        teacher = load_teacher(cfg, settings.device, settings.teacher)
+        teacher = load_teacher(cfg, settings.device, settings.teacher, dtype=torch.float32)  # checks in fp32
     return OutputsVerifier(cfg, dataset, teacher, params), StudentTrainer.for_subnet(cfg, settings.device)
 
 

@@ -94,27 +94,34 @@ class StudentTrainer:
         return float(loss.detach())
 
 
-def student_batches(dataset: Dataset, cfg: SubnetConfig, accepted: Mapping[int, tuple[Sequence[int], TeacherOutputs]],
-                    window: int) -> list[StudentBatch]:
-    """Every accepted sample with its outputs, shuffled by the window (seeded: reproducible),
-    in batches of ``cfg.batch_size``."""
+Accepted = Mapping[int, tuple[Sequence[int], TeacherOutputs]]  # uid -> (sample indices, their outputs)
+
+
+def student_rows(accepted: Accepted, window: int) -> list[tuple[int, int]]:
+    """Every accepted (uid, sample) pair, shuffled by the window (seeded: reproducible)."""
     rows = [(uid, j) for uid in sorted(accepted) for j in range(accepted[uid][1].n_samples)]
     seed = hashlib.sha256(b"swarmtrain/student-order/v1" + window.to_bytes(8, "little")).digest()
     random.Random(seed).shuffle(rows)
-    out = []
-    for i in range(0, len(rows), cfg.batch_size):
-        part = rows[i : i + cfg.batch_size]
-        tokens = dataset.batch([accepted[u][0][j] for u, j in part], cfg.seq_len)
-        pick = [accepted[u][1] for u, _ in part]
-        ids = torch.stack([torch.as_tensor(o.ids[j], dtype=torch.int64) for o, (_, j) in zip(pick, part, strict=True)])
-        q = torch.stack([torch.as_tensor(o.q[j], dtype=torch.int64) for o, (_, j) in zip(pick, part, strict=True)])
-        rest = torch.stack([torch.as_tensor(o.rest_q[j], dtype=torch.int64) for o, (_, j) in zip(pick, part, strict=True)])
-        bits = cfg.outputs_value_bits
-        out.append(StudentBatch(tokens, ids, dequantize(q, bits), dequantize(rest, bits)))
-    return out
+    return rows
 
 
-def build_student_update(state: ModelState, accepted: Mapping[int, tuple[Sequence[int], TeacherOutputs]],
+def batch_of(dataset: Dataset, cfg: SubnetConfig, accepted: Accepted, rows: Sequence[tuple[int, int]]) -> StudentBatch:
+    """The samples of ``rows`` with their teacher targets, dequantized."""
+    tokens = dataset.batch([accepted[u][0][j] for u, j in rows], cfg.seq_len)
+    pick = [(accepted[u][1], j) for u, j in rows]
+    ids, q, rest = (torch.stack([torch.as_tensor(getattr(o, f)[j], dtype=torch.int64) for o, j in pick])
+                    for f in ("ids", "q", "rest_q"))
+    bits = cfg.outputs_value_bits
+    return StudentBatch(tokens, ids, dequantize(q, bits), dequantize(rest, bits))
+
+
+def student_batches(dataset: Dataset, cfg: SubnetConfig, accepted: Accepted, window: int) -> list[StudentBatch]:
+    """Every accepted sample with its outputs (``student_rows`` order) in batches of ``cfg.batch_size``."""
+    rows = student_rows(accepted, window)
+    return [batch_of(dataset, cfg, accepted, rows[i : i + cfg.batch_size]) for i in range(0, len(rows), cfg.batch_size)]
+
+
+def build_student_update(state: ModelState, accepted: Accepted,
                          hotkeys: Mapping[int, str], cfg: SubnetConfig, trainer: StudentTrainer,
                          dataset: Dataset) -> tuple[Aggregate, bytes, dict[str, float]]:
     """The ``Aggregate`` of ``state.window`` carrying the student update (``state`` is not modified),

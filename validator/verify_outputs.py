@@ -4,8 +4,10 @@ For each submission chosen for evaluation (``criteria.select_for_evaluation``, a
 ``max_evaluations``), ``outputs_spot_checks`` positions are drawn among the ones it delivered
 (``protocol.distill.draw_checks``: the validator's window entropy and the submission's payload
 hash, so nobody knows them before the upload is in); the teacher is run on each checked
-sample up to the last checked position and ``protocol.distill.check_positions`` compares.
-One failed check zeroes the submission and keeps it out of the student's training.
+sample up to the last checked position, in fp32 whatever the device (so the only numerical
+difference is the miner's), and ``protocol.distill.check_positions`` compares. One failed
+check zeroes the submission and keeps it out of the student's training, and so does a median
+deviation above ``outputs_median_tolerance`` (``protocol.distill.judge_outputs``).
 
 Cost: a check at position t costs a forward pass over t + 1 tokens (about T/2 on average),
 so checking c positions of n delivered samples costs about c / (2n) of what labelling them
@@ -30,7 +32,13 @@ from node.model_state import ModelState
 from node.teacher import Teacher
 from protocol import criteria
 from protocol.data import Dataset
-from protocol.distill import CheckResult, check_positions, draw_checks, judge_outputs
+from protocol.distill import (
+    CheckResult,
+    check_positions,
+    draw_checks,
+    judge_outputs,
+    summarize_checks,
+)
 from protocol.outputs_codec import TeacherOutputs
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
@@ -49,12 +57,14 @@ class OutputsCheck:
     checks: int
     failed: int
     max_deviation: float
+    median_deviation: float
     tokens: int
     seconds: float
 
     def record(self) -> dict[str, object]:
         return {"positions": self.positions, "checks": self.checks, "failed": self.failed,
-                "max_dev": round(self.max_deviation, 4), "tokens": self.tokens, "seconds": round(self.seconds, 3)}
+                "max_dev": round(self.max_deviation, 4), "median_dev": round(self.median_deviation, 5),
+                "tokens": self.tokens, "seconds": round(self.seconds, 3)}
 
 
 @dataclass
@@ -92,9 +102,11 @@ class OutputsVerifier:
         for uid in chosen:
             sub = by_uid[uid]
             indices = self.delivered_indices(window, sub)
-            check, _ = self.verify(sub, indices, entropy)
+            check, result = self.verify(sub, indices, entropy)
             out.checks[uid] = check
-            out.verdicts[uid] = judge_outputs(uid, check.positions, max_positions, check.failed)
+            summary = summarize_checks(result.deviation, self.cfg.outputs_tolerance)
+            out.verdicts[uid] = judge_outputs(uid, check.positions, max_positions, summary,
+                                              self.cfg.outputs_median_tolerance)
             if out.verdicts[uid].score > 0:
                 out.accepted[uid] = (indices, sub.update)
         return out
@@ -116,8 +128,9 @@ class OutputsVerifier:
         result = check_positions(outputs.ids.reshape(-1, k)[flat], outputs.q.reshape(-1, k)[flat],
                                  outputs.rest_q.reshape(-1)[flat], recomputed.logprobs,
                                  self.cfg.outputs_value_bits, self.cfg.outputs_tolerance)
-        check = OutputsCheck(sub.uid, outputs.positions, len(flat), int((~result.ok).sum()),
-                             float(result.deviation.max(initial=0.0)), recomputed.tokens, time.monotonic() - started)
+        summary = summarize_checks(result.deviation, self.cfg.outputs_tolerance)
+        check = OutputsCheck(sub.uid, outputs.positions, summary.checks, summary.failed, summary.max, summary.median,
+                             recomputed.tokens, time.monotonic() - started)
         return check, result
 
     def recompute(self, indices: Sequence[int], flat: np.ndarray) -> _Recomputed:

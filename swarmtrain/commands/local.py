@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", type=Path, default=None,
                         help="outputs: teacher checkpoint or Hugging Face directory (default: a `small` trained "
                              "briefly on the built-in corpus, cached)")
-    parser.add_argument("--teacher-steps", type=int, default=300, help="outputs: training steps of the default teacher")
+    parser.add_argument("--teacher-steps", type=int, default=1500, help="outputs: training steps of the default teacher")
     parser.add_argument("--outputs-samples", type=int, default=32,
                         help="outputs: samples per miner per window (default 32: a CPU demo)")
     parser.add_argument("--cheat", action="append", default=[], metavar="NAME",

@@ -21,6 +21,7 @@ from protocol.distill import (
     judge_outputs,
     outputs_criteria_hash,
     rules_of,
+    summarize_checks,
     teacher_topk,
     topk_kl_loss,
 )
@@ -102,11 +103,15 @@ def test_draw_checks_is_secret_keyed_and_distinct() -> None:
 
 
 def test_judge_pays_verified_throughput_and_zeroes_any_failure() -> None:
-    assert judge_outputs(1, 512, 1024, 0).score == 0.5
-    ok = judge_outputs(1, 1024, 1024, 0)
+    clean = summarize_checks(np.array([0.0, 0.01, 0.0]), 0.6)
+    assert (clean.checks, clean.failed, clean.median) == (3, 0, 0.0)
+    assert judge_outputs(1, 512, 1024, clean, 0.02).score == 0.5
+    ok = judge_outputs(1, 1024, 1024, clean, 0.02)
     assert (ok.score, ok.reason, ok.evidence) == (1.0, "ok", 1.0)
-    bad = judge_outputs(1, 1024, 1024, 1)
+    bad = judge_outputs(1, 1024, 1024, summarize_checks(np.array([0.0, 0.7, 0.0]), 0.6), 0.02)
     assert (bad.score, bad.reason, bad.evidence) == (0.0, "mismatch", 0.0)
+    drift = judge_outputs(1, 1024, 1024, summarize_checks(np.array([0.05, 0.04, 0.0]), 0.6), 0.02)
+    assert (drift.score, drift.reason) == (0.0, "drift")
     assert detection_probability(0.1, 48) == pytest.approx(1 - 0.9**48)
 
 
@@ -130,7 +135,8 @@ def test_criteria_hash_covers_every_rule_and_keeps_gradient_mode() -> None:
     base = criteria_hash_of(cfg)
     assert base != criteria.criteria_hash()
     for field, value in (("outputs_topk", 8), ("outputs_value_bits", 6), ("outputs_spot_checks", 12),
-                         ("outputs_tolerance", 0.2), ("outputs_samples", 64), ("seq_len", 32),
+                         ("outputs_tolerance", 0.2), ("outputs_median_tolerance", 0.05),
+                         ("outputs_samples", 64), ("seq_len", 32),
                          ("distill_hard_weight", 0.1), ("teacher_hash", "cd" * 32)):
         assert criteria_hash_of(SubnetConfig(**{**OUT_CFG, field: value})) != base, field
 
@@ -156,6 +162,7 @@ def test_docs_state_the_outputs_rules_exactly() -> None:
     rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", section, flags=re.M))
     defaults = {"outputs_topk": rules.topk, "outputs_value_bits": rules.value_bits,
                 "outputs_spot_checks": rules.spot_checks, "outputs_tolerance": rules.tolerance,
+                "outputs_median_tolerance": rules.median_tolerance,
                 "outputs_samples": rules.samples, "distill_hard_weight": rules.hard_weight}
     for name, value in defaults.items():
         assert name in rows and float(rows[name]) == float(value), name
