@@ -39,7 +39,7 @@ def outputs_cfg(teacher: Path, teacher_hash: str, dataset_hash: str, **overrides
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A tiny-preset teacher, 80 AdamW steps on the built-in corpus: (file, model hash)."""
-    model = train_teacher(corpus(), "tiny", steps=80, batch_size=16, lr=1e-2, seed=11, vocab_size=264)
+    model = train_teacher(corpus(), "tiny", steps=80, batch_size=16, lr=1e-2, seed=11, vocab_size=264, threads=1)
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
     digest = save_checkpoint(path, model, model.cfg)
     return path, digest

@@ -107,6 +107,7 @@ class OutputsVerifier:
             summary = summarize_checks(result.deviation, self.cfg.outputs_tolerance)
             out.verdicts[uid] = judge_outputs(uid, check.positions, max_positions, summary,
                                               self.cfg.outputs_median_tolerance)
+            out.evaluations[uid] = criteria.Evaluation(uid, sub.hotkey, gain=out.verdicts[uid].gain, own_z=0.0)
             if out.verdicts[uid].score > 0:
                 out.accepted[uid] = (indices, sub.update)
         return out
