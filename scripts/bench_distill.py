@@ -10,7 +10,8 @@ miners' verified teacher outputs than from the data alone, what does it cost, wh
    the same order, with the same optimizer and the same published-update path, the student is
    trained (a) on the hard labels, (c) on the teacher's exact full-vocabulary log-probs.
    Reported: the students' validation losses, bytes per token, the validator's verification
-   time as a share of the miners' labelling time (and in teacher positions computed).
+   compute as a share of the miners' (teacher positions computed; ``verify_cost_share``) and
+   its wall-clock time as a share of their labelling time (noisy on a shared machine).
 2. **Honest numerical differences.** The teacher recomputed other honest ways (fp32 at batch 1,
    fp32 on 2 threads, bf16 autocast, bf16 weights; on a GPU also CUDA fp32 and bf16) and checked
    against fp32 (both directions): deviations and the mismatch rate at the subnet's tolerance.
@@ -410,7 +411,7 @@ def report(cfg: SubnetConfig, run: NetRun, honest: dict, cheat_rows: dict) -> di
         "student_loss_ratio_vs_hard": final["network"] / final["hard"],
         "vs_full_logits": final["network"] / final["full"],
         "bytes_per_token": run.payload_bytes / run.positions,
-        "verify_cost_share": run.verify_s / run.label_s,
+        "verify_cost_share": run.check_tokens / run.positions,
         "false_reject_rate": false_reject,
         "min_cheat_detection": min(cheats_only),
     }
@@ -433,12 +434,13 @@ def main(argv: list[str] | None = None) -> None:
     cheat_rows = cheat_study(cfg, ds, teacher, args)
     fields = report(cfg, run, honest, cheat_rows)
     print(f"\nlabelled {run.positions} positions in {run.label_s:.1f}s ({run.positions / run.label_s:.0f} tokens/s); "
-          f"verification {run.verify_s:.2f}s, {run.check_tokens} teacher positions ({run.check_tokens / run.positions:.4f} of them); "
+          f"verification recomputed {run.check_tokens} teacher positions ({run.check_tokens / run.positions:.4f} of the "
+          f"miners' compute) in {run.verify_s:.2f}s ({run.verify_s / run.label_s:.4f} of their labelling time); "
           f"{run.payload_bytes} payload bytes; {time.monotonic() - started:.0f}s in all")
     bc.write_json(args.out, "distill.json", {"args": vars(args) | {"out": str(args.out), "teacher": str(args.teacher)},
                                              "machine": bc.machine_info(torch.device("cpu")), "val": run.val,
                                              "honest": honest, "cheats": cheat_rows, "summary": fields,
-                                             "verify_token_share": run.check_tokens / run.positions})
+                                             "verify_wall_share": run.verify_s / run.label_s})
     print(bc.summary_line(fields))
 
 
