@@ -34,6 +34,7 @@ setup(
         "safetensors>=0.4",
         "rich>=13",
         "prometheus-client>=0.17",  # /metrics of the validator and the miner
+        "tomli>=1.1; python_version < '3.11'",  # --config settings files (tomllib from 3.11)
     ],
     extras_require={
         "dev": [
@@ -41,6 +42,7 @@ setup(
             "pytest-asyncio>=0.23",
             "pytest-timeout>=2.2",
             "ruff>=0.5",
+            "mypy>=1.10,<2",  # scripts/test.sh type-checks (config in pyproject.toml)
             "hypothesis>=6",
             "tokenizers>=0.15",  # the data tests train and load BPE tokenizers
             "transformers>=4.40",  # the Hugging Face export test loads the exported model

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -36,7 +36,8 @@ from chain.errors import (
     domain_error,
 )
 from chain.types import Metagraph, SubnetHyperparams, hyperparams_from_raw, metagraph_from_sdk
-from chain.wallets import coldkey_address, hotkey_address
+from chain.wallets import Wallet, coldkey_address, hotkey_address
+from protocol.retry import poll_until, retry
 
 T = TypeVar("T")
 
@@ -139,6 +140,9 @@ def rate_limit_remaining(block: int, last_update: int, rate_limit: int) -> int:
 class Chain:
     """Typed async access to one chain; every call has a timeout and raises domain errors.
 
+    Reads that lose the connection are tried again (backoff ``protocol.retry.TRANSIENT_BACKOFF``)
+    until the timeout; writes are sent once (a lost answer does not mean a lost extrinsic).
+
     Example::
 
         chain = await Chain.connect("devnet://127.0.0.1:9946", timeout=10)
@@ -202,6 +206,10 @@ class Chain:
         except (asyncio.TimeoutError, bt.BittensorError, KeyfileError, *TRANSPORT_ERRORS) as err:
             raise domain_error(err, what) from err
 
+    async def _read(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        """``_call`` of a fresh ``make()``, tried again on ``ChainConnectionError`` until the timeout."""
+        return await retry(lambda: self._call(what, make()), timeout=self.timeout, retry_on=(ChainConnectionError,))
+
     async def _submit(self, what: str, aw: Awaitable[bt.ExtrinsicResult]) -> bt.ExtrinsicResult:
         """Submit and raise the chain's reason when the extrinsic failed."""
         result = await self._call(what, aw, timeout=self.write_timeout)
@@ -212,31 +220,26 @@ class Chain:
     # --- reads -----------------------------------------------------------------------
 
     async def block(self) -> int:
-        return int(await self._call("read block", self.client.block()))
+        return int(await self._read("read block", self.client.block))
 
     async def wait_for_block(self, block: int, *, timeout: float) -> int:
         """Poll until the chain reaches ``block``; returns the block seen; ChainTimeoutError."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        current = await self.block()
-        while current < block:
-            if loop.time() >= deadline:
-                raise ChainTimeoutError(
-                    f"block {block} not reached within {timeout:g}s", reason=f"chain at {current}"
-                )
-            await asyncio.sleep(self.poll_interval)
-            current = await self.block()
-        return current
+        return await poll_until(
+            self.block, lambda current: current >= block, timeout=timeout, interval=self.poll_interval,
+            on_timeout=lambda current: ChainTimeoutError(
+                f"block {block} not reached within {timeout:g}s", reason=f"chain at {current}"
+            ),
+        )
 
     async def uid_of(self, netuid: int, hotkey_ss58: str) -> int | None:
         """The hotkey's uid on ``netuid``, or None when unregistered."""
-        uid = await self._call(
-            "read uid", self.client.query(st.SubtensorModule.Uids, [netuid, hotkey_ss58])
+        uid = await self._read(
+            "read uid", lambda: self.client.query(_pair(st.SubtensorModule.Uids), [netuid, hotkey_ss58])
         )
         return None if uid is None else int(uid)
 
     async def metagraph(self, netuid: int) -> Metagraph:
-        graph = await self._call("read metagraph", self.client.subnets.metagraph(netuid))
+        graph = await self._read("read metagraph", lambda: self.client.subnets.metagraph(netuid))
         if graph is None:
             raise ChainError(f"subnet {netuid} does not exist on {self.url}",
                              reason="check --netuid (the subnet owner publishes it; a devnet starts with netuid 1)")
@@ -247,9 +250,9 @@ class Chain:
         await self._require_subnet(netuid)
         block = await self.block()
         items = _HYPERPARAM_ITEMS
-        values = await self._call(
+        values = await self._read(
             "read hyperparameters",
-            asyncio.gather(
+            lambda: asyncio.gather(
                 *(self.client.query(item, [netuid], block=block) for item in items.values())
             ),
         )
@@ -258,14 +261,14 @@ class Chain:
 
     async def balance(self, coldkey_ss58: str) -> float:
         """Free TAO of an account."""
-        account = await self._call(
-            "read balance", self.client.query(st.System.Account, [coldkey_ss58])
+        account = await self._read(
+            "read balance", lambda: self.client.query(_pair(st.System.Account), [coldkey_ss58])
         )
         return int(((account or {}).get("data") or {}).get("free") or 0) / 1e9
 
     async def _require_subnet(self, netuid: int) -> None:
-        exists = await self._call(
-            "read subnet", self.client.query(st.SubtensorModule.NetworksAdded, [netuid])
+        exists = await self._read(
+            "read subnet", lambda: self.client.query(_pair(st.SubtensorModule.NetworksAdded), [netuid])
         )
         if not exists:
             raise ChainError(f"subnet {netuid} does not exist on {self.url}",
@@ -283,7 +286,7 @@ class Chain:
     # --- writes ----------------------------------------------------------------------
 
     async def register(
-        self, wallet: Any, netuid: int, *, pow: bool = False, pow_timeout: float = 300.0
+        self, wallet: Wallet, netuid: int, *, pow: bool = False, pow_timeout: float = 300.0
     ) -> int:
         """Register the wallet's hotkey (burned, or proof of work); returns its uid. Idempotent."""
         hotkey = hotkey_address(wallet)
@@ -297,7 +300,7 @@ class Chain:
             await self._register_burned(wallet, netuid, hotkey)
         return await self._wait_for_uid(netuid, hotkey)
 
-    async def _register_burned(self, wallet: Any, netuid: int, hotkey: str) -> None:
+    async def _register_burned(self, wallet: Wallet, netuid: int, hotkey: str) -> None:
         if await self._mev_shield_active():
             # Real networks require burned registration to go through the MEV shield.
             aw = self.client.execute(
@@ -310,11 +313,11 @@ class Chain:
             aw = self.client.submit_call(call, wallet, wait_for_finalization=False)
         await self._submit(f"register on netuid {netuid}", aw)
 
-    async def _register_pow(self, wallet: Any, netuid: int, hotkey: str, timeout: float) -> None:
+    async def _register_pow(self, wallet: Wallet, netuid: int, hotkey: str, timeout: float) -> None:
         what = f"proof-of-work registration on netuid {netuid}"
-        allowed = await self._call(
+        allowed = await self._read(
             "read pow allowed",
-            self.client.query(st.SubtensorModule.NetworkPowRegistrationAllowed, [netuid]),
+            lambda: self.client.query(_pair(st.SubtensorModule.NetworkPowRegistrationAllowed), [netuid]),
         )
         if not allowed:
             raise ChainError(
@@ -333,8 +336,8 @@ class Chain:
         if self.is_devnet:
             return False  # the devnet has no MevShield pallet
         try:
-            key = await self._call(
-                "read MevShield.NextKey", self.client.query(("MevShield", "NextKey"))
+            key = await self._read(
+                "read MevShield.NextKey", lambda: self.client.query(("MevShield", "NextKey"))
             )
         except ChainConnectionError:
             raise
@@ -344,25 +347,25 @@ class Chain:
 
     async def _wait_for_uid(self, netuid: int, hotkey: str) -> int:
         """The uid after a successful registration (a shielded call may land a block later)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.write_timeout
-        while (uid := await self.uid_of(netuid, hotkey)) is None:
-            if loop.time() >= deadline:
-                raise ChainTimeoutError(
-                    f"registration of {hotkey} on netuid {netuid} not visible "
-                    f"after {self.write_timeout:g}s"
-                )
-            await asyncio.sleep(self.poll_interval)
+        uid = await poll_until(
+            lambda: self.uid_of(netuid, hotkey), lambda found: found is not None,
+            timeout=self.write_timeout, interval=self.poll_interval,
+            on_timeout=lambda _: ChainTimeoutError(
+                f"registration of {hotkey} on netuid {netuid} not visible "
+                f"after {self.write_timeout:g}s"
+            ),
+        )
+        assert uid is not None  # poll_until returns only a value ``done`` accepted
         return uid
 
-    async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None:
+    async def serve(self, wallet: Wallet, netuid: int, ip: str, port: int) -> None:
         """Publish the hotkey's endpoint ip:port on the subnet (no-op when already published).
 
         Skipping an unchanged endpoint keeps restarts clear of the chain's serving rate limit.
         """
         hotkey = hotkey_address(wallet)
         mg = await self._registered_view(netuid, hotkey)
-        position = mg.uids.index(mg.uid_of(hotkey))
+        position = mg.hotkeys.index(hotkey)  # present: _registered_view checked it
         if mg.axons[position] == f"{ip}:{port}":
             return
         intent = bt.ServeAxon(netuid=netuid, ip=ip, port=port)
@@ -371,7 +374,7 @@ class Chain:
             self.client.execute(intent, wallet, wait_for_finalization=False),
         )
 
-    async def commit(self, wallet: Any, netuid: int, data: str) -> None:
+    async def commit(self, wallet: Wallet, netuid: int, data: str) -> None:
         """Publish ``data`` as the hotkey's commitment (no-op when it is already the commitment).
 
         Read it back via ``metagraph(netuid).commitments[hotkey]``; an unchanged commitment
@@ -396,7 +399,7 @@ class Chain:
             raise NotRegisteredError(f"hotkey {hotkey} is not registered on netuid {netuid}")
         return mg
 
-    async def set_weights(self, wallet: Any, netuid: int, weights: dict[int, float]) -> None:
+    async def set_weights(self, wallet: Wallet, netuid: int, weights: dict[int, float]) -> None:
         """Set normalized weights (commit-reveal when the subnet enables it).
 
         Raises ``RateLimitedError`` (with ``blocks`` to wait) instead of sending an
@@ -413,11 +416,11 @@ class Chain:
 
     async def _check_weights_rate_limit(self, netuid: int, uid: int) -> None:
         block = await self.block()
-        limit, last = await self._call(
+        limit, last = await self._read(
             "read weights rate limit",
-            asyncio.gather(
-                self.client.query(st.SubtensorModule.WeightsSetRateLimit, [netuid], block=block),
-                self.client.query(st.SubtensorModule.LastUpdate, [netuid], block=block),
+            lambda: asyncio.gather(
+                self.client.query(_pair(st.SubtensorModule.WeightsSetRateLimit), [netuid], block=block),
+                self.client.query(_pair(st.SubtensorModule.LastUpdate), [netuid], block=block),
             ),
         )
         last_update = int(last[uid]) if isinstance(last, list | tuple) and uid < len(last) else 0
@@ -429,7 +432,7 @@ class Chain:
                 reason=f"weights_rate_limit is {int(limit)} blocks",
             )
 
-    async def add_stake(self, wallet: Any, netuid: int, amount_tao: float) -> None:
+    async def add_stake(self, wallet: Wallet, netuid: int, amount_tao: float) -> None:
         """Stake ``amount_tao`` from the wallet's coldkey onto its own hotkey on ``netuid``."""
         if not amount_tao > 0:
             raise ValueError(f"stake amount must be positive, got {amount_tao}")
@@ -513,7 +516,13 @@ async def _quiet_close(client: bt.Client) -> None:
         _log_close_failure(err)
 
 
+def _pair(item: st.Item) -> tuple[str, str]:
+    """A generated storage descriptor as the ``(pallet, item)`` pair ``Client.query`` is typed to
+    take (the generated ``Item`` carries a third, metadata-only field; ``query`` reads two)."""
+    return (item.container, item.name)
+
+
 def _log_close_failure(err: BaseException) -> None:
     import logging
 
-    logging.getLogger(__name__).debug("closing the chain client failed: %r", err)
+    logging.getLogger("swarmtrain.chain").debug("closing the chain client failed: error=%r", err)

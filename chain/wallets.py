@@ -11,13 +11,33 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 import bittensor as bt
 from bittensor.keyfiles import KeyfileError
+from bittensor.signing import Signer
 
 from chain.errors import WalletError, WalletExistsError, WalletNotFoundError
 
 PathLike = str | os.PathLike[str]
+
+
+class Wallet(Protocol):
+    """What the nodes need of a wallet: its keypairs, which the SDK signs with.
+
+    A ``bittensor.Wallet`` in a node; in tests any object carrying keypairs. It is the
+    shape of the SDK's ``bittensor.signing.KeyedWallet``, so it goes to every SDK call
+    that takes a wallet.
+    """
+
+    @property
+    def coldkey(self) -> Signer: ...
+
+    @property
+    def coldkeypub(self) -> Signer: ...
+
+    @property
+    def hotkey(self) -> Signer: ...
 
 
 def default_wallet_path() -> Path:
@@ -86,13 +106,13 @@ def load_wallet(name: str, hotkey: str, path: PathLike | None = None) -> bt.Wall
     return w
 
 
-def hotkey_address(wallet: bt.Wallet) -> str:
-    """The wallet's hotkey ss58 address (from the public file when present)."""
-    if wallet.hotkeypub_file.exists_on_device():
+def hotkey_address(wallet: Wallet) -> str:
+    """The wallet's hotkey ss58 address (from a ``bittensor.Wallet``'s public file when present)."""
+    if isinstance(wallet, bt.Wallet) and wallet.hotkeypub_file.exists_on_device():
         return wallet.hotkeypub.ss58_address
     return wallet.hotkey.ss58_address
 
 
-def coldkey_address(wallet: bt.Wallet) -> str:
+def coldkey_address(wallet: Wallet) -> str:
     """The wallet's coldkey ss58 address, read from the public file (no password needed)."""
     return wallet.coldkeypub.ss58_address

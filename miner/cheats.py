@@ -29,6 +29,7 @@ from torch import Tensor
 from miner.teacher import Labeler, OutputsMiner
 from node.teacher import Teacher
 from protocol.distill import teacher_topk
+from protocol.model import Transformer
 from protocol.outputs_codec import TeacherOutputs
 from protocol.windows import assigned_samples
 
@@ -62,7 +63,7 @@ def fake_tail(outputs: TeacherOutputs, fraction: float, vocab: int, bits: int, r
                             for f in ("ids", "q", "rest_q")))
 
 
-def _variant(teacher: Teacher, model: torch.nn.Module) -> Teacher:
+def _variant(teacher: Teacher, model: Transformer) -> Teacher:
     return Teacher(model.eval(), teacher.config, teacher.hash, teacher.device, teacher.dtype)
 
 

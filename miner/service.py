@@ -20,46 +20,53 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
 from chain.errors import ChainError
+from chain.types import Metagraph
+from chain.wallets import Wallet
+from miner.settings import MinerOptions
 from miner.state import MinerState, MinerStateStore
-from miner.submit import SubmitOutcome, Submitter, build_submission
-from miner.sync import SyncError, ValidatorLink, WindowClock, catch_up, poll
+from miner.submit import Poster, SubmitOutcome, Submitter, build_submission
+from miner.sync import ChainClock, SyncError, WindowClock, catch_up
 from miner.trainer import InnerTrainer, TrainResult, split_batches
+from node.fetch import AggregateNotReady, FetchError, Getter, ValidatorLink
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError
 from node.subnet_check import check_against
-from node.validators import ValidatorEndpoint, find_validators
+from node.validators import ValidatorEndpoint, lead_validator, serving_validators
 from protocol import codec
 from protocol.data import Dataset
+from protocol.retry import TRANSIENT_BACKOFF, Backoff, retry
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 
 log = logging.getLogger("swarmtrain.miner")
 
+T = TypeVar("T")
+
 # Errors after which the miner retries the window instead of exiting.
-TRANSIENT: tuple[type[BaseException], ...] = (ChainError, SyncError, NodeHttpError, ShardFetchError)
+TRANSIENT: tuple[type[BaseException], ...] = (ChainError, FetchError, NodeHttpError, ShardFetchError)
+
+
+class MinerChain(ChainClock, Protocol):
+    """The part of ``chain.client.Chain`` the miner uses."""
+
+    async def metagraph(self, netuid: int) -> Metagraph: ...
+
+
+class HttpClient(Getter, Poster, Protocol):
+    """The part of ``node.signed_http.SignedClient`` the miner uses: reads and submissions."""
 
 
 class MinerError(RuntimeError):
     """The miner cannot go on (not registered, no validator, wrong data)."""
-
-
-@dataclass(frozen=True)
-class MinerOptions:
-    """Timing knobs (seconds) of the miner loop."""
-
-    sync_timeout_s: float = 600.0  # how long to wait for a validator / an aggregate
-    poll_interval_s: float = 0.25
-    submit_deadline_s: float = 60.0  # retries of one submission stop after this
-    log_every_steps: int = 5
-    max_consecutive_failures: int = 10  # transient chain/HTTP errors in a row before giving up
 
 
 @dataclass
@@ -103,10 +110,6 @@ class WindowReport:
         }
 
 
-def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
-    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
-
-
 class Miner:
     """A miner node: trains on its assigned data each window and submits Δ.
 
@@ -118,13 +121,13 @@ class Miner:
     def __init__(
         self,
         *,
-        chain: Any,
-        wallet: Any,
+        chain: MinerChain,
+        wallet: Wallet,
         cfg: SubnetConfig,
         dataset: Dataset,
         trainer: InnerTrainer,
         store: MinerStateStore,
-        client: Any,
+        client: HttpClient,
         metrics: MetricsWriter,
         options: MinerOptions | None = None,
     ) -> None:
@@ -139,11 +142,12 @@ class Miner:
         self.options = options or MinerOptions()
         self.clock = WindowClock(chain, cfg.blocks_per_window)
         self.submitter = Submitter(client)
-        self.codec_cfg = codec_config(cfg)
+        self.codec_cfg = cfg.codec_config()
         self.error_feedback = codec.ErrorFeedback(cfg.error_feedback_beta)
         self.model: ModelState = ModelState.initial(cfg)
+        self.polling = Backoff.every(self.options.poll_interval_s)  # waiting for a validator / aggregate
         self.uid = -1
-        self.metagraph: Any = None
+        self.metagraph: Metagraph | None = None
         self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
         self._checked_config: tuple[str, str] | None = None  # (lead hotkey, its config hash) checked
 
@@ -152,46 +156,44 @@ class Miner:
         """Load the local checkpoint (model, inner optimizer, error feedback) if any."""
         state = self.store.load(self.cfg)
         if state is None:
-            log.info("no local state: starting from θ_0 (%s)", self.model.hash()[:12])
+            log.info(progress_line("no local state: starting from θ_0", model=self.model.hash()[:12]))
             return
         self.model = state.model
         if state.inner_optimizer:
             self.trainer.load_optimizer_state(state.inner_optimizer)
         if state.error_feedback:
             self.error_feedback.load_state_dict(state.error_feedback)
-        log.info("restored local state at window %d (%s)", self.model.window, self.model.hash()[:12])
+        log.info(progress_line("restored local state", w=self.model.window, model=self.model.hash()[:12]))
 
-    async def refresh_metagraph(self) -> None:
-        self.metagraph = await self.chain.metagraph(self.cfg.netuid)
-        uid = self.metagraph.uid_of(self.hotkey)
+    async def refresh_metagraph(self) -> Metagraph:
+        self.metagraph = graph = await self.chain.metagraph(self.cfg.netuid)
+        uid = graph.uid_of(self.hotkey)
         if uid is None:
             raise MinerError(
                 f"hotkey {self.hotkey} is not registered on netuid {self.cfg.netuid}: register it first "
                 f"(`swarmtrain register --netuid {self.cfg.netuid}` with this miner's --wallet.name/--wallet.hotkey "
                 "and --subtensor.network), then start the miner again"
             )
+        if int(uid) != self.uid:
+            log.info(progress_line("registered", uid=int(uid), hotkey=self.hotkey, netuid=self.cfg.netuid))
         self.uid = int(uid)
+        return graph
 
     def validators(self) -> list[ValidatorEndpoint]:
-        """Permitted validators; before any permit exists, every committed validator."""
-        found = find_validators(self.metagraph)
-        return found or find_validators(self.metagraph, require_permit=False)
+        """The validators to submit to (``protocol.lead``'s serving set); none before the metagraph is read."""
+        return [] if self.metagraph is None else serving_validators(self.metagraph)
 
     async def lead_link(self) -> ValidatorLink:
         """Link to the lead validator, waiting for one to appear on chain."""
 
         async def attempt() -> ValidatorLink:
-            await self.refresh_metagraph()
-            found = self.validators()
-            if not found:
+            lead = lead_validator(await self.refresh_metagraph())
+            if lead is None:
                 raise SyncError("no validator has published an endpoint yet")
-            await self.check_config(found[0])
-            return ValidatorLink(self.client, found[0], self.cfg)
+            await self.check_config(lead)
+            return ValidatorLink(self.client, lead, self.cfg)
 
-        return await poll(
-            attempt, timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
-            retry_on=(SyncError,),
-        )
+        return await retry(attempt, timeout=self.options.sync_timeout_s, backoff=self.polling, retry_on=(SyncError,))
 
     async def check_config(self, lead: ValidatorEndpoint) -> None:
         """Stop (``SubnetConfigMismatch``, naming the fields) when the lead runs another subnet
@@ -215,8 +217,8 @@ class Miner:
                     failures += 1
                     if failures > self.options.max_consecutive_failures:
                         raise
-                    log.warning("window failed (%s: %s); retrying", type(exc).__name__, exc)
-                    await asyncio.sleep(min(30.0, self.options.poll_interval_s * 2**failures))
+                    log.warning(progress_line("window failed, retrying", error=type(exc).__name__, reason=exc))
+                    await asyncio.sleep(TRANSIENT_BACKOFF.delay(failures))
                     continue
                 failures = 0
                 done += 1
@@ -235,9 +237,9 @@ class Miner:
         if self.model.window >= window:
             return
         started = time.monotonic()
-        self.model = await poll(
-            lambda: catch_up(self.model, link, window),
-            timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
+        self.model = await retry(
+            lambda: catch_up(self.model, link, window), timeout=self.options.sync_timeout_s,
+            backoff=self.polling, retry_on=(AggregateNotReady, NodeHttpError),
         )
         log.info(progress_line("synced", window=window, model=self.model.hash()[:12], s=time.monotonic() - started))
 
@@ -245,7 +247,7 @@ class Miner:
         """Steps 2–4: train, compress, submit (skipped when θ_window is not what we hold)."""
         report = WindowReport(window=window, uid=self.uid, base_model_hash=self.model.hash())
         if self.model.window != window:
-            log.warning("holding θ_%d, not θ_%d: not training this window", self.model.window, window)
+            log.warning(progress_line("not training this window: model behind", w=window, holding=self.model.window))
             return report
         indices = self.assigned_indices(window)
         await self.fetch_data(indices, report)
@@ -253,7 +255,7 @@ class Miner:
         payload, delivered = await self.make_payload(window, indices, report)
         report.payload_bytes = len(payload)
         if await self.clock.window() != window:
-            log.warning("window %d ended during training: submission would be late, skipped", window)
+            log.warning(progress_line("window ended during training: late submission skipped", w=window))
             return report
         await self.submit(report, delivered, payload)
         return report
@@ -292,7 +294,7 @@ class Miner:
             try:
                 await pending
             except ShardFetchError as exc:  # fetched again below; a lasting failure raises there
-                log.warning("prefetching shards failed: %s", exc)
+                log.warning(progress_line("prefetching shards failed", reason=exc))
         report.shards_fetched = await asyncio.to_thread(self.dataset.prefetch, indices, self.cfg.seq_len)
         report.timings["data"] = time.monotonic() - started
         if report.shards_fetched:
@@ -305,7 +307,7 @@ class Miner:
             try:
                 await pending
             except Exception as exc:  # noqa: BLE001 - nothing needs those shards any more
-                log.debug("prefetch ended with %s", exc)
+                log.debug(progress_line("prefetch ended", reason=exc))
 
     def start_prefetch(self, window: int) -> None:
         """Fetch ``window``'s shards in a thread while this window trains."""
@@ -350,8 +352,8 @@ class Miner:
                 log.info(progress_line("submitted", w=report.window, validator=o.validator_uid,
                                        bytes=len(body), s=o.seconds))
             else:
-                log.warning("validator %d refused window %d: %s %s: %s",
-                            o.validator_uid, report.window, o.status, o.code, o.reason)
+                log.warning(progress_line("refused", w=report.window, validator=o.validator_uid, status=o.status,
+                                          code=o.code, reason=o.reason))
 
     def checkpoint(self) -> None:
         self.store.save(MinerState(
@@ -361,7 +363,7 @@ class Miner:
         ))
 
     @staticmethod
-    def timed(report: WindowReport, name: str, fn: Any) -> Any:
+    def timed(report: WindowReport, name: str, fn: Callable[[], T]) -> T:
         started = time.monotonic()
         out = fn()
         report.timings[name] = time.monotonic() - started

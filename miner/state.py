@@ -3,9 +3,10 @@
 A checkpoint is a directory ``ckpt-<window>`` holding the network model θ_w
 (``model.safetensors``, written by ``node.model_state.ModelState``), the inner
 AdamW state and the error-feedback buffer (``local.safetensors``: tensors, with the
-non-tensor structure as JSON in the metadata) and ``meta.json``. It is written under
-a temporary name, fsynced and renamed; ``LATEST`` (replaced atomically) names the
-newest complete one, so a crash at any point leaves the previous checkpoint loadable.
+non-tensor structure as JSON in the metadata) and ``meta.json``. Each file is written with
+``protocol.files.atomic_write`` into a directory with a temporary name, which is fsynced
+and renamed; ``LATEST`` (replaced atomically) names the newest complete one, so a crash at
+any point leaves the previous checkpoint loadable.
 No pickle, no torch.load.
 
 Example:
@@ -23,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_save
 
-from node.checkpoints import atomic_write, fsync_dir
 from node.model_state import ModelState
+from node.tensor_tree import TensorTreeError, flatten, unflatten
+from protocol.files import atomic_write, fsync_dir
 from protocol.subnet import SubnetConfig
 
 LATEST = "LATEST"
@@ -55,60 +56,6 @@ class MinerState:
         return int(self.model.window)
 
 
-def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, Tensor], Any]:
-    """Split a nested dict/list structure into named tensors and a JSON skeleton.
-
-    Tensors are replaced by ``{"__tensor__": name}``; tuples become lists; dict keys
-    are stored as strings with their type so integer keys (torch optimizers) survive.
-    """
-    tensors: dict[str, Tensor] = {}
-    if isinstance(obj, Tensor):
-        tensors[prefix] = obj.detach().to("cpu").contiguous()
-        return tensors, {"__tensor__": prefix}
-    if isinstance(obj, dict):
-        items = []
-        for key, value in obj.items():
-            sub, skel = flatten_state(value, f"{prefix}.{key}" if prefix else str(key))
-            tensors.update(sub)
-            items.append([type(key).__name__, str(key), skel])
-        return tensors, {"__dict__": items}
-    if isinstance(obj, (list, tuple)):
-        skels = []
-        for i, value in enumerate(obj):
-            sub, skel = flatten_state(value, f"{prefix}.{i}" if prefix else str(i))
-            tensors.update(sub)
-            skels.append(skel)
-        return tensors, {"__list__": skels}
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return tensors, obj
-    raise MinerStateError(f"cannot checkpoint a {type(obj).__name__} at {prefix!r}")
-
-
-def unflatten_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
-    """Inverse of ``flatten_state``."""
-    if isinstance(skeleton, dict):
-        if "__tensor__" in skeleton:
-            name = skeleton["__tensor__"]
-            if name not in tensors:
-                raise MinerStateError(f"checkpoint lacks tensor {name!r}")
-            return tensors[name]
-        if "__dict__" in skeleton:
-            return {_key(kind, key): unflatten_state(v, tensors) for kind, key, v in skeleton["__dict__"]}
-        if "__list__" in skeleton:
-            return [unflatten_state(v, tensors) for v in skeleton["__list__"]]
-        raise MinerStateError("malformed checkpoint skeleton")
-    return skeleton
-
-
-def _key(kind: str, key: str) -> Any:
-    return int(key) if kind == "int" else key
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
 class MinerStateStore:
     """Directory of miner checkpoints; keeps the newest ``keep`` of them.
 
@@ -131,29 +78,31 @@ class MinerStateStore:
         tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        self._write_parts(tmp, state)
-        fsync_dir(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        try:
+            self._write_parts(tmp, state)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(self.root)
         self._write_latest(final.name)
         self._prune()
         return final
 
     def _write_parts(self, directory: Path, state: MinerState) -> None:
         state.model.save(directory / MODEL_FILE)
-        tensors, skeleton = flatten_state(
+        tensors, skeleton = flatten(
             {"inner_optimizer": state.inner_optimizer, "error_feedback": state.error_feedback}
         )
-        save_file(tensors, str(directory / LOCAL_FILE), metadata={"skeleton": json.dumps(skeleton)})
+        atomic_write(directory / LOCAL_FILE, safetensors_save(tensors, metadata={"skeleton": json.dumps(skeleton)}))
         meta = {
             "version": STATE_VERSION,
             "window": state.window,
             "model_hash": state.model.hash(),
             "subnet_config_hash": state.model.cfg.config_hash(),
         }
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        for name in (MODEL_FILE, LOCAL_FILE, META_FILE):
-            _fsync_file(directory / name)
+        atomic_write(directory / META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
 
     def _write_latest(self, name: str) -> None:
         atomic_write(self.root / LATEST, name.encode("utf-8"))
@@ -199,15 +148,7 @@ class MinerStateStore:
         if "skeleton" not in metadata:
             raise MinerStateError(f"{path} has no state skeleton")
         tensors = load_file(str(path))
-        return unflatten_state(json.loads(metadata["skeleton"]), tensors)
-
-
-def to_device_tree(obj: Any, device: torch.device) -> Any:
-    """Move every tensor of a nested structure to ``device`` (used after loading)."""
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: to_device_tree(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [to_device_tree(v, device) for v in obj]
-    return obj
+        try:
+            return unflatten(json.loads(metadata["skeleton"]), tensors)
+        except TensorTreeError as exc:
+            raise MinerStateError(f"{path}: {exc}") from exc

@@ -4,7 +4,8 @@ The body is the binary envelope ``u32 len | Submission JSON | codec payload``.
 It is POSTed to ``/submit`` of every permitted validator over HTTPS pinned to the
 fingerprint that validator committed on chain, signed with the miner's hotkey
 (btauth). A 4xx is a refusal with a reason and is not retried; connection errors,
-timeouts, 425 (too early), 429 and 5xx are retried with exponential backoff while the deadline allows.
+timeouts, 425 (too early), 429 and 5xx are retried with ``protocol.retry``'s backoff while
+the deadline allows.
 
 Example:
     >>> body = build_submission(cfg, window=w, uid=3, hotkey=hk, base_model_hash=h,
@@ -22,9 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.signed_http import NodeHttpError, PinMismatchError, parse_error
+from node.logs import progress_line
+from node.signed_http import NodeHttpError, PinMismatchError, is_transient, parse_error
 from node.validators import ValidatorEndpoint
 from protocol.messages import Submission, data_digest, pack_envelope
+from protocol.retry import TRANSIENT_BACKOFF, Backoff, retry
 from protocol.subnet import PROTOCOL_VERSION, SubnetConfig
 
 log = logging.getLogger("swarmtrain.miner.submit")
@@ -82,23 +85,18 @@ class Poster(Protocol):
     ) -> tuple[int, bytes]: ...
 
 
-def is_retryable(status: int) -> bool:
-    """No answer (0), 425 (window not open yet), 429 and 5xx are retried; other 4xx are final."""
-    return status in (0, 425, 429) or status >= 500
-
-
 class Submitter:
     """Posts one body to many validators concurrently, with retries and backoff.
 
     Example:
-        >>> s = Submitter(signed_client, max_attempts=4, backoff_s=0.5)
+        >>> s = Submitter(signed_client, max_attempts=4, backoff=Backoff(first=0.5))
         >>> [o.accepted for o in await s.submit_all(validators, body, deadline_s=30)]
     """
 
-    def __init__(self, client: Poster, *, max_attempts: int = 4, backoff_s: float = 0.5) -> None:
+    def __init__(self, client: Poster, *, max_attempts: int = 4, backoff: Backoff = TRANSIENT_BACKOFF) -> None:
         self.client = client
         self.max_attempts = max(1, max_attempts)
-        self.backoff_s = backoff_s
+        self.backoff = backoff
 
     async def submit_all(
         self, validators: Sequence[ValidatorEndpoint], body: bytes, *, deadline_s: float
@@ -109,20 +107,22 @@ class Submitter:
 
     async def submit_one(self, v: ValidatorEndpoint, body: bytes, *, deadline_s: float) -> SubmitOutcome:
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + deadline_s
-        status, code, reason, attempt = 0, "unreachable", "not tried", 0
-        for attempt in range(1, self.max_attempts + 1):
-            status, code, reason = await self._attempt(v, body)
-            if not is_retryable(status):
-                break
-            delay = self.backoff_s * 2 ** (attempt - 1)
-            if attempt == self.max_attempts or loop.time() + delay > deadline:
-                break
-            log.info("validator %d: %s (%s), retrying in %.1fs", v.uid, code, reason, delay)
-            await asyncio.sleep(delay)
-        accepted = status == 200
-        return SubmitOutcome(v.uid, status, accepted, code, reason, attempt, loop.time() - started)
+        started, attempts = loop.time(), 0
+
+        async def attempt() -> tuple[int, str, str]:
+            nonlocal attempts
+            attempts += 1
+            outcome = await self._attempt(v, body)
+            if is_transient(outcome[0]):
+                log.info(progress_line("submission not taken, retrying", validator=v.uid, hotkey=v.hotkey,
+                                       code=outcome[1], reason=outcome[2], attempt=attempts))
+            return outcome
+
+        status, code, reason = await retry(
+            attempt, timeout=deadline_s, backoff=self.backoff, max_attempts=self.max_attempts,
+            again=lambda outcome: is_transient(outcome[0]),
+        )
+        return SubmitOutcome(v.uid, status, status == 200, code, reason, attempts, loop.time() - started)
 
     async def _attempt(self, v: ValidatorEndpoint, body: bytes) -> tuple[int, str, str]:
         try:

@@ -1,10 +1,9 @@
 """Window sync from the chain, and catch-up from the lead validator.
 
-``WindowClock`` turns chain blocks into windows. ``ValidatorLink`` fetches the
-lead validator's published aggregates and checkpoints over pinned HTTPS.
-``catch_up`` brings a local model θ_v up to θ_target: it loads the validator's
-newest checkpoint when that is ahead of us (or when our model has diverged), then
-replays the aggregates since, checking each resulting model hash.
+``WindowClock`` turns chain blocks into windows. ``catch_up`` brings a local model θ_v
+up to θ_target through ``node.fetch.ValidatorLink``: it loads the validator's newest
+checkpoint when that is ahead of us (or when our model has diverged), then replays the
+aggregates since, checking each resulting model hash.
 
 Example:
     >>> clock = WindowClock(chain, cfg.blocks_per_window)
@@ -14,32 +13,21 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
+from node.fetch import FetchError, ValidatorLink
+from node.logs import progress_line
 from node.model_state import ModelDesyncError, ModelState, ModelStateError
-from node.signed_http import NodeHttpError, parse_error
-from node.validators import ValidatorEndpoint
-from protocol.messages import Aggregate, CheckpointManifest, MessageError, unpack_envelope
+from protocol.messages import CheckpointManifest
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of, window_start_block
 
 log = logging.getLogger("swarmtrain.miner.sync")
 
 
-class SyncError(RuntimeError):
+class SyncError(FetchError):
     """The miner could not obtain the network's model for a window."""
-
-
-class AggregateNotReady(SyncError):
-    """The validator has not published the aggregate for this window (yet)."""
-
-    def __init__(self, window: int) -> None:
-        super().__init__(f"aggregate for window {window} is not published yet")
-        self.window = window
 
 
 class ChainClock(Protocol):
@@ -57,79 +45,12 @@ class WindowClock:
         self.chain = chain
         self.bpw = blocks_per_window
 
-    async def block(self) -> int:
-        return await self.chain.block()
-
     async def window(self) -> int:
         return window_of(await self.chain.block(), self.bpw)
 
     async def wait_for_window(self, window: int, *, timeout: float) -> int:
         """Wait until the chain reaches the first block of ``window``; returns the block."""
         return await self.chain.wait_for_block(window_start_block(window, self.bpw), timeout=timeout)
-
-
-class Getter(Protocol):
-    """The part of ``node.signed_http.SignedClient`` the link needs."""
-
-    async def get(
-        self, url: str, path: str, *, receiver_hotkey: str | None, pinned_fingerprint: str
-    ) -> tuple[int, bytes]: ...
-
-
-class ValidatorLink:
-    """Reads what one validator publishes: aggregates and checkpoints.
-
-    Example:
-        >>> link = ValidatorLink(signed_client, lead_endpoint, subnet_cfg)
-        >>> header, payload = await link.aggregate(7)          # AggregateNotReady on 404
-    """
-
-    def __init__(self, client: Getter, endpoint: ValidatorEndpoint, cfg: SubnetConfig) -> None:
-        self.client = client
-        self.endpoint = endpoint
-        self.cfg = cfg
-
-    async def _get(self, path: str) -> tuple[int, bytes]:
-        return await self.client.get(
-            self.endpoint.url,
-            path,
-            receiver_hotkey=self.endpoint.hotkey,
-            pinned_fingerprint=self.endpoint.fingerprint,
-        )
-
-    async def aggregate(self, window: int) -> tuple[Aggregate, bytes]:
-        status, body = await self._get(f"/aggregate/{window}")
-        if status == 404:
-            raise AggregateNotReady(window)
-        if status != 200:
-            raise SyncError(f"GET /aggregate/{window}: {status} {parse_error(body)}")
-        try:
-            header, payload = unpack_envelope(body, Aggregate)
-        except MessageError as exc:
-            raise SyncError(f"validator sent a malformed aggregate for window {window}: {exc}") from exc
-        if header.window != window or header.netuid != self.cfg.netuid:
-            raise SyncError(f"asked for aggregate {window}, got window {header.window} netuid {header.netuid}")
-        return header, payload
-
-    async def latest_checkpoint(self) -> CheckpointManifest | None:
-        status, body = await self._get("/checkpoint/latest")
-        if status == 404:
-            return None
-        if status != 200:
-            raise SyncError(f"GET /checkpoint/latest: {status} {parse_error(body)}")
-        try:
-            return CheckpointManifest.model_validate_json(body)
-        except ValueError as exc:
-            raise SyncError(f"validator sent a malformed checkpoint manifest: {exc}") from exc
-
-    async def checkpoint_bytes(self, manifest: CheckpointManifest) -> bytes:
-        status, body = await self._get(f"/checkpoint/{manifest.window}")
-        if status != 200:
-            raise SyncError(f"GET /checkpoint/{manifest.window}: {status} {parse_error(body)}")
-        digest = hashlib.sha256(body).hexdigest()
-        if digest != manifest.file_sha256 or len(body) != manifest.file_size:
-            raise SyncError(f"checkpoint {manifest.window} bytes have sha256 {digest}, manifest says {manifest.file_sha256}")
-        return body
 
 
 def model_from_checkpoint(data: bytes, manifest: CheckpointManifest, cfg: SubnetConfig) -> ModelState:
@@ -150,7 +71,8 @@ async def load_latest_checkpoint(link: ValidatorLink, model: ModelState, *, forc
     manifest = await link.latest_checkpoint()
     if manifest is None or (manifest.window <= model.window and not force):
         return model
-    log.info("loading checkpoint of window %d from validator uid %d", manifest.window, link.endpoint.uid)
+    log.info(progress_line("loading checkpoint", w=manifest.window, validator=link.endpoint.uid,
+                           hotkey=link.endpoint.hotkey))
     return model_from_checkpoint(await link.checkpoint_bytes(manifest), manifest, link.cfg)
 
 
@@ -175,7 +97,7 @@ async def catch_up(model: ModelState, link: ValidatorLink, target: int) -> Model
     try:
         return await replay(model, link, target)
     except ModelDesyncError as exc:
-        log.warning("model desync at window %d (%s): reloading the validator's checkpoint", model.window, exc)
+        log.warning(progress_line("model desync: reloading the validator's checkpoint", w=model.window, reason=exc))
         fresh = await load_latest_checkpoint(link, model, force=True)
         if fresh is model:
             raise SyncError(f"model diverged at window {model.window} and no checkpoint is available") from exc
@@ -183,22 +105,3 @@ async def catch_up(model: ModelState, link: ValidatorLink, target: int) -> Model
             return await replay(fresh, link, target)
         except ModelDesyncError as again:
             raise SyncError(f"still diverged after loading a checkpoint: {again}") from again
-
-
-async def poll(
-    attempt: Callable[[], Awaitable[Any]],
-    *,
-    timeout: float,
-    interval: float = 1.0,
-    retry_on: tuple[type[BaseException], ...] = (AggregateNotReady, NodeHttpError),
-) -> Any:
-    """Call ``attempt`` until it returns, retrying on ``retry_on`` errors until ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await attempt()
-        except retry_on:
-            if loop.time() + interval > deadline:
-                raise
-            await asyncio.sleep(interval)

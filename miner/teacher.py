@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from chain.errors import ChainError
 from miner.service import Miner, WindowReport
 from miner.state import MinerState
 from node.logs import progress_line
@@ -38,6 +39,7 @@ from node.teacher import Teacher
 from protocol import outputs_codec
 from protocol.distill import outputs_spec, teacher_topk
 from protocol.outputs_codec import TeacherOutputs
+from protocol.retry import poll_until
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_end_block
 
@@ -71,7 +73,7 @@ class Labeler:
               on_batch: BatchCallback | None = None) -> LabelResult:
         """Outputs of ``samples`` (N, T+1) in order; stops between batches once ``should_stop()``
         (always after at least one batch)."""
-        started, parts, done = time.monotonic(), [], 0
+        started, parts, done = time.monotonic(), list[TeacherOutputs](), 0
         total = int(samples.shape[0])
         while done < total and not (parts and should_stop()):
             batch = samples[done : done + self.batch_size]
@@ -127,14 +129,21 @@ class OutputsMiner(Miner):
 
         task = asyncio.ensure_future(asyncio.to_thread(self.labeler.label, samples, stop.is_set, on_batch))
         last_block = window_end_block(window, self.cfg.blocks_per_window) - self.deadline_blocks
-        while not task.done():
-            try:
-                if await self.clock.block() >= last_block:
-                    stop.set()
-            except Exception as exc:  # noqa: BLE001 - a chain hiccup must not lose the labels
-                log.debug("block read failed while labelling: %s", exc)
-            await asyncio.wait({task}, timeout=self.options.poll_interval_s)
-        return task.result()
+        try:
+            await poll_until(self._block_or_none, lambda b: task.done() or (b is not None and b >= last_block),
+                             timeout=self.options.sync_timeout_s, interval=self.options.poll_interval_s,
+                             on_timeout=None)
+        finally:
+            stop.set()  # the deadline block, the time limit, or cancellation: stop after this batch
+        return await task
+
+    async def _block_or_none(self) -> int | None:
+        """The chain's block, or None on a chain hiccup (it must not lose the labels)."""
+        try:
+            return await self.chain.block()
+        except ChainError as exc:
+            log.debug(progress_line("block read failed while labelling", reason=exc))
+            return None
 
     def checkpoint(self) -> None:
         self.store.save(MinerState(model=self.model))

@@ -6,9 +6,9 @@ Layout under ``root``::
     checkpoints/00000005.json          its manifest (written last: the commit marker)
     aggregates/00000004.bin            the published Aggregate(4) envelope bytes
 
-Every file is written to a temp name, fsynced, then renamed over the target, so a
-crash mid-write leaves the previous file intact. A checkpoint counts only once its
-manifest exists and names the data file's exact size.
+Every file is written with ``protocol.files.atomic_write`` (temp name, fsync, rename,
+directory fsync), so a crash mid-write leaves the previous file intact. A checkpoint counts
+only once its manifest exists and names the data file's exact size.
 
 Example:
     >>> store = CheckpointStore(Path("/tmp/state"), keep_checkpoints=3)
@@ -21,38 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from protocol.files import atomic_write, atomic_write_json
+
 CKPT_DIR = "checkpoints"
 AGG_DIR = "aggregates"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, sort_keys=True, indent=1).encode("utf-8"))
-
-
-def fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _name(window: int, suffix: str) -> str:
@@ -113,11 +88,6 @@ class CheckpointStore:
         windows = self.checkpoint_windows()
         return windows[-1] if windows else None
 
-    def read_checkpoint(self, window: int) -> bytes | None:
-        if self.get_manifest(window) is None:
-            return None
-        return self.checkpoint_path(window).read_bytes()
-
     # -- aggregates --------------------------------------------------------------------
     def aggregate_path(self, window: int) -> Path:
         return self.root / AGG_DIR / _name(window, ".bin")
@@ -131,9 +101,6 @@ class CheckpointStore:
             return self.aggregate_path(window).read_bytes()
         except FileNotFoundError:
             return None
-
-    def aggregate_windows(self) -> list[int]:
-        return _windows_in(self.root / AGG_DIR, ".bin")
 
     # -- retention ---------------------------------------------------------------------
     def _prune(self, sub: str, key_suffix: str, keep: int, suffixes: tuple[str, ...]) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor
 
 from protocol.data import BOS, EOS, PAD
+from protocol.files import atomic_write
 from protocol.model import ModelConfig, Transformer, expected_spec
 from protocol.tokenizer import BYTES, load_tokenizer_file
 
@@ -149,14 +149,16 @@ def write_tokenizer(out: Path, tokenizer: str, max_len: int) -> dict[str, int | 
 
     ``tokenizer`` is ``bytes`` or the path of the subnet's ``tokenizers`` JSON file.
     """
+    ids: dict[str, int | None]
+    specials: dict[str, str | None]
     if tokenizer == BYTES:
         doc, ids = byte_tokenizer_json(), {"bos": BOS, "eos": EOS, "pad": PAD}
         specials = {"bos_token": BOS_TEXT, "eos_token": EOS_TEXT, "pad_token": PAD_TEXT}
-        (out / "tokenizer.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        atomic_write(out / "tokenizer.json", json.dumps(doc, ensure_ascii=False).encode("utf-8"))
     else:
         info, data = load_tokenizer_file(tokenizer)
         doc = json.loads(data)
-        shutil.copyfile(tokenizer, out / "tokenizer.json")
+        atomic_write(out / "tokenizer.json", data)  # the subnet's file, byte for byte
         pad = next((t["id"] for t in doc.get("added_tokens") or [] if t.get("content") in ("<|pad|>", "<pad>")), None)
         ids = {"bos": None, "eos": info.eos_id, "pad": pad}
         specials = {"eos_token": _special_text(doc, info.eos_id)}
@@ -164,15 +166,15 @@ def write_tokenizer(out: Path, tokenizer: str, max_len: int) -> dict[str, int | 
             specials["pad_token"] = _special_text(doc, pad)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len, "add_bos_token": False,
               "add_eos_token": False, "clean_up_tokenization_spaces": False, **specials}
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2), encoding="utf-8")
+    _write_json(out / "tokenizer_config.json", config)
+    _write_json(out / "special_tokens_map.json", specials)
     return ids
 
 
 def export_hf(state: Mapping[str, Tensor], cfg: ModelConfig, out: Path, *, tokenizer: str = BYTES,
               extra: dict[str, Any] | None = None) -> Path:
     """Write ``state`` (our parameter names) as a transformers LLaMA directory ``out``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     want = expected_spec(cfg)
     got = {k: tuple(v.shape) for k, v in state.items() if k in want}
@@ -182,13 +184,18 @@ def export_hf(state: Mapping[str, Tensor], cfg: ModelConfig, out: Path, *, token
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {hf_name(k): state[k].detach().to("cpu", torch.float32).contiguous() for k in want}
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt", **(extra or {})})
+    atomic_write(out / "model.safetensors", save(tensors, metadata={"format": "pt", **(extra or {})}))
     ids = write_tokenizer(out, tokenizer, cfg.max_seq_len)
     config = hf_config(cfg, bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids["pad"])
-    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    _write_json(out / "config.json", config)
     generation = {"bos_token_id": ids["bos"], "eos_token_id": ids["eos"], "pad_token_id": ids["pad"]}
-    (out / "generation_config.json").write_text(json.dumps(generation, indent=2), encoding="utf-8")
+    _write_json(out / "generation_config.json", generation)
     return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Indented JSON in the key order given (transformers' files read best that way), crash-safely."""
+    atomic_write(path, json.dumps(obj, indent=2).encode("utf-8"))
 
 
 # ---- import ---------------------------------------------------------------------------------

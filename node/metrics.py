@@ -26,12 +26,15 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from node.logs import MetricsWriter
+from node.logs import MetricsWriter, progress_line
+
+if TYPE_CHECKING:
+    from node.signed_http import SignedClient
 
 log = logging.getLogger("swarmtrain.metrics")
 
@@ -122,18 +125,22 @@ class MinerTelemetry:
 class CountingClient:
     """Wraps a ``SignedClient``: the same ``post``/``get``/``close``, counting body bytes."""
 
-    def __init__(self, inner: Any, telemetry: MinerTelemetry) -> None:
+    def __init__(self, inner: SignedClient, telemetry: MinerTelemetry) -> None:
         self.inner = inner
         self.telemetry = telemetry
 
-    async def post(self, url: str, path: str, body: bytes, **kwargs: Any) -> tuple[int, bytes]:
+    async def post(self, url: str, path: str, body: bytes, *, receiver_hotkey: str,
+                   pinned_fingerprint: str) -> tuple[int, bytes]:
         self.telemetry.sent.inc(len(body))
-        status, data = await self.inner.post(url, path, body, **kwargs)
+        status, data = await self.inner.post(url, path, body, receiver_hotkey=receiver_hotkey,
+                                             pinned_fingerprint=pinned_fingerprint)
         self.telemetry.received.inc(len(data))
         return status, data
 
-    async def get(self, url: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
-        status, data = await self.inner.get(url, path, **kwargs)
+    async def get(self, url: str, path: str, *, receiver_hotkey: str | None,
+                  pinned_fingerprint: str) -> tuple[int, bytes]:
+        status, data = await self.inner.get(url, path, receiver_hotkey=receiver_hotkey,
+                                            pinned_fingerprint=pinned_fingerprint)
         self.telemetry.received.inc(len(data))
         return status, data
 
@@ -172,7 +179,7 @@ class MetricsServer:
                 "--metrics-port (0 picks a free one) or --no-metrics"
             ) from exc
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("Prometheus metrics at http://%s:%d%s", host, bound, METRICS_PATH)
+        log.info(progress_line("Prometheus metrics", url=f"http://{host}:{bound}{METRICS_PATH}"))
         return cls(runner, host, bound)
 
     async def stop(self) -> None:

@@ -3,7 +3,8 @@
 ``ModelState`` keeps the model on CPU in fp32 (so every node computes bit-identical
 weights), the window it belongs to, and the outer optimizer's state. Aggregates are
 applied with ``apply_aggregate``; a resulting hash different from the published
-``next_model_hash`` raises ``ModelDesyncError`` and leaves the state unchanged.
+``next_model_hash`` raises ``ModelDesyncError`` and leaves the state unchanged. It owns
+the model hash: computed once per version of the weights, whoever asks how often.
 
 Example:
     >>> state = ModelState.initial(SubnetConfig())          # θ_0, window 0
@@ -14,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,9 +25,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
-from node.aggregate_payload import decode_aggregate
-from node.checkpoints import atomic_write
-from protocol.model import Transformer, build_model, model_hash, param_spec, subnet_model_config
+from node.tensor_tree import flatten, unflatten
+from protocol.aggregate_payload import decode_aggregate
+from protocol.files import atomic_write
+from protocol.model import Transformer, initial_model, model_hash, param_spec
 from protocol.outer import OuterOptimizer
 from protocol.subnet import SubnetConfig
 
@@ -43,11 +44,6 @@ class ModelStateError(ValueError):
     """A saved model state is unreadable, for another subnet config, or tampered with."""
 
 
-def initial_seed(cfg: SubnetConfig) -> int:
-    """θ_0's init seed: the first 8 bytes of sha256(subnet seed), big endian."""
-    return int.from_bytes(hashlib.sha256(cfg.seed_bytes).digest()[:8], "big")
-
-
 class ModelState:
     """θ_w for a subnet config, its window, and the outer optimizer (CPU, fp32)."""
 
@@ -57,14 +53,23 @@ class ModelState:
         self.window = window
         self.outer = outer
         self.spec = param_spec(model)
+        self._hash: tuple[tuple[tuple[int, int], ...], str] | None = None  # (weights version, hash)
 
     @classmethod
     def initial(cls, cfg: SubnetConfig) -> ModelState:
-        model = build_model(subnet_model_config(cfg), seed=initial_seed(cfg))
-        return cls(cfg, model, 0, _new_outer(cfg))
+        return cls(cfg, initial_model(cfg), 0, _new_outer(cfg))
 
     def hash(self) -> str:
-        return model_hash(self.model)
+        """``protocol.model.model_hash`` of θ, computed once per version of the weights."""
+        version = self._weights_version()
+        if self._hash is None or self._hash[0] != version:
+            self._hash = (version, model_hash(self.model))
+        return self._hash[1]
+
+    def _weights_version(self) -> tuple[tuple[int, int], ...]:
+        # torch bumps a tensor's version counter on every in-place write (the outer step, a
+        # restore, an optimizer step on ``model``), so any path that changes θ changes this.
+        return tuple((id(p), p._version) for p in self.model.parameters())
 
     def params(self) -> dict[str, Tensor]:
         """Detached views of the parameters, by name (do not modify)."""
@@ -123,7 +128,7 @@ class ModelState:
     def to_bytes(self) -> bytes:
         """safetensors bytes: weights, outer state, and metadata (config, window, hash)."""
         tensors = {k: v.contiguous().clone() for k, v in self.params().items()}
-        outer_tensors, outer_meta = _flatten(self.outer.state_dict())
+        outer_tensors, outer_meta = flatten(self.outer.state_dict())
         tensors.update({_OUTER_PREFIX + k: v.contiguous() for k, v in outer_tensors.items()})
         meta = {
             "format": FORMAT,
@@ -166,7 +171,7 @@ class ModelState:
         state = cls.initial(cfg)
         _load_weights(state, tensors, where)
         outer_tensors = {k[len(_OUTER_PREFIX):]: v for k, v in tensors.items() if k.startswith(_OUTER_PREFIX)}
-        state.outer.load_state_dict(_unflatten(outer_tensors, json.loads(meta["outer_state"])))
+        state.outer.load_state_dict(unflatten(json.loads(meta["outer_state"]), outer_tensors))
         state.window = int(meta["window"])
         if state.hash() != meta.get("model_hash"):
             raise ModelStateError(f"{where}: weights do not match the stored model hash")
@@ -202,31 +207,3 @@ def _metadata_of_bytes(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
     return dict(header.get("__metadata__") or {})
-
-
-def _flatten(obj: Any, prefix: str = "") -> tuple[dict[str, Tensor], Any]:
-    """Split a nested state dict into (tensors by path, JSON skeleton with tensor markers)."""
-    if isinstance(obj, Tensor):
-        return {prefix: obj.detach().to("cpu").contiguous()}, {"__tensor__": prefix}
-    if isinstance(obj, Mapping):
-        tensors: dict[str, Tensor] = {}
-        skeleton = {}
-        for key, value in obj.items():
-            sub_t, sub_s = _flatten(value, f"{prefix}/{key}" if prefix else str(key))
-            tensors.update(sub_t)
-            skeleton[str(key)] = sub_s
-        return tensors, skeleton
-    if isinstance(obj, (list, tuple)):
-        parts = [_flatten(v, f"{prefix}/{i}") for i, v in enumerate(obj)]
-        return {k: v for t, _ in parts for k, v in t.items()}, {"__list__": [s for _, s in parts]}
-    return {}, obj
-
-
-def _unflatten(tensors: Mapping[str, Tensor], skeleton: Any) -> Any:
-    if isinstance(skeleton, dict) and "__tensor__" in skeleton:
-        return tensors[skeleton["__tensor__"]].clone()
-    if isinstance(skeleton, dict) and "__list__" in skeleton:
-        return [_unflatten(tensors, s) for s in skeleton["__list__"]]
-    if isinstance(skeleton, dict):
-        return {k: _unflatten(tensors, v) for k, v in skeleton.items()}
-    return skeleton

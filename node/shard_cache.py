@@ -21,15 +21,18 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
+from node.logs import progress_line
 from node.shard_sources import ShardSource
+from protocol.files import atomic_file
 from protocol.shards import (
     HEADER_SIZE,
     Manifest,
@@ -47,13 +50,13 @@ _CHUNK = 1 << 20
 class _HashingWriter:
     """File writer that hashes what passes through (one read of the network stream)."""
 
-    def __init__(self, f: object) -> None:
+    def __init__(self, f: IO[bytes]) -> None:
         self.f = f
         self.h = hashlib.sha256()
 
     def write(self, data: bytes) -> int:
         self.h.update(data)
-        return self.f.write(data)  # type: ignore[attr-defined, no-any-return]
+        return self.f.write(data)
 
 
 class ShardStore:
@@ -117,35 +120,29 @@ class ShardStore:
                 self._check(path, entry, str(path))
                 return path
             except ShardError as e:
-                log.warning("discarding cached %s: %s", path, e)
+                log.warning(progress_line("discarding cached shard", path=path, reason=e))
                 self._forget(entry.file)
         self._download(entry, path)
         return path
 
     def _download(self, entry: ShardEntry, path: Path) -> None:
         """Fetch ``entry`` into ``path`` through a temporary file; kept only if it verifies."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=entry.file, suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                writer = _HashingWriter(f)
-                self.source.download(entry.file, writer, entry.bytes)  # type: ignore[arg-type]
+        with atomic_file(path) as f:
+            writer = _HashingWriter(f)
+            self.source.download(entry.file, writer, entry.bytes)  # type: ignore[arg-type]
             where = self.source.describe(entry.file)
-            self._check_size(Path(tmp), entry, where)
+            f.flush()
+            self._check_layout(os.pread(f.fileno(), HEADER_SIZE, 0), os.fstat(f.fileno()).st_size, entry, where)
             if writer.h.hexdigest() != entry.sha256:
                 raise ShardError(
                     f"shard {where} has sha256 {writer.h.hexdigest()}, the manifest lists {entry.sha256}: "
                     "the copy at the source is not the one the manifest describes (upload the dataset "
                     "folder exactly as 'swarmtrain data prepare' wrote it); the download was discarded"
                 )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         with self._lock:
             self._cached[entry.file] = entry.bytes
             self.downloaded.append(entry.file)
-        log.info("fetched %s (%d bytes)", entry.file, entry.bytes)
+        log.info(progress_line("fetched shard", file=entry.file, bytes=entry.bytes))
 
     def _verified_map(self, path: Path, entry: ShardEntry, where: str, in_place: bool) -> np.ndarray:
         if in_place:
@@ -161,14 +158,18 @@ class ShardStore:
 
     def _check_size(self, path: Path, entry: ShardEntry, where: str) -> None:
         with path.open("rb") as f:
-            width, tokens = decode_header(f.read(HEADER_SIZE), where)
+            header = f.read(HEADER_SIZE)
+        self._check_layout(header, path.stat().st_size, entry, where)
+
+    def _check_layout(self, header: bytes, size: int, entry: ShardEntry, where: str) -> None:
+        width, tokens = decode_header(header, where)
         if width != self.dtype.itemsize:
             raise ShardError(f"shard {where} holds {width}-byte tokens, the manifest says {self.manifest.dtype}; "
                              "re-run 'swarmtrain data prepare'")
-        check_shard_size(where, path.stat().st_size, width, tokens, entry)
+        check_shard_size(where, size, width, tokens, entry)
 
     # -- the size bound ---------------------------------------------------------------------
-    def _touch(self, names: set[str]) -> None:
+    def _touch(self, names: AbstractSet[str]) -> None:
         """Mark downloads as just used (the file's mtime keeps the order across restarts)."""
         with self._lock:
             used = [n for n in names if n in self._cached]
@@ -190,8 +191,8 @@ class ShardStore:
                     victims.append(name)
                     total -= size
             if total > self.max_bytes:
-                log.warning("shard cache holds %d bytes, over its %d-byte bound: one request needs "
-                            "more shards than the bound allows", total, self.max_bytes)
+                log.warning(progress_line("shard cache over its bound: one request needs more shards than it allows",
+                                          bytes=total, bound=self.max_bytes))
         for name in victims:
             self._forget(name)
 

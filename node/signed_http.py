@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 from bittensor import http_auth
 
+from chain.wallets import Wallet
 from node.tls import pinned
+from protocol.messages import Submission
 
 AUTH_CODES: dict[type[http_auth.AuthError], str] = {
     http_auth.MalformedAuth: "auth_malformed",
@@ -48,7 +49,7 @@ class RequestRefused(Exception):
         self.status = status
         self.code = code
         self.reason = reason
-        self.header: Any = None  # the authenticated message it refuses, when known (for operators' views)
+        self.header: Submission | None = None  # the message it refuses, once its signer is known (operators' views)
 
     def response(self) -> web.Response:
         return error_response(self.status, self.code, self.reason)
@@ -57,6 +58,11 @@ class RequestRefused(Exception):
 def error_response(status: int, code: str, reason: str) -> web.Response:
     """JSON body ``{"code", "reason"}`` (the ``ErrorResponse`` wire shape)."""
     return web.json_response({"code": code, "reason": reason}, status=status)
+
+
+def is_transient(status: int) -> bool:
+    """Worth another try: no answer (0), 425 (too early), 429 (busy) and 5xx; other 4xx are final."""
+    return status in (0, 425, 429) or status >= 500
 
 
 def parse_error(body: bytes) -> tuple[str, str]:
@@ -103,7 +109,7 @@ class SignedClient:
     ``timeout`` bounds each request end to end (connect + send + read), in seconds.
     """
 
-    def __init__(self, wallet: Any, *, timeout: float = 30.0) -> None:
+    def __init__(self, wallet: Wallet, *, timeout: float = 30.0) -> None:
         self.wallet = wallet
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from protocol.files import atomic_write
 from protocol.subnet import SubnetConfig
 
 
@@ -61,9 +62,6 @@ def documented(cfg: SubnetConfig) -> dict[str, Any]:
     return {"_about": about, "_doc": docs, **cfg.model_dump()}
 
 
-def write_documented(cfg: SubnetConfig, path: Any) -> None:
-    """Write ``documented(cfg)`` as indented JSON (atomically: temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(documented(cfg), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+def write_documented(cfg: SubnetConfig, path: Path) -> None:
+    """Write ``documented(cfg)`` as indented JSON, crash-safely (``protocol.files``)."""
+    atomic_write(Path(path), (json.dumps(documented(cfg), indent=2) + "\n").encode("utf-8"))

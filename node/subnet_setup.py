@@ -33,7 +33,7 @@ def load_subnet_config(path: Path | None, netuid: int, preset: str | None = None
     """The subnet config file if given (its netuid and, if asked, preset must agree), else
     the defaults for ``netuid``; ValueError names the flag that disagrees with the file."""
     if path is None:
-        return SubnetConfig(netuid=netuid, **({"preset": preset} if preset else {}))
+        return SubnetConfig.model_validate({"netuid": netuid, **({"preset": preset} if preset else {})})
     cfg = read_subnet_config(Path(path), netuid)
     if cfg.netuid != netuid:
         raise ValueError(f"--netuid {netuid} but {path} is for netuid {cfg.netuid}")

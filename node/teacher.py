@@ -1,8 +1,8 @@
 """The pinned teacher of an outputs-mode subnet: load it, check it is the one the config names,
 and run it (miners label with it, validators recompute with it).
 
-A teacher is a swarmtrain checkpoint (``protocol.model.save_checkpoint``, what ``swarmtrain
-import --hf`` writes), a node's model state file (a trained subnet's ``model.safetensors``),
+A teacher is a standalone model file (``node.model_file``, what ``swarmtrain import --hf``
+writes), a node's model state file (a trained subnet's ``model.safetensors``),
 or a Hugging Face LLaMA-architecture directory (``node.hf_interop``). It is pinned by its
 ``model_hash`` (sha256 over names, shapes and fp32 weights), which is the same whichever of
 these files holds the weights. A miner runs it in bf16 on a GPU and in fp32 on a CPU; a
@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from protocol.model import ModelConfig, Transformer, build_model, load_checkpoint, model_hash
+from node.model_file import ModelFileError, load_model_file
+from node.model_state import FORMAT as MODEL_STATE_FORMAT
+from protocol.model import ModelConfig, Transformer, build_model, model_hash
 from protocol.subnet import SubnetConfig
 
-MODEL_STATE_FORMAT = "swarmtrain-model-state/1"  # node.model_state.FORMAT
 CPU_MAX_BATCH = 32  # larger CPU batches are no faster per token
 
 
@@ -80,7 +80,7 @@ def fit_batch(cfg: ModelConfig, seq_len: int, device: torch.device) -> int:
 
 
 def read_teacher(path: str | Path) -> tuple[Transformer, ModelConfig]:
-    """The model (fp32, CPU) in a checkpoint file, a model state file or a transformers directory."""
+    """The model (fp32, CPU) in a model file (``node.model_file``), a model state file or a transformers directory."""
     path = Path(path).expanduser()
     if path.is_dir():
         from node.hf_interop import HfInteropError, load_hf_causal_lm
@@ -96,8 +96,8 @@ def read_teacher(path: str | Path) -> tuple[Transformer, ModelConfig]:
     if meta.get("format") == MODEL_STATE_FORMAT:
         return _from_model_state(path, meta)
     try:
-        state, cfg, _ = load_checkpoint(path)
-    except ValueError as exc:
+        state, cfg, _ = load_model_file(path)
+    except ModelFileError as exc:
         raise TeacherError(f"teacher {path}: {exc}") from exc
     model = build_model(cfg)
     model.load_state_dict(state, strict=True)
@@ -105,13 +105,13 @@ def read_teacher(path: str | Path) -> tuple[Transformer, ModelConfig]:
 
 
 def _metadata(path: Path) -> dict[str, str]:
+    """The safetensors metadata of ``path`` (which kind of model file it is)."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        with open(path, "rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            if not 0 < size < 100 * 2**20:
-                raise ValueError("bad header length")
-            return dict(json.loads(fh.read(size)).get("__metadata__") or {})
-    except (OSError, ValueError) as exc:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as exc:
         raise TeacherError(f"teacher {path} is not a safetensors file: {exc}") from exc
 
 

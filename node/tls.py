@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from protocol.files import atomic_write
 
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
@@ -95,19 +96,9 @@ def ensure_identity(directory: Path, common_name: str = "swarmtrain-validator") 
     if not (cert_path.exists() and key_path.exists()):
         directory.mkdir(parents=True, exist_ok=True)
         cert_pem, key_pem = make_self_signed(common_name)
-        _write_private(key_path, key_pem)
-        _write_private(cert_path, cert_pem)
+        atomic_write(key_path, key_pem, mode=0o600)
+        atomic_write(cert_path, cert_pem, mode=0o600)
     return TlsIdentity(cert_path, key_path, fingerprint_of_pem(cert_path.read_bytes()))
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def server_context(identity: TlsIdentity) -> ssl.SSLContext:

@@ -1,21 +1,23 @@
 """Find the subnet's validators (endpoint + pinned fingerprint) from the metagraph.
 
-A validator is reachable when it holds a validator permit, has served an axon
-("ip:port") and has published a ``ValidatorCommitment``. The lead validator (the one
-whose aggregate and checkpoints every node follows) is the one with the most stake.
+A validator is reachable when it has served an axon ("ip:port") and published a
+``ValidatorCommitment``. Which reachable validators serve (take submissions) and which one
+leads (its aggregates and checkpoints are everyone's) is ``protocol.lead``'s rule.
 
 Example:
-    >>> vals = find_validators(metagraph)
-    >>> lead = lead_validator(metagraph)    # None when no validator is reachable
+    >>> vals = serving_validators(metagraph)    # where a miner submits
+    >>> lead = lead_validator(metagraph)        # None when no validator is reachable
     >>> lead.url, lead.fingerprint
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from chain.types import Metagraph
 from node.commitment import parse_commitment
+from protocol.lead import lead_of
+from protocol.lead import serving_validators as _serving
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class ValidatorEndpoint:
     stake: float
     criteria_hash: str = ""
     config_hash: str = ""  # the subnet config hash it committed ("" when it did not)
+    permit: bool = True  # holds a validator permit
 
 
 def axon_url(axon: str | None) -> str | None:
@@ -43,7 +46,7 @@ def axon_url(axon: str | None) -> str | None:
     return f"https://{host}:{port}"
 
 
-def find_validators(metagraph: Any, *, require_permit: bool = True) -> list[ValidatorEndpoint]:
+def find_validators(metagraph: Metagraph, *, require_permit: bool = True) -> list[ValidatorEndpoint]:
     """Reachable validators, highest stake first (ties: lower uid first).
 
     ``metagraph`` needs: ``uids``, ``hotkeys``, ``stake``, ``validator_permit``, ``axons``,
@@ -59,7 +62,7 @@ def find_validators(metagraph: Any, *, require_permit: bool = True) -> list[Vali
 
 
 def _endpoint_at(
-    mg: Any, i: int, uid: int, commitments: dict[str, str], require_permit: bool
+    mg: Metagraph, i: int, uid: int, commitments: dict[str, str], require_permit: bool
 ) -> ValidatorEndpoint | None:
     if require_permit and not bool(mg.validator_permit[i]):
         return None
@@ -68,10 +71,15 @@ def _endpoint_at(
     commitment = parse_commitment(commitments.get(hotkey))
     if url is None or commitment is None:
         return None
-    return ValidatorEndpoint(uid, hotkey, url, commitment.fp, float(mg.stake[i]), commitment.crit, commitment.cfg)
+    return ValidatorEndpoint(uid, hotkey, url, commitment.fp, float(mg.stake[i]), criteria_hash=commitment.crit,
+                             config_hash=commitment.cfg, permit=bool(mg.validator_permit[i]))
 
 
-def lead_validator(metagraph: Any, *, require_permit: bool = True) -> ValidatorEndpoint | None:
-    """The highest-stake reachable validator, or None."""
-    found = find_validators(metagraph, require_permit=require_permit)
-    return found[0] if found else None
+def serving_validators(metagraph: Metagraph) -> list[ValidatorEndpoint]:
+    """The validators miners submit to, the lead first (``protocol.lead``)."""
+    return _serving(find_validators(metagraph, require_permit=False))
+
+
+def lead_validator(metagraph: Metagraph) -> ValidatorEndpoint | None:
+    """The validator whose aggregates every node applies (``protocol.lead``), or None."""
+    return lead_of(find_validators(metagraph, require_permit=False))

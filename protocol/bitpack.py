@@ -146,7 +146,7 @@ def read_rice(r: BitReader, p: np.ndarray, limits: np.ndarray, what: str) -> np.
     limits = np.asarray(limits, dtype=np.int64)
     low = r.varfields(p, what)
     high = r.unary(len(p), int((limits >> p).max()) if len(p) else 0, what)
-    values = (high << p) | low
+    values: np.ndarray = (high << p) | low
     if np.any(values > limits):
         raise BitstreamError(f"{what}: a value is out of range")
     return values

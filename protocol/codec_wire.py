@@ -98,14 +98,16 @@ class _Lines:
     def gaps(self) -> np.ndarray:
         first = np.ones(len(self.line), dtype=bool)
         first[1:] = self.line[1:] != self.line[:-1]
-        return np.where(first, self.pos, self.pos - np.roll(self.pos, 1) - 1)
+        gaps: np.ndarray = np.where(first, self.pos, self.pos - np.roll(self.pos, 1) - 1)
+        return gaps
 
     def gap_parameters(self) -> np.ndarray:
         counts = self.counts
         per_line = np.zeros(self.n_lines, dtype=np.int64)
         full = counts > 0
         per_line[full] = _gap_parameters(counts[full], self.length)
-        return per_line[self.line]
+        per_value: np.ndarray = per_line[self.line]
+        return per_value
 
     def bits(self) -> int:
         """Index bits this orientation costs (counts and gaps, Rice-coded)."""

@@ -29,7 +29,6 @@ import hashlib
 import os
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.errors import DataError, DatasetMismatchError, DataSourceError
+from protocol.files import atomic_file
 
 __all__ = ["DataError", "DataSourceError", "DatasetMismatchError"]  # re-exported: their home is protocol.errors
 
@@ -144,8 +144,11 @@ class Dataset(Protocol):
     """What miners and validators use of a dataset: a ``TokenDataset`` (all tokens local)
     or a ``node.sharded_dataset.ShardedDataset`` (shards fetched on demand)."""
 
-    name: str
-    content_hash: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def content_hash(self) -> str: ...
 
     def num_samples(self, seq_len: int, split: Split = "train") -> int: ...
 
@@ -197,7 +200,7 @@ class DatasetSpec(BaseModel):
     content_hash: str = Field(pattern=r"^([0-9a-f]{64})?$", description="empty: not pinned (devnets)")
 
 
-def verify_dataset(ds: TokenDataset, spec: DatasetSpec) -> None:
+def verify_dataset(ds: Dataset, spec: DatasetSpec) -> None:
     """Raise ``DatasetMismatchError`` unless ``ds`` has the spec's hash (an empty one pins nothing)."""
     if not spec.content_hash or ds.content_hash == spec.content_hash:
         return
@@ -379,17 +382,9 @@ def _load_cached(path: Path) -> np.ndarray | None:
 
 
 def _save_atomic(path: Path, tokens: np.ndarray) -> None:
-    """Write via a temp file in the same directory + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, tokens, allow_pickle=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is plain public data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the cache crash-safely (``protocol.files``): readers never see half a file."""
+    with atomic_file(path) as f:
+        np.save(f, tokens, allow_pickle=False)
 
 
 def _python_tag() -> str:

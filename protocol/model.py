@@ -1,4 +1,4 @@
-"""The shared model: a LLaMA-style decoder, its presets, its hash and its checkpoints.
+"""The shared model: a LLaMA-style decoder, its presets, θ_0 and its hash.
 
 Every node builds the same initial weights from the subnet seed (``build_model``) and
 checks after each outer step that it holds the same weights as everyone else
@@ -17,13 +17,10 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import struct
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -38,13 +35,6 @@ if TYPE_CHECKING:  # a type only: protocol.model needs nothing else from the sub
 DEFAULT_VOCAB_SIZE = 264
 
 HASH_FORMAT = b"swarmtrain-model-hash/1"
-_META_CONFIG = "swarmtrain.model_config"
-_META_HASH = "swarmtrain.model_hash"
-_META_EXTRA = "swarmtrain.extra"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, inconsistent with its config, or tampered with."""
 
 
 class ModelConfig(BaseModel):
@@ -125,6 +115,16 @@ def subnet_model_config(cfg: SubnetConfig) -> ModelConfig:
     return preset(cfg.preset, cfg.vocab_size)
 
 
+def initial_seed(cfg: SubnetConfig) -> int:
+    """θ_0's init seed: the first 8 bytes of sha256(subnet seed), big endian."""
+    return int.from_bytes(hashlib.sha256(cfg.seed_bytes).digest()[:8], "big")
+
+
+def initial_model(cfg: SubnetConfig) -> Transformer:
+    """θ_0 of a subnet: every node builds these exact weights from the subnet config."""
+    return build_model(subnet_model_config(cfg), seed=initial_seed(cfg))
+
+
 # ---------------------------------------------------------------------------- modules
 
 
@@ -175,7 +175,8 @@ class Attention(nn.Module):
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
-        return self.wo(y.transpose(1, 2).reshape(b, t, -1))
+        out: Tensor = self.wo(y.transpose(1, 2).reshape(b, t, -1))
+        return out
 
 
 class SwiGLU(nn.Module):
@@ -186,7 +187,8 @@ class SwiGLU(nn.Module):
         self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)  # down
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        out: Tensor = self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return out
 
 
 class Block(nn.Module):
@@ -199,7 +201,8 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin)
-        return x + self.mlp(self.mlp_norm(x))
+        out: Tensor = x + self.mlp(self.mlp_norm(x))
+        return out
 
 
 class Transformer(nn.Module):
@@ -230,7 +233,8 @@ class Transformer(nn.Module):
         x = self.tok_emb(idx)
         for layer in self.layers:
             x = layer(x, cos, sin)
-        return self.lm_head(self.norm(x))
+        logits: Tensor = self.lm_head(self.norm(x))  # (B, T, vocab)
+        return logits
 
 
 # ---------------------------------------------------------------------------- building
@@ -331,76 +335,3 @@ def model_hash(model_or_state: nn.Module | Mapping[str, Tensor]) -> str:
         h.update(struct.pack("<Q", data.nbytes))
         h.update(data.tobytes())
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: str | Path, model: nn.Module | Mapping[str, Tensor], cfg: ModelConfig,
-                    extra: dict[str, Any] | None = None) -> str:
-    """Write weights + config + model hash (+ JSON ``extra``) as safetensors; returns the hash.
-
-    Written to a temporary file and renamed, so a reader never sees half a checkpoint.
-    """
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in _tensors_of(model).items()}
-    digest = model_hash(tensors)
-    metadata = {
-        _META_CONFIG: cfg.model_dump_json(),
-        _META_HASH: digest,
-        _META_EXTRA: json.dumps(extra or {}, sort_keys=True),
-    }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return digest
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    return tensors, metadata
-
-
-def _parse_metadata(path: Path, metadata: Mapping[str, str]) -> tuple[ModelConfig, str, dict[str, Any]]:
-    missing = [k for k in (_META_CONFIG, _META_HASH, _META_EXTRA) if k not in metadata]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} lacks metadata {missing}")
-    try:
-        cfg = ModelConfig.model_validate_json(metadata[_META_CONFIG])
-        extra = json.loads(metadata[_META_EXTRA])
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {path} has invalid metadata: {e}") from e
-    if not isinstance(extra, dict):
-        raise CheckpointError(f"checkpoint {path}: extra metadata is not a JSON object")
-    return cfg, metadata[_META_HASH], extra
-
-
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig, dict[str, Any]]:
-    """(state_dict, cfg, extra) from ``save_checkpoint``'s file, after checking it.
-
-    Raises ``CheckpointError`` if the names/shapes differ from what ``cfg`` describes or
-    the weights do not match the stored hash.
-    """
-    path = Path(path)
-    tensors, metadata = _read_safetensors(path)
-    cfg, stored_hash, extra = _parse_metadata(path, metadata)
-    want = expected_spec(cfg)
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if got != want:
-        diff = sorted(set(got.items()) ^ set(want.items()))[:4]
-        raise CheckpointError(f"checkpoint {path} does not match config {cfg.name!r}: e.g. {diff}")
-    actual = model_hash(tensors)
-    if actual != stored_hash:
-        raise CheckpointError(f"checkpoint {path} model hash mismatch: stored {stored_hash[:16]}…, "
-                              f"weights hash {actual[:16]}… (corrupted or tampered)")
-    state = {name: tensors[name] for name in want}  # named_parameters order
-    return state, cfg, extra

@@ -43,7 +43,7 @@ import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -55,7 +55,7 @@ MAGIC = b"SWTOKENS"
 SHARD_VERSION = 1
 HEADER = struct.Struct("<8sIIQQ")
 HEADER_SIZE = HEADER.size  # 32
-MANIFEST_FORMAT = "swarmtrain-shards/1"
+MANIFEST_FORMAT: Final = "swarmtrain-shards/1"
 MANIFEST_FILE = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20
 _FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # no slashes: files sit next to the manifest

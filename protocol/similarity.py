@@ -85,9 +85,11 @@ def similarity_matrix(rows: Sequence[np.ndarray], cols: Sequence[np.ndarray]) ->
     def unit(vectors: Sequence[np.ndarray]) -> np.ndarray:
         m = np.stack(vectors)
         norms = np.linalg.norm(m, axis=1, keepdims=True)
-        return np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
+        units: np.ndarray = np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
+        return units
 
-    return unit(rows) @ unit(cols).T
+    cosines: np.ndarray = unit(rows) @ unit(cols).T
+    return cosines
 
 
 def support_similarity(update: Mapping[str, SparseTensor], reference: Mapping[str, SparseTensor]) -> float:

@@ -119,7 +119,8 @@ class Layout:
     def block_of(self, flat: np.ndarray) -> np.ndarray:
         """Block id (row-major over the block grid) of each flat index."""
         row, col = np.divmod(flat, self.cols)
-        return (row // self.bh) * self.nbc + col // self.bw
+        block: np.ndarray = (row // self.bh) * self.nbc + col // self.bw
+        return block
 
 
 @functools.lru_cache(maxsize=512)

@@ -15,9 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from protocol.files import atomic_write
+
+if TYPE_CHECKING:  # a type only: the codec (torch) is imported when a node asks for it
+    from protocol.codec import CodecConfig
 
 PROTOCOL_VERSION = 1
 
@@ -127,6 +132,12 @@ class SubnetConfig(BaseModel):
             return self.outputs_samples
         return self.inner_steps * self.batch_size
 
+    def codec_config(self) -> CodecConfig:
+        """The update codec every miner encodes with and every validator decodes with."""
+        from protocol.codec import CodecConfig
+
+        return CodecConfig(chunk=self.codec_chunk, topk=self.codec_topk, bits=self.codec_bits)
+
     def config_hash(self) -> str:
         """sha256 over the canonical JSON of every field (outputs-mode fields only where they
         differ from their defaults: a gradient-mode config hashes as it always did)."""
@@ -146,7 +157,7 @@ class SubnetConfig(BaseModel):
         return cls.model_validate(doc)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        atomic_write(Path(path), self.model_dump_json(indent=2).encode("utf-8"))
 
 
 def field_docs() -> dict[str, str]:

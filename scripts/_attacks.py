@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,8 +56,7 @@ class World:
 
     @property
     def codec_cfg(self) -> codec.CodecConfig:
-        c = self.cfg
-        return codec.CodecConfig(chunk=c.codec_chunk, topk=c.codec_topk, bits=c.codec_bits)
+        return self.cfg.codec_config()
 
     def batches(self, window: int, data_uid: int) -> list[Tensor]:
         """The H (B, T+1) batches of ``data_uid``'s assignment in ``window``."""
@@ -235,6 +235,10 @@ def quitter(trainer: Trainer, uid: int) -> Plan:
     return plan
 
 
+def _rescaled_plan(world: World, factor: float, uid: int) -> Plan:
+    return rescaled(Trainer(world), uid, factor)
+
+
 def build_suite(world: World, honest_miners: int = 4, attacks: bool = True) -> list[Strategy]:
     """Honest miners first (uids 0..), then one uid per strategy of the attack suite."""
     suite = [Strategy(u, f"honest-{u}", "honest", honest(Trainer(world), u)) for u in range(honest_miners)]
@@ -248,7 +252,7 @@ def build_suite(world: World, honest_miners: int = 4, attacks: bool = True) -> l
 
     add("over-trainer", "legit", lambda u: over_trainer(Trainer(world), u))
     for factor in (1.5, 2.0, 10.0, 0.1):
-        add(f"scaled-x{factor:g}", "rescaled", lambda u, f=factor: rescaled(Trainer(world), u, f))
+        add(f"scaled-x{factor:g}", "rescaled", functools.partial(_rescaled_plan, world, factor))
     add("copycat", "cheat", lambda u: copycat(0))
     add("near-copy", "cheat", lambda u: near_copy(1, u))
     add("partial-copy", "cheat", lambda u: partial_copy(2, u))

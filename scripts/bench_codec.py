@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = CodecConfig(chunk=args.chunk, topk=args.topk, bits=args.bits)
+    cfg = SubnetConfig(codec_chunk=args.chunk, codec_topk=args.topk, codec_bits=args.bits).codec_config()
     delta, source, first, last = pseudo_gradient(args)
     report(args, source, (first, last), measure(delta, cfg, args.repeats))
     return 0

@@ -44,11 +44,11 @@ from torch import Tensor, nn  # noqa: E402
 
 from miner.submit import build_submission  # noqa: E402
 from miner.trainer import InnerTrainer  # noqa: E402
-from node.model_state import ModelState, initial_seed  # noqa: E402
+from node.model_state import ModelState  # noqa: E402
 from protocol import codec, windows  # noqa: E402
 from protocol.data import TokenDataset, builtin_corpus  # noqa: E402
 from protocol.messages import Submission, unpack_envelope  # noqa: E402
-from protocol.model import build_model, count_params, lm_loss, preset  # noqa: E402
+from protocol.model import build_model, count_params, initial_model, lm_loss, preset  # noqa: E402
 from protocol.outer import OuterOptimizer, aggregate  # noqa: E402
 from protocol.subnet import SubnetConfig  # noqa: E402
 from validator.aggregation import build_aggregate  # noqa: E402
@@ -159,7 +159,7 @@ def run_adamw(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> Curve:
 
 def initial_params(s: SubnetConfig) -> dict[str, Tensor]:
     """θ_0 exactly as every node builds it from the subnet seed."""
-    model = build_model(preset(s.preset), seed=initial_seed(s))
+    model = initial_model(s)
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
@@ -180,7 +180,7 @@ class SimMiner:
     def submission(self, s: SubnetConfig, state: ModelState, delta: dict[str, Tensor],
                    indices: list[int]) -> StoredSubmission:
         """Error feedback + encode (the uploaded bytes), then the validator's intake decode."""
-        ccfg = codec_config(s)
+        ccfg = s.codec_config()
         payload = codec.encode(self.feedback.step(delta, ccfg), ccfg)
         body = build_submission(s, window=state.window, uid=self.uid, hotkey=self.hotkey,
                                 base_model_hash=state.hash(), indices=indices, payload=payload)
@@ -188,10 +188,6 @@ class SimMiner:
         update = codec.decode(received, state.spec, ccfg)
         return StoredSubmission(window=state.window, uid=self.uid, hotkey=self.hotkey,
                                 header=header, payload=received, update=update)
-
-
-def codec_config(s: SubnetConfig) -> codec.CodecConfig:
-    return codec.CodecConfig(chunk=s.codec_chunk, topk=s.codec_topk, bits=s.codec_bits)
 
 
 def assigned(ds: TokenDataset, s: SubnetConfig, window: int, uid: int) -> list[int]:

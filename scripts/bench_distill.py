@@ -48,10 +48,10 @@ import torch.nn.functional as F  # noqa: E402
 from miner import cheats  # noqa: E402
 from miner.submit import build_submission  # noqa: E402
 from miner.teacher import Labeler  # noqa: E402
-from node.aggregate_payload import encode_aggregate  # noqa: E402
 from node.model_state import ModelState  # noqa: E402
 from node.teacher import Teacher, load_teacher, teacher_hash_of  # noqa: E402
 from protocol import outputs_codec  # noqa: E402
+from protocol.aggregate_payload import encode_aggregate  # noqa: E402
 from protocol.data import TokenDataset, builtin_corpus  # noqa: E402
 from protocol.distill import (  # noqa: E402
     check_positions,
@@ -89,7 +89,7 @@ class CapturingTeacher:
     """A teacher that also keeps the full log-probs it computes (for variant (c))."""
 
     def __init__(self, teacher: Teacher) -> None:
-        self.teacher, self.seen = teacher, []
+        self.teacher, self.seen = teacher, list[torch.Tensor]()
 
     def logprobs(self, inputs: torch.Tensor) -> torch.Tensor:
         out = self.teacher.logprobs(inputs)
@@ -183,7 +183,7 @@ def run_network(cfg: SubnetConfig, ds: TokenDataset, teacher: Teacher, args: arg
 
 def make_intake(cfg: SubnetConfig, ds: TokenDataset, state: ModelState, hotkeys: dict[int, str]) -> Intake:
     view = IntakeView(open_window=state.window, ready=True, model_hash=state.hash(), hotkeys=dict(hotkeys))
-    return Intake(view, SubmissionStore(), cfg, ValidatorSettings(state_dir=Path("unused")),
+    return Intake(view, SubmissionStore(), cfg, ValidatorSettings(netuid=cfg.netuid, state_dir=Path("unused")),
                   self_hotkey=fake_hotkey(999), population=ds.num_samples(cfg.seq_len), spec=state.spec)
 
 

@@ -48,11 +48,11 @@ import torch  # noqa: E402
 from _attacks import Strategy, World, build_suite  # noqa: E402
 
 from miner.submit import build_submission  # noqa: E402
-from node.aggregate_payload import decode_aggregate  # noqa: E402
 from node.model_state import ModelState  # noqa: E402
 from node.signed_http import RequestRefused  # noqa: E402
 from protocol import codec, criteria, emission, windows  # noqa: E402
-from protocol.data import builtin_corpus  # noqa: E402
+from protocol.aggregate_payload import decode_aggregate  # noqa: E402
+from protocol.data import TokenDataset, builtin_corpus  # noqa: E402
 from protocol.subnet import SubnetConfig  # noqa: E402
 from validator.aggregation import build_aggregate  # noqa: E402
 from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss  # noqa: E402
@@ -118,7 +118,7 @@ def make_validators(setup: Setup, world: World, n_miners: int, root: Path, seed:
     for i, (stake, copier) in enumerate(stakes):
         v = BenchValidator(uid=n_miners + i, stake=stake, copier=copier, secret=f"secret-{seed}-{i}".encode())
         if not copier:
-            settings = ValidatorSettings(state_dir=root / f"v{i}")
+            settings = ValidatorSettings(netuid=world.cfg.netuid, state_dir=root / f"v{i}")
             v.store = SubmissionStore()
             population = world.dataset.num_samples(world.cfg.seq_len)
             v.intake = Intake(IntakeView(), v.store, world.cfg, settings, self_hotkey=bc.fake_hotkey(v.uid),
@@ -244,7 +244,7 @@ def run_epoch(vals: list[BenchValidator], n: int, block: int, bonds: torch.Tenso
 # ---------------------------------------------------------------------------- one seed
 
 
-def run_seed(setup: Setup, seed: int, *, attacks: bool, dataset, log_every: int = 5) -> SeedRun:
+def run_seed(setup: Setup, seed: int, *, attacks: bool, dataset: TokenDataset, log_every: int = 5) -> SeedRun:
     cfg = setup.subnet.model_copy(update={"seed": f"incentives-{seed}"})
     world = World(cfg, dataset, ModelState.initial(cfg), rng_seed=seed, windows=setup.windows)
     suite = build_suite(world, setup.honest, attacks=attacks)

@@ -86,7 +86,7 @@ def random_delta(spec: dict[str, tuple[int, ...]], gen: torch.Generator, scale: 
 
 def make_bodies(cfg: SubnetConfig, state: ModelState, population: int, count: int) -> list[bytes]:
     """``count`` submission bodies for window ``state.window``, as miners send them."""
-    ccfg = codec_config(cfg)
+    ccfg = cfg.codec_config()
     gen = torch.Generator().manual_seed(1)
     bodies = []
     for uid in range(count):
@@ -97,17 +97,13 @@ def make_bodies(cfg: SubnetConfig, state: ModelState, population: int, count: in
     return bodies
 
 
-def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
-    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
-
-
 def verify(body: bytes, cfg: SubnetConfig, spec: dict, population: int) -> StoredSubmission:
     """Intake's work on one body (without the HTTP and signature layers)."""
     header, payload = unpack_envelope(body, Submission)
     indices = assigned_samples(cfg.seed_bytes, header.window, header.uid, cfg.samples_per_window, population)
     if header.data_digest != data_digest(indices):
         raise ValueError("data digest mismatch")
-    update = codec.decode(payload, spec, codec_config(cfg))
+    update = codec.decode(payload, spec, cfg.codec_config())
     return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
 
 
@@ -146,7 +142,7 @@ def inner_step_seconds(cfg: SubnetConfig, ds: TokenDataset, repeats: int, device
 
 def val_loss_seconds(cfg: SubnetConfig, ds: TokenDataset, state: ModelState, repeats: int,
                      device: torch.device) -> float:
-    count = cfg.eval_samples * ValidatorSettings(state_dir=Path(".")).val_batches
+    count = cfg.eval_samples * ValidatorSettings(netuid=cfg.netuid, state_dir=Path(".")).val_batches
     idx = validation_indices(ds, cfg, count)
     model = state.clone_model()
     return bc.median_seconds(lambda: validation_loss(model, ds, cfg, idx, str(device)),

@@ -43,8 +43,8 @@ bc.ensure_repo_on_path()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from node.aggregate_payload import encode_aggregate  # noqa: E402
 from protocol import codec  # noqa: E402
+from protocol.aggregate_payload import encode_aggregate  # noqa: E402
 from protocol.model import estimate_params, expected_spec, preset  # noqa: E402
 from protocol.subnet import SubnetConfig  # noqa: E402
 
@@ -98,7 +98,7 @@ def preset_bandwidth(name: str, ccfg: codec.CodecConfig, top_g: int, seed: int =
 
 
 def bandwidth_table(presets: Sequence[str], subnet: SubnetConfig) -> list[dict[str, Any]]:
-    ccfg = codec.CodecConfig(chunk=subnet.codec_chunk, topk=subnet.codec_topk, bits=subnet.codec_bits)
+    ccfg = subnet.codec_config()
     rows = []
     for name in presets:
         row = preset_bandwidth(name, ccfg, subnet.top_g)

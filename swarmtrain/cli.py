@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from swarmtrain import __version__, commands
+from swarmtrain.own_packages import ShadowedPackageError, check_own_packages
 
 
 def discover_commands() -> list[ModuleType]:
@@ -39,6 +40,11 @@ def build_parser(modules: Sequence[ModuleType]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        check_own_packages()  # before any subcommand imports protocol, chain, node, ...
+    except ShadowedPackageError as err:
+        print(f"swarmtrain: {err}", file=sys.stderr)
+        return 2
     parser = build_parser(discover_commands())
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from node.model_file import save_model_file
 from protocol.data import TokenDataset, cache_root
-from protocol.model import build_model, lm_loss, preset, save_checkpoint
+from protocol.model import Transformer, build_model, lm_loss, preset
 
 log = logging.getLogger("swarmtrain.local")
 
@@ -49,8 +50,7 @@ def local_teacher(dataset: TokenDataset, *, preset_name: str = "small", steps: i
     log.info("training the local teacher (%s, %d steps of %d samples): cached at %s for the next runs",
              preset_name, steps, batch_size, path)
     model = train_teacher(dataset, preset_name, steps, batch_size, lr, seed, vocab_size, threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, model, model.cfg, extra={"source": "swarmtrain.local_teacher", "steps": steps})
+    save_model_file(path, model, model.cfg, extra={"source": "swarmtrain.local_teacher", "steps": steps})
     log.info("teacher trained in %.0fs", time.monotonic() - started)
     return path
 
@@ -75,7 +75,7 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 20) -> float:
 
 
 def train_teacher(dataset: TokenDataset, preset_name: str, steps: int, batch_size: int, lr: float, seed: int,
-                  vocab_size: int, threads: int | None = None) -> torch.nn.Module:
+                  vocab_size: int, threads: int | None = None) -> Transformer:
     """``steps`` AdamW steps of ``preset_name`` from a seeded init on random training samples
     (``lr_at``: warm-up, then cosine decay to a tenth)."""
     saved = torch.get_num_threads()

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import os
@@ -28,16 +27,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from chain.client import Chain
 from chain.errors import ChainConnectionError
+from chain.types import Metagraph
 from chain.wallets import create_wallet, hotkey_address, wallet_exists
-from node.logs import read_metrics
+from node.logs import progress_line, read_metrics
+from protocol.retry import Backoff, poll_until, retry
 from protocol.subnet import SubnetConfig
+from swarmtrain.local_settings import LocalRunSettings
+
+if TYPE_CHECKING:
+    import bittensor as bt
 
 log = logging.getLogger("swarmtrain.local")
 
@@ -116,27 +123,16 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _preexec() -> Any:
+def _preexec() -> Callable[[], None] | None:
     return die_with_parent if _PRCTL is not None else None
 
 
-@dataclass(frozen=True)
-class LocalNetConfig:
-    """Everything ``swarmtrain local`` needs (paths, sizes, timing)."""
+class LocalNetConfig(LocalRunSettings):
+    """Everything ``swarmtrain local`` needs: the run's settings, the miners and the subnet."""
 
-    out: Path
     miners: Sequence[MinerSpec]
-    windows: int
     subnet: SubnetConfig
-    block_time: float = 0.5
-    tempo: int = 20
-    stake_tao: float = 100.0  # the lead validator's stake; validator k (1-based) gets stake_tao / k
-    validators: int = 1
-    device: str = "cpu"
-    timeout_s: float = 900.0  # the whole run, start to emission
-    threads_per_node: int = 1  # OMP/torch threads per child: 2 cores are shared by all
-    extra_env: dict[str, str] = field(default_factory=dict)
-    open_dashboard: bool = False  # open the lead validator's dashboard in a browser once it is up
+    extra_env: dict[str, str] = Field(default_factory=dict)  # added to every child's environment
 
     @property
     def window_s(self) -> float:
@@ -171,7 +167,7 @@ class ManagedProcess:
             self.proc = subprocess.Popen(
                 self.argv, stdout=fh, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_preexec()
             )
-        log.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
+        log.info(progress_line("started", name=self.name, pid=self.proc.pid, log=self.log_path))
         return self
 
     @property
@@ -196,7 +192,7 @@ class ManagedProcess:
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            log.warning("%s ignored SIGTERM for %.0fs: killing it", self.name, grace_s)
+            log.warning(progress_line("ignored SIGTERM: killing it", name=self.name, grace_s=grace_s))
             self.proc.kill()
             self.proc.wait(timeout=10)
 
@@ -342,18 +338,14 @@ class LocalNet:
     # ---- chain set-up ---------------------------------------------------------------------
     async def connect(self, timeout: float = 60.0) -> Chain:
         """Connect to the devnet we started, waiting for it to answer."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self.check_alive()
-            try:
-                return await Chain.connect(self.url, timeout=10.0)
-            except ChainConnectionError:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.3)
 
-    def wallet(self, name: str) -> Any:
+        async def attempt() -> Chain:
+            self.check_alive()
+            return await Chain.connect(self.url, timeout=10.0)
+
+        return await retry(attempt, timeout=timeout, backoff=Backoff.every(0.3), retry_on=(ChainConnectionError,))
+
+    def wallet(self, name: str) -> bt.Wallet:
         from chain.wallets import load_wallet
 
         if wallet_exists(name, HOTKEY, self.wallet_path):
@@ -366,7 +358,7 @@ class LocalNet:
         for name in names:
             wallet = self.wallet(name)
             self.uids[name] = await chain.register(wallet, self.cfg.subnet.netuid)
-            log.info("registered %s as uid %d (%s)", name, self.uids[name], hotkey_address(wallet))
+            log.info(progress_line("registered", name=name, uid=self.uids[name], hotkey=hotkey_address(wallet)))
         for i, name in enumerate(self.cfg.validator_names):
             await chain.add_stake(self.wallet(name), self.cfg.subnet.netuid, validator_stake(i, self.cfg.stake_tao))
 
@@ -376,21 +368,20 @@ class LocalNet:
         from node.validators import find_validators
 
         wanted = {hotkey_address(self.wallet(n)) for n in self.cfg.validator_names}
-        deadline = time.monotonic() + timeout
-        while True:
+
+        async def published() -> set[str]:
             self.check_alive()
             mg = await chain.metagraph(self.cfg.subnet.netuid)
-            if wanted <= {v.hotkey for v in find_validators(mg, require_permit=False)}:
-                return
-            if time.monotonic() > deadline:
-                raise LocalNetError(f"the validators did not publish their endpoints within {timeout:.0f}s")
-            await asyncio.sleep(0.5)
+            return {v.hotkey for v in find_validators(mg, require_permit=False)}
+
+        await poll_until(published, wanted.issubset, timeout=timeout, interval=0.5, on_timeout=lambda _: LocalNetError(
+            f"the validators did not publish their endpoints within {timeout:.0f}s"))
 
     def announce_dashboard(self) -> None:
         """Log where the dashboards are (and open the lead's in a browser when asked)."""
         for name in self.cfg.validator_names:
-            log.info("dashboard of %s: %s (self-signed certificate: the browser asks once)",
-                     name, self.dashboard_url(name))
+            log.info(progress_line("dashboard (self-signed certificate: the browser asks once)", name=name,
+                                   url=self.dashboard_url(name)))
         if self.cfg.open_dashboard:
             import webbrowser
 
@@ -407,7 +398,8 @@ class LocalNet:
             else:
                 path.unlink()
         if leftovers:
-            log.info("removed the previous run's %s from %s", ", ".join(p.name for p in leftovers), self.out)
+            log.info(progress_line("removed the previous run's outputs", out=self.out,
+                                   removed=",".join(p.name for p in leftovers)))
 
     async def run(self) -> LocalRunResult:
         """Start everything, wait for N windows and a tempo, collect the results."""
@@ -458,35 +450,41 @@ class LocalNet:
 
     async def wait_for_windows(self, count: int) -> int:
         """Wait until ``count`` windows are closed by every validator and every honest miner."""
-        deadline = time.monotonic() + self.cfg.timeout_s
-        last = (None, -1)
-        while True:
+        last: tuple[int | None, int] = (None, -1)
+
+        async def progress() -> tuple[int | None, int]:
+            nonlocal last
             self.check_alive()
-            first, done = self.progress()
-            if (first, done) != last:
-                log.info("windows done: %d/%d (first trained window %s)", done, count, first)
-                last = (first, done)
-            if first is not None and done >= count:
-                return first
-            if time.monotonic() > deadline:
-                raise LocalNetError(f"only {done}/{count} windows finished within {self.cfg.timeout_s:.0f}s")
-            await asyncio.sleep(0.5)
+            now = self.progress()
+            if now != last:
+                log.info(progress_line("windows done", done=now[1], of=count, first_trained=now[0]))
+                last = now
+            return now
+
+        first, _ = await poll_until(
+            progress, lambda p: p[0] is not None and p[1] >= count, timeout=self.cfg.timeout_s, interval=0.5,
+            on_timeout=lambda p: LocalNetError(f"only {p[1]}/{count} windows finished within {self.cfg.timeout_s:.0f}s"),
+        )
+        assert first is not None  # poll_until returns only a value ``done`` accepted
+        return first
 
     async def wait_for_emission(self, chain: Chain) -> None:
         """Wait past the next tempo boundary (+ margin) so the epoch pays the weights set;
         then up to three more tempos until a miner earns and every validator has dividends."""
         target = await chain.block() + self.cfg.tempo + 2
         timeout = (self.cfg.tempo + 10) * max(self.cfg.block_time, 0.05) * 4 + 30
-        log.info("waiting for the next epoch (block %d) so emission is paid", target)
+        log.info(progress_line("waiting for the next epoch so emission is paid", block=target))
         await chain.wait_for_block(target, timeout=timeout)
-        for _ in range(self.cfg.tempo * 3):
-            if self.paid(await chain.metagraph(self.cfg.subnet.netuid)):
-                return
-            self.check_alive()
-            await asyncio.sleep(self.cfg.block_time)
-        log.warning("no miner has emission (or a validator no dividends) after waiting three more tempos")
 
-    def paid(self, mg: Any) -> bool:
+        async def paid() -> bool:
+            self.check_alive()
+            return self.paid(await chain.metagraph(self.cfg.subnet.netuid))
+
+        three_tempos = self.cfg.tempo * 3 * self.cfg.block_time
+        if not await poll_until(paid, bool, timeout=three_tempos, interval=self.cfg.block_time, on_timeout=None):
+            log.warning(progress_line("no miner has emission (or a validator no dividends) after waiting three more tempos"))
+
+    def paid(self, mg: Metagraph) -> bool:
         """Some honest miner has emission and every validator has dividends."""
         miners = any(mg.emission[self.uids[m.name]] > 0 for m in self.honest())
         return miners and all(mg.dividends[self.uids[v]] > 0 for v in self.cfg.validator_names)

@@ -20,9 +20,10 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
+from chain.types import Metagraph
+from node.fetch import PinnedReader
 from node.signed_http import NodeHttpError
-from node.subnet_check import PinnedReader
-from node.validators import ValidatorEndpoint, find_validators
+from node.validators import ValidatorEndpoint, find_validators, serving_validators
 
 
 async def read_validator(reader: PinnedReader, v: ValidatorEndpoint) -> dict[str, Any]:
@@ -40,9 +41,11 @@ async def read_validator(reader: PinnedReader, v: ValidatorEndpoint) -> dict[str
     return row
 
 
-async def validator_views(metagraph: Any, *, timeout: float) -> list[dict[str, Any]]:
-    """Every validator with an endpoint and commitment, highest stake (the lead) first."""
-    endpoints = find_validators(metagraph, require_permit=False)
+async def validator_views(metagraph: Metagraph, *, timeout: float) -> list[dict[str, Any]]:
+    """Every validator with an endpoint and commitment: the serving ones in ``protocol.lead``'s
+    order (the lead first), then any other."""
+    serving = serving_validators(metagraph)
+    endpoints = serving + [v for v in find_validators(metagraph, require_permit=False) if v not in serving]
     async with PinnedReader(timeout=timeout) as reader:
         return list(await asyncio.gather(*(read_validator(reader, v) for v in endpoints)))
 

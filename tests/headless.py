@@ -12,16 +12,16 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from protocol.retry import Backoff, Waiter, poll_until
 
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -67,15 +67,16 @@ class Chromium:
 
     def _devtools_port(self, timeout: float) -> int:
         marker = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        waiter = Waiter(timeout, Backoff.every(0.1))
+        while True:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"chromium exited with {self.proc.returncode}")
             if marker.exists():
                 text = marker.read_text().split()
                 if text and text[0].isdigit():
                     return int(text[0])
-            time.sleep(0.1)
+            if not waiter.pause_sync():
+                break
         raise RuntimeError("chromium did not open its DevTools port")
 
     async def read(self, url: str, expression: str, *, until: str, timeout: float = 30.0) -> Any:
@@ -87,12 +88,10 @@ class Chromium:
             async with http.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                 cdp = _Cdp(ws)
                 await cdp.call("Page.navigate", url=url)
-                deadline = time.monotonic() + timeout
-                while not await cdp.evaluate(f"Boolean({until})"):
-                    if time.monotonic() > deadline:
-                        body = await cdp.evaluate("document.body ? document.body.innerText.slice(0, 2000) : ''")
-                        raise TimeoutError(f"the page never satisfied {until!r}; it shows:\n{body}")
-                    await asyncio.sleep(0.25)
+                if not await poll_until(lambda: cdp.evaluate(f"Boolean({until})"), bool, timeout=timeout,
+                                        interval=0.25, on_timeout=None):
+                    body = await cdp.evaluate("document.body ? document.body.innerText.slice(0, 2000) : ''")
+                    raise TimeoutError(f"the page never satisfied {until!r}; it shows:\n{body}")
                 return await cdp.evaluate(f"JSON.stringify({expression})", parse=True)
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import torch
 
+from node.model_file import save_model_file
 from node.teacher import Teacher, load_teacher
 from protocol.data import TokenDataset, builtin_corpus
 from protocol.distill import teacher_topk
-from protocol.model import save_checkpoint
 from protocol.outputs_codec import TeacherOutputs
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
@@ -41,7 +41,7 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A tiny-preset teacher, 80 AdamW steps on the built-in corpus: (file, model hash)."""
     model = train_teacher(corpus(), "tiny", steps=80, batch_size=16, lr=1e-2, seed=11, vocab_size=264, threads=1)
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    digest = save_checkpoint(path, model, model.cfg)
+    digest = save_model_file(path, model, model.cfg)
     return path, digest
 
 

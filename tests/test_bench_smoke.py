@@ -100,8 +100,8 @@ def test_window_breakdown_shares(bench) -> None:
 
 
 def test_bandwidth_tiny_uses_the_real_encoders(bench) -> None:
-    from node.aggregate_payload import encode_aggregate
     from protocol import codec
+    from protocol.aggregate_payload import encode_aggregate
     from protocol.model import build_model, param_spec, preset
 
     win = bench("bench_window")

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from node.logs import read_metrics
+from protocol.retry import Backoff, Waiter
 from swarmtrain.localnet import LocalNet, MinerSpec
 from swarmtrain.localnet_report import build_summary
 from tests.localnet_fixtures import running_localnet, tiny_subnet
@@ -161,16 +162,15 @@ def test_miner_killed_mid_window_rejoins_with_the_network_hash(network):
     spec = net.cfg.miners[0]
     # Just after it finished (and checkpointed) a window it is training the next one: kill it then.
     before = _last_window(net, spec.name)
-    deadline = time.monotonic() + 30
+    waiter = Waiter(30, Backoff.every(0.05))
     while _last_window(net, spec.name) == before:
-        assert time.monotonic() < deadline, "the miner stopped finishing windows"
-        time.sleep(0.05)
+        assert waiter.pause_sync(), "the miner stopped finishing windows"
     killed_at = _last_window(net, spec.name)
     time.sleep(0.3)
     net.processes[spec.name].kill9()
     net.start_miner(spec)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    waiter = Waiter(90, Backoff.every(0.5))
+    while waiter.pause_sync():
         net.check_alive()
         after = [r for r in read_metrics(net.miner_metrics(spec.name))
                  if r.get("window", -1) > killed_at and r.get("trained")]
@@ -180,5 +180,4 @@ def test_miner_killed_mid_window_rejoins_with_the_network_hash(network):
             return
         disagreed = [r for r in after if r["window"] in hashes and hashes[r["window"]] != r["model_hash"]]
         assert not disagreed, f"restarted miner diverged: {disagreed}"
-        time.sleep(0.5)
     pytest.fail(f"restarted miner did not finish a window in time; log:\n{net.processes[spec.name].tail(30)}")

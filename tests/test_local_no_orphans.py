@@ -11,10 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from protocol.retry import Backoff, Waiter
+from tests.procs import alive, children_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = os.environ.get("SWARMTRAIN_CACHE") or str(Path.home() / ".cache" / "swarmtrain")
@@ -22,45 +24,15 @@ CACHE = os.environ.get("SWARMTRAIN_CACHE") or str(Path.home() / ".cache" / "swar
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; prctl is Linux-only")
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent pid) from /proc, or None when the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def children_of(parent: int) -> dict[int, str]:
-    """{pid: command line} of the live children of ``parent``."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        stat = _stat(int(entry.name))
-        if stat is None or stat[1] != parent or stat[0] == "Z":
-            continue
-        try:
-            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"  # a zombie has exited; only its entry is left
-
-
 def _wait_for_children(proc: subprocess.Popen, kinds: tuple[str, ...], timeout: float) -> dict[int, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    waiter = Waiter(timeout, Backoff.every(0.2))
+    while True:
         assert proc.poll() is None, f"swarmtrain local exited early with {proc.returncode}"
         kids = children_of(proc.pid)
         if all(any(f"swarmtrain {kind}" in cmd for cmd in kids.values()) for kind in kinds):
             return kids
-        time.sleep(0.2)
+        if not waiter.pause_sync():
+            break
     pytest.fail(f"children {kinds} did not all start within {timeout}s: {children_of(proc.pid)}")
 
 
@@ -78,17 +50,17 @@ def test_children_die_with_a_killed_parent(tmp_path):
         assert len(kids) == 3, kids
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in kids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = {pid: cmd for pid, cmd in kids.items() if _alive(pid)}
+        waiter = Waiter(30, Backoff.every(0.2))
+        while any(alive(pid) for pid in kids) and waiter.pause_sync():
+            pass
+        left = {pid: cmd for pid, cmd in kids.items() if alive(pid)}
         assert not left, f"orphans outlived the killed parent: {left}"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
         for pid in kids:  # only the pids this test saw started
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

@@ -4,7 +4,6 @@ one miner, two windows)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -16,6 +15,7 @@ from swarmtrain.commands.local import subnet_config
 from swarmtrain.dataprep.bpe import train_tokenizer
 from swarmtrain.dataprep.pipeline import PrepareOptions, prepare
 from swarmtrain.dataprep.subnet_fields import dataset_fields
+from swarmtrain.local_settings import LocalSettings
 from swarmtrain.localnet import MinerSpec
 from swarmtrain.localnet_report import build_summary
 from tests.dataprep.corpus_fixtures import stdlib_slice
@@ -39,9 +39,7 @@ def prepared(tmp_path_factory):
 
 def test_local_keeps_the_dataset_of_the_subnet_config(prepared) -> None:
     root, subnet = prepared
-    args = argparse.Namespace(subnet_config=root / "subnet.json", preset="tiny", blocks_per_window=None,
-                              inner_steps=None, inner_lr=None)
-    assert subnet_config(args) == subnet
+    assert subnet_config(LocalSettings(subnet_config=root / "subnet.json", preset="tiny")) == subnet
     assert subnet.vocab_size == VOCAB and subnet.tokenizer.endswith("tokenizer.json")
 
 

@@ -8,6 +8,8 @@ both earn dividends and both miners earn incentive. Slow-ish: about a minute on 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from node.logs import read_metrics
@@ -16,6 +18,7 @@ from swarmtrain.localnet_report import build_summary
 from tests.localnet_fixtures import running_localnet, tiny_subnet
 
 WINDOWS = 2
+RECORD = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) swarmtrain[.\w]*: \S")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,20 @@ def test_follower_applies_the_leads_aggregates(network):
         assert (follower_state / name).read_bytes() == (lead_state / name).read_bytes()
     for name in ("validator", "validator2"):
         log_text = net.processes[name].log_path.read_text(errors="replace")
-        assert "set weights at block" in log_text, f"{name} never set weights"
+        assert "set weights block=" in log_text, f"{name} never set weights"
+
+
+def test_node_logs_hold_one_record_per_line_with_uid_next_to_hotkey(network):
+    """The nodes log to files: one plain record per line (no wrapping), hotkeys with their uids."""
+    net, result = network
+    for name in ("validator", "validator2", "miner1", "miner2"):
+        lines = [line for line in net.processes[name].log_path.read_text().splitlines()
+                 if line and not line.startswith("=== start")]
+        assert lines and all(RECORD.match(line) for line in lines), [ln for ln in lines if not RECORD.match(ln)]
+        for line in lines:  # each hotkey=... right after the field holding its uid
+            before = re.findall(r"(\w+)=\S+ (?:lead_)?hotkey=", line)
+            assert len(before) == line.count("hotkey=") and set(before) <= {"uid", "validator", "lead"}, line
+        assert any(re.search(r"\buid=\d+ hotkey=5", line) for line in lines), name
 
 
 def test_both_validators_earn_dividends_and_both_miners_incentive(network):
@@ -90,24 +106,23 @@ def test_each_dashboard_and_status_compare_the_other_validators_model_hash(netwo
     finds the same model; ``swarmtrain status`` compares both validators and both miners."""
     import json
     import ssl
-    import time
     import urllib.request
 
+    from protocol.retry import Backoff, Waiter
     from swarmtrain.cli import main
 
     net, result = network
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     url = net.dashboard_url("validator2") + "/data"
-    deadline = time.monotonic() + 20
+    waiter = Waiter(20, Backoff.every(0.5))
     while True:
         with urllib.request.urlopen(url, timeout=10, context=context) as resp:
             rows = {v["uid"]: v for v in json.loads(resp.read())["validators"]}
         lead = rows.get(result.uids["validator"])
         if lead is not None and lead["agrees"] is not None:
             break
-        assert time.monotonic() < deadline, rows
-        time.sleep(0.5)
+        assert waiter.pause_sync(), rows
     assert lead["agrees"] is True and rows[result.uids["validator2"]]["self"], rows
     assert main(["status", "--netuid", "1", "--subtensor.network", net.url, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -17,12 +17,12 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from chain.devnet.testing import free_port
+from protocol.retry import Backoff, Waiter
 from tests.localnet_fixtures import CACHE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def _in_process(command: str, home: Path) -> subprocess.CompletedProcess:
 
 
 def _run(command: str, home: Path, env: dict[str, str], retry: bool) -> subprocess.CompletedProcess:
-    deadline = time.monotonic() + (RETRY_S if retry else 0)
+    waiter = Waiter(RETRY_S if retry else 0, Backoff.every(1.0))
     plain = command.startswith("swarmtrain ") and not set("|;<>&$`*") & set(command)
     while True:
         if plain:
@@ -100,9 +100,8 @@ def _run(command: str, home: Path, env: dict[str, str], retry: bool) -> subproce
         else:
             out = subprocess.run(["bash", "-c", command], cwd=home, env=env, capture_output=True, text=True,
                                  timeout=COMMAND_TIMEOUT_S)
-        if out.returncode == 0 or time.monotonic() > deadline:
+        if out.returncode == 0 or not waiter.pause_sync():
             return out
-        time.sleep(1.0)
 
 
 def _progress_dependent(command: str) -> bool:
@@ -158,10 +157,11 @@ def test_the_walkthrough_runs_as_written(tmp_path, monkeypatch):
 def _wait_for_port(port: int, timeout: float = 30.0) -> None:
     import socket
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    waiter = Waiter(timeout, Backoff.every(0.2))
+    while True:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        time.sleep(0.2)
+        if not waiter.pause_sync():
+            break
     raise AssertionError(f"nothing listens on port {port} after {timeout:.0f}s")

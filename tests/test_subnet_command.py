@@ -42,7 +42,7 @@ def test_init_refuses_unknown_fields_and_presets(tmp_path, capsys):
 
 
 def test_config_diff_names_each_field():
-    a = SubnetConfig()
+    a = SubnetConfig(inner_steps=20)
     b = a.model_copy(update={"inner_steps": 3, "outer_lr": 0.5})
     assert config_diff(a, b) == [("inner_steps", 20, 3), ("outer_lr", 1.5, 0.5)]
     assert config_diff(a, a) == []

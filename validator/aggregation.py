@@ -1,7 +1,7 @@
 """Aggregation: top-G contributors (scored 1, highest gain first), clipped to the median norm, averaged.
 
 The result is published as an ``Aggregate`` header plus an aggregate payload
-(``node.aggregate_payload``); ``next_model_hash`` is computed by applying exactly those
+(``protocol.aggregate_payload``); ``next_model_hash`` is computed by applying exactly those
 bytes to a copy of θ_w, the same code path every other node runs.
 
 Example:
@@ -17,9 +17,9 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from node.aggregate_payload import encode_aggregate
 from node.model_state import ModelState
 from protocol import criteria, outer
+from protocol.aggregate_payload import encode_aggregate
 from protocol.messages import Aggregate, Contributor
 from protocol.subnet import SubnetConfig
 

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from node.checkpoints import CheckpointStore
+from node.logs import progress_line
 from node.signed_http import error_response
 from node.tls import TlsIdentity, server_context
 from protocol.messages import CheckpointManifest
@@ -116,7 +117,7 @@ class HttpsServer:
         site = web.TCPSite(runner, host, port, ssl_context=server_context(identity))
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("HTTPS API on %s:%d (certificate sha256 %s)", host, bound, identity.fingerprint)
+        log.info(progress_line("HTTPS API", host=host, port=bound, certificate_sha256=identity.fingerprint))
         return cls(runner, bound)
 
     async def stop(self) -> None:

@@ -4,7 +4,7 @@
 external assets, works offline) that polls ``GET /dashboard/data`` every few seconds.
 ``GET /metrics`` is the Prometheus text format (``validator.telemetry``). ``GET
 /subnet-config`` is the config this validator runs (its hash is in its commitment), so a node
-can compare it field by field (``node.subnet_check``).
+can compare it field by field (``node.subnet_check``, through ``node.fetch``).
 
 Example:
     >>> add_operator_routes(app, validator)     # validator: an ``OperatorSource``
@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from chain.types import Metagraph
+from node.fetch import SUBNET_CONFIG_PATH
 from node.metrics import METRICS_PATH, exposition
-from node.subnet_check import SUBNET_CONFIG_PATH
 from protocol.subnet import SubnetConfig
 from validator.peers import PeerWatch
 from validator.telemetry import ValidatorTelemetry
@@ -37,7 +38,7 @@ class OperatorSource(Protocol):
     cfg: SubnetConfig
     telemetry: ValidatorTelemetry
     peers: PeerWatch
-    metagraph: Any
+    metagraph: Metagraph | None
 
     def status(self) -> dict[str, Any]: ...
 

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from node.aggregate_payload import AGGREGATE_CODEC
 from node.model_state import ModelState
 from protocol import codec, criteria
+from protocol.aggregate_payload import decode_aggregate_sparse
 from protocol.codec import decompress
-from protocol.data import TokenDataset
+from protocol.data import Dataset
 from protocol.model import Transformer, lm_loss, sample_losses
 from protocol.similarity import sketch, update_norm
 from protocol.subnet import SubnetConfig
@@ -86,7 +86,7 @@ class Evaluator:
     """
 
     def __init__(
-        self, cfg: SubnetConfig, dataset: TokenDataset, *, device: str = "cpu",
+        self, cfg: SubnetConfig, dataset: Dataset, *, device: str = "cpu",
         params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
     ) -> None:
         self.cfg = cfg
@@ -100,7 +100,7 @@ class Evaluator:
     def note_aggregate(self, payload: bytes, spec: Mapping[str, tuple[int, ...]]) -> None:
         """Remember the last published aggregate (an update that resends it is a copy);
         an empty payload (no contributors) forgets it."""
-        self.last_aggregate = codec.decode(payload, spec, AGGREGATE_CODEC) if payload else None
+        self.last_aggregate = decode_aggregate_sparse(payload, spec) if payload else None
 
     def earlier(self) -> list[np.ndarray]:
         """Sketches of the recent windows' updates: a new update must not repeat one."""
@@ -118,15 +118,15 @@ class Evaluator:
         pooled with this window's by ``criteria.pooled_z``.
         """
         window, entropy = state.window, window_entropy(secret, state.window)
-        sketches = {s.uid: sketch(s.update, state.spec) for s in subs}
-        norms = {s.uid: update_norm(s.update) for s in subs}
+        sketches = {s.uid: sketch(s.sparse, state.spec) for s in subs}
+        norms = {s.uid: update_norm(s.sparse) for s in subs}
         out = WindowEvaluation(reference_norm=criteria.reference_norm(norms.values()))
         out.copies = self.find_copies(subs, sketches)
         chosen = criteria.select_for_evaluation(
             [s.uid for s in subs], last_evaluated, self.cfg.max_evaluations, window, entropy, self.params
         )
         by_uid = {s.uid: s for s in subs}
-        out.dense = {uid: decompress(by_uid[uid].update, state.spec) for uid in chosen}
+        out.dense = {uid: decompress(by_uid[uid].sparse, state.spec) for uid in chosen}
         measured = self.measure_all(state, [by_uid[u] for u in chosen], out, norms, entropy)
         out.evaluations = {u: replace(e, pooled_z=criteria.pooled_z((recent_z or {}).get(u, ()), e.own_z, self.params))
                            for u, e in measured.items()}
@@ -140,7 +140,7 @@ class Evaluator:
         arrivals = {s.uid: float(s.arrival) for s in subs}
         copies = criteria.find_copies(arrivals, sketches, self.params)
         earlier = criteria.matches_earlier(sketches, self.earlier(), self.params)
-        resent = criteria.resends_aggregate({s.uid: s.update for s in subs}, self.last_aggregate, self.params)
+        resent = criteria.resends_aggregate({s.uid: s.sparse for s in subs}, self.last_aggregate, self.params)
         for uid in sorted(earlier | resent):
             copies.setdefault(uid, criteria.EARLIER)
         return copies
@@ -149,7 +149,7 @@ class Evaluator:
         self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
         norms: Mapping[int, float], entropy: bytes,
     ) -> dict[int, criteria.Evaluation]:
-        """An ``Evaluation`` per chosen submission (θ_w's hash is computed once)."""
+        """An ``Evaluation`` per chosen submission."""
         if not chosen:
             return {}
         base, work = self._models(state)
@@ -206,11 +206,11 @@ class Evaluator:
         own_gain = self.losses(base, own) - self.losses(work, own)
         rand_after = self.losses(work, rand.batch)
         gain = criteria.relative_gain(float(rand.before.mean()), float(rand_after.mean()))
-        own_z = criteria.own_data_z(own_gain.double().cpu().numpy(), (rand.before - rand_after).double().cpu().numpy())
+        own_z = criteria.own_data_z(own_gain.double().cpu().tolist(), (rand.before - rand_after).double().cpu().tolist())
         return criteria.Evaluation(sub.uid, sub.hotkey, gain=gain, own_z=own_z, norm=norm, base_hash_ok=base_ok)
 
 
-def validation_indices(dataset: TokenDataset, cfg: SubnetConfig, count: int) -> list[int]:
+def validation_indices(dataset: Dataset, cfg: SubnetConfig, count: int) -> list[int]:
     """A fixed spread of validation-split samples (same every window, so losses compare)."""
     total = dataset.num_samples(cfg.seq_len, "val")
     if total <= 0:
@@ -220,7 +220,7 @@ def validation_indices(dataset: TokenDataset, cfg: SubnetConfig, count: int) -> 
 
 
 @torch.no_grad()
-def validation_loss(model: Transformer, dataset: TokenDataset, cfg: SubnetConfig, indices: Sequence[int],
+def validation_loss(model: Transformer, dataset: Dataset, cfg: SubnetConfig, indices: Sequence[int],
                     device: str = "cpu") -> float:
     """Mean LM loss on the fixed validation samples, in batches of ``cfg.eval_samples``."""
     model = model.to(device).eval()

@@ -22,11 +22,12 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from bittensor import http_auth
 
+from node.logs import progress_line
 from node.signed_http import RequestRefused, error_response, verify_request
 from protocol import codec, outputs_codec
 from protocol.distill import outputs_spec
@@ -57,24 +58,24 @@ class IntakeView:
     model_hash: str = ""  # hash of θ_open_window
     hotkeys: dict[int, str] = field(default_factory=dict)  # uid -> registered hotkey
 
+    def uid_of(self, hotkey: str | None) -> int | None:
+        """The uid ``hotkey`` is registered as (None: unknown or not registered)."""
+        return next((uid for uid, h in self.hotkeys.items() if h == hotkey), None)
+
 
 class IntakeObserver(Protocol):
     """Who hears about every request (``validator.telemetry.ValidatorTelemetry``)."""
 
     def on_received(self, nbytes: int) -> None: ...
-    def on_outcome(self, header: Any, outcome: str, expected_hash: str | None = None) -> None: ...
+    def on_outcome(self, header: Submission | None, outcome: str, expected_hash: str | None = None) -> None: ...
 
 
 class _Nobody:
     def on_received(self, nbytes: int) -> None:
         pass
 
-    def on_outcome(self, header: Any, outcome: str, expected_hash: str | None = None) -> None:
+    def on_outcome(self, header: Submission | None, outcome: str, expected_hash: str | None = None) -> None:
         pass
-
-
-def codec_config(cfg: SubnetConfig) -> codec.CodecConfig:
-    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
 
 
 class Intake:
@@ -89,7 +90,7 @@ class Intake:
         self.self_hotkey = self_hotkey
         self.population = population
         self.spec = spec
-        self.codec_cfg = codec_config(cfg)
+        self.codec_cfg = cfg.codec_config()
         self.outputs_spec = outputs_spec(cfg) if cfg.task == "outputs" else None
         self.nonce_store = nonce_store or http_auth.InMemoryNonceStore(retention=settings.nonce_retention_s)
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
@@ -103,22 +104,30 @@ class Intake:
             return self._refuse(RequestRefused(429, "busy", "too many submissions in flight; retry shortly"))
         try:
             return await self._handle(request)
-        except RequestRefused as refused:
+        except RequestRefused as refused:  # before the signature held: no signer to name
             return self._refuse(refused)
         finally:
             self._slots.release()
 
-    def _refuse(self, refused: RequestRefused) -> web.Response:
+    def _refuse(self, refused: RequestRefused, hotkey: str | None = None) -> web.Response:
+        """Count and log one refusal (with the signer's uid and hotkey once the signature held)."""
         self.refusals[refused.code] = self.refusals.get(refused.code, 0) + 1
         self.observer.on_outcome(refused.header, refused.code, self._expected_hash(refused.header))
-        log.info("refused submission: %s %s: %s", refused.status, refused.code, refused.reason)
+        log.info(progress_line("refused", uid=self.view.uid_of(hotkey), hotkey=hotkey, status=refused.status,
+                               code=refused.code, reason=refused.reason))
         return error_response(refused.status, refused.code, refused.reason)
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
         self.observer.on_received(len(body))
         caller = verify_request(request, body, self.self_hotkey, self.nonce_store)
-        sub = await asyncio.to_thread(self.admit, body, caller.hotkey_ss58)
+        try:
+            return await self._accept(body, caller.hotkey_ss58)
+        except RequestRefused as refused:
+            return self._refuse(refused, caller.hotkey_ss58)
+
+    async def _accept(self, body: bytes, signer: str) -> web.Response:
+        sub = await asyncio.to_thread(self.admit, body, signer)
         header = sub.header
         try:
             self._add(sub)
@@ -129,9 +138,9 @@ class Intake:
             await asyncio.to_thread(self.store.persist, sub)  # on disk before we say 200
         except OSError as exc:
             self.store.discard(sub)
-            log.error("cannot store submission of uid %d: %s", sub.uid, exc)
+            log.error(progress_line("cannot store submission", w=sub.window, uid=sub.uid, hotkey=sub.hotkey, reason=exc))
             raise RequestRefused(503, "storage", "the validator could not store the submission; retry") from exc
-        log.info("accepted window %d uid %d (%d bytes)", header.window, header.uid, len(sub.payload))
+        log.info(progress_line("accepted", w=header.window, uid=header.uid, hotkey=header.hotkey, bytes=len(sub.payload)))
         self.observer.on_outcome(header, "accepted", self._expected_hash(header))
         accepted = SubmitAccepted(window=header.window, uid=header.uid, payload_sha256=header.payload_sha256)
         return web.json_response(text=accepted.model_dump_json())
@@ -152,7 +161,7 @@ class Intake:
             raise
         return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
 
-    def _expected_hash(self, header: Any) -> str | None:
+    def _expected_hash(self, header: Submission | None) -> str | None:
         """θ_w's hash when ``header`` is for the open window (its base model must be that)."""
         if header is None or header.window != self.view.open_window:
             return None
@@ -179,7 +188,7 @@ class Intake:
                 sub = self._revalidate(record, window)
                 self.store.restore(sub)
             except (RequestRefused, DuplicateSubmission, WindowFull) as exc:
-                log.warning("skipping stored submission %s: %s", record.path, exc)
+                log.warning(progress_line("skipping stored submission", path=record.path, reason=exc))
                 continue
             restored += 1
         return restored
@@ -266,7 +275,7 @@ class Intake:
         except outputs_codec.OutputsCodecError as exc:
             raise RequestRefused(422, "invalid_payload", str(exc)) from exc
 
-    def _decode(self, payload: bytes) -> Any:
+    def _decode(self, payload: bytes) -> codec.SparseUpdate | outputs_codec.TeacherOutputs:
         """The decoded update (``codec.SparseUpdate``) or teacher outputs (``TeacherOutputs``)."""
         try:
             if self.outputs_spec is not None:

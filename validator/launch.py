@@ -1,7 +1,7 @@
-"""Build a validator from plain operator settings and run it (what ``swarmtrain validator`` calls).
+"""Build a validator from its settings and run it (what ``swarmtrain validator`` calls).
 
 Example:
-    >>> asyncio.run(launch(LaunchSettings(network="devnet", netuid=1, wallet_name="v"), vsettings))
+    >>> asyncio.run(launch(ValidatorSettings(netuid=1, wallet=WalletSettings(name="v"))))
 """
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
-from pathlib import Path
 
 from chain.client import Chain
 from chain.wallets import load_wallet
 from node.devices import resolve_device
+from node.logs import progress_line
 from node.subnet_setup import load_subnet_config, subnet_dataset
-from protocol.data import Dataset
 from protocol.subnet import SubnetConfig
 from validator.service import Validator
 from validator.settings import ValidatorSettings
@@ -24,38 +22,15 @@ from validator.settings import ValidatorSettings
 log = logging.getLogger("swarmtrain.validator")
 
 
-@dataclass(frozen=True)
-class LaunchSettings:
-    """Chain and wallet choices of the operator."""
-
-    network: str
-    netuid: int
-    wallet_name: str
-    wallet_hotkey: str = "default"
-    wallet_path: Path | None = None
-    subnet_config: Path | None = None
-    chain_timeout_s: float = 30.0
-    max_windows: int | None = None
-
-
-def subnet_config(s: LaunchSettings) -> SubnetConfig:
+def subnet_config(s: ValidatorSettings) -> SubnetConfig:
     """The subnet config file if given (its netuid must agree), else defaults for the netuid."""
     cfg = load_subnet_config(s.subnet_config, s.netuid)
     if s.subnet_config is None:
-        log.warning("no --subnet-config given: using the default config (hash %s…); a validator whose config "
-                    "is not the lead's refuses to start (get it with `swarmtrain subnet fetch --netuid %d "
-                    "--out subnet.json`, or write a new subnet's with `swarmtrain subnet init`)",
-                    cfg.config_hash()[:12], s.netuid)
+        log.warning(progress_line(
+            "no --subnet-config given: using the default config; a validator whose config is not the lead's "
+            "refuses to start", config_hash=cfg.config_hash()[:12],
+            fix=f"swarmtrain subnet fetch --netuid {s.netuid} --out subnet.json (a new subnet: swarmtrain subnet init)"))
     return cfg
-
-
-def default_state_dir(s: LaunchSettings) -> Path:
-    return Path.home() / ".swarmtrain" / "validator" / f"{s.wallet_name}-{s.wallet_hotkey}-netuid{s.netuid}"
-
-
-def dataset_for(cfg: SubnetConfig) -> Dataset:
-    """The subnet's dataset, refusing to start on different tokens."""
-    return subnet_dataset(cfg)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -64,23 +39,24 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread / not supported
-            log.debug("cannot install a handler for %s", sig)
+            log.debug(progress_line("cannot install a signal handler", signal=sig))
 
 
-async def launch(s: LaunchSettings, vs: ValidatorSettings) -> None:
+async def launch(s: ValidatorSettings) -> None:
     """Connect, build, start, run until SIGINT/SIGTERM (or max windows), close."""
     cfg = subnet_config(s)
-    resolve_device(vs.device)  # refuse a device this machine lacks before loading anything
-    wallet = load_wallet(s.wallet_name, s.wallet_hotkey, s.wallet_path)
-    dataset = await asyncio.to_thread(dataset_for, cfg)
-    chain = await Chain.connect(s.network, timeout=s.chain_timeout_s)
+    resolve_device(s.device)  # refuse a device this machine lacks before loading anything
+    wallet = load_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
+    dataset = await asyncio.to_thread(subnet_dataset, cfg)
+    chain = await Chain.connect(s.subtensor.endpoint, timeout=s.subtensor.timeout_s)
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
-        validator = Validator(chain, wallet, cfg, vs, dataset)
+        validator = Validator(chain, wallet, cfg, s, dataset)
         try:
             await validator.start()
-            log.info("validator uid-hotkey %s serving window %d", validator.hotkey, validator.state.model.window)
+            log.info(progress_line("validator serving", uid=validator.uid, hotkey=validator.hotkey,
+                                   w=validator.state.model.window))
             await validator.run(stop=stop, max_windows=s.max_windows)
         finally:
             await validator.close()

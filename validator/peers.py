@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chain.types import Metagraph
+from node.fetch import PinnedReader
 from node.signed_http import NodeHttpError
-from node.subnet_check import PinnedReader
 from node.validators import ValidatorEndpoint, find_validators
 
 log = logging.getLogger("swarmtrain.validator.peers")
@@ -42,7 +43,7 @@ class PeerWatch:
         self._task: asyncio.Task[None] | None = None
         self._last = float("-inf")
 
-    def poke(self, metagraph: Any) -> None:
+    def poke(self, metagraph: Metagraph | None) -> None:
         """Refresh in the background when the last refresh is older than ``interval_s``."""
         if metagraph is None or (self._task is not None and not self._task.done()):
             return

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from node.checkpoints import atomic_write_json
+from node.logs import progress_line
 from protocol import criteria
 from protocol.criteria import MinerScore
+from protocol.files import atomic_write_json
 
 log = logging.getLogger("swarmtrain.validator.scores")
 
@@ -40,7 +41,7 @@ class ScoreBook:
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             if doc.get("format") == LEGACY_FORMAT:
-                log.warning("%s holds scores of the previous criteria version: starting afresh", self.path)
+                log.warning(progress_line("scores of a previous criteria version: starting afresh", path=self.path))
                 return
             if doc.get("format") != FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")

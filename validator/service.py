@@ -24,23 +24,25 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chain.errors import ChainError, RateLimitedError
-from chain.wallets import hotkey_address
+from chain.types import Metagraph, SubnetHyperparams
+from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
+from node.fetch import AggregateNotReady, FetchError, ValidatorLink
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
-from node.subnet_check import PinnedReader, check_against
+from node.signed_http import NodeHttpError, SignedClient
+from node.subnet_check import check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
 from protocol.distill import criteria_hash_of
-from protocol.messages import Aggregate, MessageError, pack_envelope, unpack_envelope
+from protocol.messages import Aggregate, pack_envelope, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
 from validator.app import HttpsServer, build_app
 from validator.dashboard import add_operator_routes
 from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
-from validator.follower import LeadLink
 from validator.intake import Intake, IntakeView
 from validator.peers import PeerWatch
 from validator.settings import ValidatorSettings
@@ -60,11 +62,11 @@ class ChainLike(Protocol):
     """The part of ``chain.client.Chain`` the validator uses."""
 
     async def block(self) -> int: ...
-    async def metagraph(self, netuid: int) -> Any: ...
-    async def hyperparameters(self, netuid: int) -> Any: ...
-    async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None: ...
-    async def commit(self, wallet: Any, netuid: int, data: str) -> None: ...
-    async def set_weights(self, wallet: Any, netuid: int, weights: dict[int, float]) -> None: ...
+    async def metagraph(self, netuid: int) -> Metagraph: ...
+    async def hyperparameters(self, netuid: int) -> SubnetHyperparams: ...
+    async def serve(self, wallet: Wallet, netuid: int, ip: str, port: int) -> None: ...
+    async def commit(self, wallet: Wallet, netuid: int, data: str) -> None: ...
+    async def set_weights(self, wallet: Wallet, netuid: int, weights: dict[int, float]) -> None: ...
 
 
 # ---- decisions ----------------------------------------------------------------------------
@@ -83,11 +85,6 @@ def should_set_weights(block: int, last_attempt_block: int | None, tempo: int) -
 def should_checkpoint(window: int, every: int) -> bool:
     """θ_window is checkpointed every ``every`` windows."""
     return window % every == 0
-
-
-def same_endpoint(a: ValidatorEndpoint, b: ValidatorEndpoint) -> bool:
-    """Same validator at the same address and certificate (stake changes every epoch)."""
-    return (a.hotkey, a.url, a.fingerprint) == (b.hotkey, b.url, b.fingerprint)
 
 
 def outputs_parts(cfg: SubnetConfig, settings: ValidatorSettings, dataset: Dataset,
@@ -112,7 +109,7 @@ class Validator:
     """One validator node: state, HTTPS API, and the window loop."""
 
     def __init__(
-        self, chain: ChainLike, wallet: Any, cfg: SubnetConfig, settings: ValidatorSettings,
+        self, chain: ChainLike, wallet: Wallet, cfg: SubnetConfig, settings: ValidatorSettings,
         dataset: Dataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
         hotkey: str | None = None, clock: Callable[[], float] = time.time, teacher: Any = None,
     ) -> None:
@@ -141,15 +138,14 @@ class Validator:
             population=self.evaluator.population, spec=self.state.model.spec, observer=self.telemetry,
         )
         self.server: HttpsServer | None = None
-        self.lead: LeadLink | None = None
+        self.http = SignedClient(wallet, timeout=settings.lead_timeout_s)  # GETs from the lead
         self.block = 0
         self.tempo = 100
-        self.metagraph: Any = None
+        self.metagraph: Metagraph | None = None
         self.last_weights_block: int | None = None
         self.last_val_loss: float | None = None
         self.windows_closed = 0
         self._evaluated: dict[int, WindowEvaluation] = {}
-        self._hashed_window = -1
         self.waiting_for_lead = False
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -167,7 +163,7 @@ class Validator:
         await self.sync_chain(force=True)
         self.refresh_view()
         if self.has_no_stake():
-            log.warning(self.permit_hint())
+            log.warning(progress_line("no stake: weights will be refused", reason=self.permit_hint()))
 
     async def check_lead_config(self) -> None:
         """Refuse to start (``SubnetConfigMismatch``, naming the fields) when another validator
@@ -175,8 +171,7 @@ class Validator:
         lead = self.lead_endpoint()
         if lead is None or lead.hotkey == self.hotkey:
             return
-        async with PinnedReader(timeout=self.settings.chain_timeout_s) as reader:
-            await check_against(reader, lead, self.cfg)
+        await check_against(self.http, lead, self.cfg)
 
     def restore_submissions(self) -> int:
         """Re-validate and re-add the stored submissions of θ's window; drop other windows."""
@@ -186,7 +181,7 @@ class Validator:
         journal.prune(keep=window)
         restored = self.intake.restore(list(journal.read_window(window)), window)
         if restored:
-            log.info("restored %d submission(s) of window %d from disk", restored, window)
+            log.info(progress_line("restored submissions from disk", w=window, count=restored))
         return restored
 
     async def publish_endpoint(self) -> None:
@@ -195,12 +190,12 @@ class Validator:
                                          cfg=self.cfg.config_hash())
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
-        log.info("published %s:%d and commitment %s", ip, self.server.port, commitment.to_str())  # type: ignore[union-attr]
+        log.info(progress_line("published", uid=self.uid, hotkey=self.hotkey, endpoint=f"{ip}:{self.server.port}",  # type: ignore[union-attr]
+                               commitment=commitment.to_str()))
 
     async def close(self) -> None:
         await self.peers.close()
-        if self.lead is not None:
-            await self.lead.close()
+        await self.http.close()
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -235,7 +230,7 @@ class Validator:
             try:
                 closed = await self.close_window()
             except ShardFetchError as exc:  # the data source hiccuped: evaluate again next tick
-                log.warning("fetching data shards failed (retrying next tick): %s", exc)
+                log.warning(progress_line("fetching data shards failed, retrying next tick", reason=exc))
                 break
             if not closed:
                 self.waiting_for_lead = True
@@ -253,13 +248,11 @@ class Validator:
                 self.metagraph = await self.chain.metagraph(self.cfg.netuid)
             self.block = block
         except ChainError as exc:
-            log.warning("chain read failed (retrying next tick): %s", exc)
+            log.warning(progress_line("chain read failed, retrying next tick", reason=exc))
         self.refresh_view()
 
     def refresh_view(self) -> None:
-        if self._hashed_window != self.state.model.window:  # hashing is not free: once per window
-            self.view.model_hash = self.state.model.hash()
-            self._hashed_window = self.state.model.window
+        self.view.model_hash = self.state.model.hash()  # ModelState hashes once per version of θ
         self.view.open_window = self.state.model.window
         chain_window = window_of(self.block, self.cfg.blocks_per_window)
         self.view.ready = not should_close_window(self.state.model.window, chain_window)
@@ -271,18 +264,27 @@ class Validator:
     def has_no_stake(self) -> bool:
         """No permit and no stake: weights will be refused until the operator stakes."""
         mg = self.metagraph
-        uid = mg.uid_of(self.hotkey) if mg is not None and hasattr(mg, "uid_of") else None
-        if uid is None:
+        uid = mg.uid_of(self.hotkey) if mg is not None else None
+        if mg is None or uid is None:
             return False
         i = mg.uids.index(uid)
         return not bool(mg.validator_permit[i]) and float(mg.stake[i]) <= 0.0
 
     def lead_endpoint(self) -> ValidatorEndpoint | None:
-        """The lead as miners see it: the highest-stake permitted validator, or, before any
-        permit exists (first epoch), the highest-stake validator with an endpoint on chain."""
+        """The lead every node follows (``protocol.lead``), from the last metagraph read."""
         if self.metagraph is None:
             return None
-        return lead_validator(self.metagraph) or lead_validator(self.metagraph, require_permit=False)
+        return lead_validator(self.metagraph)
+
+    def lead_fields(self) -> dict[str, Any]:
+        """``lead=<uid> lead_hotkey=<ss58>`` for log lines about the lead."""
+        lead = self.lead_endpoint()
+        return {"lead": lead.uid, "lead_hotkey": lead.hotkey} if lead else {"lead": None}
+
+    @property
+    def uid(self) -> int | None:
+        """Our uid in the last metagraph read (None before it, or when not registered)."""
+        return self.view.uid_of(self.hotkey)
 
     def is_lead(self) -> bool:
         lead = self.lead_endpoint()
@@ -360,33 +362,32 @@ class Validator:
         return header, payload
 
     async def fetch_from_lead(self, window: int) -> bytes | None:
-        """The lead's Aggregate(window) once it applies to our θ_w (stored then), else None."""
+        """The lead's Aggregate(window) once it builds on our θ_w (stored then), else None."""
         lead = self.lead_endpoint()
         if lead is None:
             return None
-        if self.lead is None or not same_endpoint(self.lead.endpoint, lead):
-            if self.lead is not None:
-                await self.lead.close()
-            self.lead = LeadLink(self.wallet, lead, timeout=self.settings.chain_timeout_s)
-        envelope = await self.lead.aggregate(window)
-        if envelope is None or not self.fits_model(window, envelope):
+        link = ValidatorLink(self.http, lead, self.cfg)
+        try:
+            envelope = await link.aggregate_envelope(window)
+            header, _ = link.parse_aggregate(window, envelope)
+        except AggregateNotReady:
+            return None
+        except (FetchError, NodeHttpError) as exc:
+            log.warning(progress_line("no aggregate from the lead", w=window, **self.lead_fields(), reason=exc))
+            return None
+        if not self.builds_on_ours(header):
             return None
         self.state.store.put_aggregate(window, envelope)
         return envelope
 
-    def fits_model(self, window: int, envelope: bytes) -> bool:
-        """The lead's envelope is Aggregate(window) of our subnet and builds on our θ_w."""
-        try:
-            header, _ = unpack_envelope(envelope, Aggregate)
-        except MessageError as exc:
-            log.warning("lead sent a malformed aggregate for window %d: %s", window, exc)
-            return False
-        ours = self.view.model_hash if self._hashed_window == self.state.model.window else self.state.model.hash()
-        if header.window != window or header.netuid != self.cfg.netuid or header.base_model_hash != ours:
-            log.error(
-                "lead's aggregate (window %d, base %s) does not build on our θ_%d (%s): not applied",
-                header.window, header.base_model_hash[:12], window, ours[:12],
-            )
+    def builds_on_ours(self, header: Aggregate) -> bool:
+        """The lead's aggregate starts from the θ_w we hold (else applying it would split us off)."""
+        ours = self.state.model.hash()
+        if header.base_model_hash != ours:
+            log.error(progress_line(
+                "the lead's aggregate does not build on our model: not applied", w=header.window, **self.lead_fields(),
+                aggregate_base=header.base_model_hash[:12], ours=ours[:12],
+            ))
             return False
         return True
 
@@ -447,21 +448,21 @@ class Validator:
         self.last_weights_block = self.block
         try:
             await self.chain.set_weights(self.wallet, self.cfg.netuid, weights)
-            log.info("set weights at block %d: %s", self.block, {u: round(w, 4) for u, w in weights.items()})
+            log.info(progress_line("set weights", block=self.block, weights=",".join(f"{u}:{w:.4f}" for u, w in weights.items())))
         except RateLimitedError as exc:
-            log.info("weights rate-limited: %s", exc)
+            log.info(progress_line("weights rate-limited", reason=exc))
             self.last_weights_block = self.block - self.tempo + (exc.blocks or 1)
         except ChainError as exc:
             if "NoValidatorPermit" in str(exc):
-                log.error("setting weights failed: %s", self.permit_hint())
+                log.error(progress_line("setting weights failed", reason=self.permit_hint()))
             else:
-                log.warning("setting weights failed (retrying next tempo): %s", exc)
+                log.warning(progress_line("setting weights failed, retrying next tempo", reason=exc))
 
     def permit_hint(self) -> str:
         """Why this hotkey has no validator permit, and what to do about it (in TAO)."""
-        mg, uid = self.metagraph, None
+        mg = self.metagraph
         uid = mg.uid_of(self.hotkey) if mg is not None else None
-        stake = float(mg.stake[mg.uids.index(uid)]) if uid is not None else 0.0
+        stake = float(mg.stake[mg.uids.index(uid)]) if mg is not None and uid is not None else 0.0
         return (f"hotkey {self.hotkey} (uid {uid}) holds no validator permit on netuid {self.cfg.netuid} "
                 f"(stake τ{stake:.4f}): permits go to the highest-stake hotkeys at each epoch; stake on it with "
                 f"`swarmtrain stake add --netuid {self.cfg.netuid} --amount TAO` and this validator's "

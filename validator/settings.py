@@ -1,37 +1,42 @@
 """Operator settings of one validator (not shared with the subnet; see ``SubnetConfig``).
 
+The one typed source of ``swarmtrain validator``'s flags, env vars (``SWARMTRAIN_VALIDATOR_*``)
+and ``--config`` TOML keys (``protocol.flags`` generates them from these fields).
+
 Example:
-    >>> s = ValidatorSettings(state_dir=Path("/tmp/v"), port=8091)
-    >>> s.max_body_bytes > 0
-    True
+    >>> s = ValidatorSettings(netuid=1, state_dir=Path("/tmp/v"), port=8091)
+    >>> s.max_body_bytes > 0, s.state_path == Path("/tmp/v")
+    (True, True)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from node.settings import NodeSettings
 
 
-class ValidatorSettings(BaseModel):
+class ValidatorSettings(NodeSettings):
     """Where the validator listens, keeps state, and how much work it accepts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ROLE: ClassVar[str] = "validator"
 
-    state_dir: Path = Field(description="state directory (see docs/validator.md)")
     host: str = Field("127.0.0.1", description="address the HTTPS server binds")
     port: int = Field(8091, ge=0, le=65535, description="HTTPS port (0: pick a free one)")
-    external_ip: str | None = Field(None, description="ip published on chain; default: host")
-    device: str = Field("cpu", description="torch device for evaluation")
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest accepted POST body")
+    external_ip: str | None = Field(None, description="ip published on chain (default: --host)")
+    device: str = Field("cpu", description="torch device for evaluation (cpu, cuda, cuda:N, mps)")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest accepted POST body, bytes")
     max_concurrent_requests: int = Field(16, ge=1, description="submissions verified at once")
-    request_timeout_s: float = Field(30.0, gt=0, description="reading one request body, at most")
-    max_submissions_per_window: int = Field(1024, ge=1)
-    poll_interval_s: float = Field(1.0, gt=0, description="chain block polling period")
-    chain_timeout_s: float = Field(30.0, gt=0, description="one chain call, at most")
-    keep_checkpoints: int = Field(3, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0, description="seconds allowed to read one request body")
+    max_submissions_per_window: int = Field(1024, ge=1, description="submissions stored per window, at most")
+    lead_timeout_s: float = Field(30.0, gt=0, description="seconds allowed per request to the lead validator")
+    poll_interval_s: float = Field(1.0, gt=0, description="chain block polling period, seconds")
+    keep_checkpoints: int = Field(3, ge=1, description="model checkpoints kept on disk")
     val_batches: int = Field(2, ge=1, description="batches of eval_samples in the fixed validation set")
-    nonce_retention_s: float = Field(120.0, gt=0)
-    peer_status_interval_s: float = Field(10.0, gt=0, description="the dashboard reads other validators' /status at most this often")
-    peer_status_timeout_s: float = Field(5.0, gt=0, description="reading one other validator's /status, at most")
-    teacher: Path | None = Field(None, description="outputs mode: this node's copy of the subnet's teacher (default: the config's path)")
+    nonce_retention_s: float = Field(120.0, gt=0, description="seconds a request nonce is remembered (replays)")
+    peer_status_interval_s: float = Field(
+        10.0, gt=0, description="seconds between reads of other validators' /status (the dashboard's peers)"
+    )
+    peer_status_timeout_s: float = Field(5.0, gt=0, description="seconds allowed to read one other validator's /status")

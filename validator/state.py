@@ -19,17 +19,17 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.checkpoints import CheckpointStore, atomic_write
+from node.checkpoints import CheckpointStore
 from node.logs import MetricsWriter
 from node.model_state import ModelState
 from node.tls import TlsIdentity, ensure_identity
 from protocol import criteria
+from protocol.files import atomic_write
 from protocol.messages import CheckpointManifest
 from protocol.model import subnet_model_config
 from protocol.subnet import SubnetConfig
@@ -48,10 +48,7 @@ class StateDirError(RuntimeError):
 def load_secret(path: Path) -> bytes:
     """The validator's secret (created once, mode 0600)."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
+        atomic_write(path, secrets.token_bytes(32), mode=0o600)
     data = path.read_bytes()
     if len(data) != 32:
         raise StateDirError(f"{path} must hold 32 bytes")
@@ -86,7 +83,7 @@ class ValidatorState:
     @classmethod
     def open(cls, settings: ValidatorSettings, cfg: SubnetConfig,
              params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS) -> ValidatorState:
-        root = Path(settings.state_dir)
+        root = settings.state_path
         root.mkdir(parents=True, exist_ok=True)
         _check_subnet(root / SUBNET_FILE, cfg)
         model_path = root / MODEL_FILE

@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from node.checkpoints import atomic_write
+from node.logs import progress_line
 from protocol.codec import SparseUpdate
-from protocol.messages import pack_envelope
+from protocol.files import atomic_write
+from protocol.messages import Submission, pack_envelope
+from protocol.outputs_codec import TeacherOutputs
 
 log = logging.getLogger("swarmtrain.validator.store")
 
@@ -56,16 +57,32 @@ _arrivals = _Arrivals()
 
 @dataclass(frozen=True)
 class StoredSubmission:
-    """One accepted submission; ``arrival`` orders submissions (earlier wins copy disputes)."""
+    """One accepted submission; ``arrival`` orders submissions (earlier wins copy disputes).
+
+    ``update`` is the decoded payload: a sparse update (gradients) or teacher outputs (outputs
+    mode); ``sparse`` and ``outputs`` read it as the kind the subnet's task sends.
+    """
 
     window: int
     uid: int
     hotkey: str
-    header: Any  # protocol.messages.Submission
+    header: Submission
     payload: bytes
-    update: SparseUpdate
+    update: SparseUpdate | TeacherOutputs
     received_at: float = field(default_factory=time.time)
     arrival: int = field(default_factory=_arrivals.take)
+
+    @property
+    def sparse(self) -> SparseUpdate:
+        if isinstance(self.update, TeacherOutputs):
+            raise TypeError(f"submission of uid {self.uid} holds teacher outputs, not a sparse update")
+        return self.update
+
+    @property
+    def outputs(self) -> TeacherOutputs:
+        if not isinstance(self.update, TeacherOutputs):
+            raise TypeError(f"submission of uid {self.uid} holds a sparse update, not teacher outputs")
+        return self.update
 
 
 def encode_record(sub: StoredSubmission) -> bytes:
@@ -130,7 +147,7 @@ class SubmissionJournal:
             try:
                 yield decode_record(path, path.read_bytes())
             except (OSError, ValueError) as exc:
-                log.warning("skipping stored submission %s: %s", path, exc)
+                log.warning(progress_line("skipping stored submission", path=path, reason=exc))
 
     def prune(self, keep: int | None = None, *, through: int | None = None) -> None:
         """Delete window directories: every one but ``keep``, or every one <= ``through``."""

@@ -5,7 +5,7 @@ The student is the network's model θ_w (``SubnetConfig.preset``). Each window t
 one pass of AdamW over the samples whose outputs passed verification (all accepted miners'
 samples, shuffled by window), on ``protocol.distill.topk_kl_loss`` (KL to the teacher's top-k
 distribution, mixed with ``distill_hard_weight`` of the hard-label loss), and publishes
-Δ = θ_w − θ_trained as an ``Aggregate`` payload (``node.aggregate_payload``). Every node
+Δ = θ_w − θ_trained as an ``Aggregate`` payload (``protocol.aggregate_payload``). Every node
 applies it with the outer step (lr 1 by default in outputs mode) and checks
 ``next_model_hash``, exactly as in gradient mode. The AdamW moments live in the lead's
 process (a restart starts them afresh).
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from node.aggregate_payload import encode_aggregate
 from node.model_state import ModelState
+from protocol.aggregate_payload import encode_aggregate
 from protocol.data import Dataset
 from protocol.distill import dequantize, topk_kl_loss
 from protocol.messages import Aggregate, Contributor
@@ -123,12 +123,12 @@ def student_batches(dataset: Dataset, cfg: SubnetConfig, accepted: Accepted, win
 
 def build_student_update(state: ModelState, accepted: Accepted,
                          hotkeys: Mapping[int, str], cfg: SubnetConfig, trainer: StudentTrainer,
-                         dataset: Dataset) -> tuple[Aggregate, bytes, dict[str, float]]:
+                         dataset: Dataset) -> tuple[Aggregate, bytes, dict[str, float | None]]:
     """The ``Aggregate`` of ``state.window`` carrying the student update (``state`` is not modified),
     its payload, and figures for the metrics line (steps, loss, seconds)."""
     started = time.monotonic()
     uids = sorted(u for u in accepted if accepted[u][1].n_samples > 0)
-    payload, losses = b"", []
+    payload, losses = b"", list[float]()
     if uids:
         delta, losses = trainer.train(state.params(), student_batches(dataset, cfg, {u: accepted[u] for u in uids}, state.window))
         payload = encode_aggregate(delta, state.spec)

@@ -29,8 +29,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from chain.types import Metagraph
 from node.commitment import parse_commitment
 from node.metrics import SECONDS_BUCKETS, HashAge
+from protocol.messages import Submission
 
 KEEP_WINDOWS = 240  # windows the dashboard can chart
 TAIL_BYTES = 1 << 20  # how much of metrics.jsonl a restart reads back
@@ -128,7 +130,7 @@ class ValidatorTelemetry:
     def on_evaluated(self, seconds: float) -> None:
         self.evaluation_seconds.observe(seconds)
 
-    def on_outcome(self, header: Any, outcome: str, expected_hash: str | None = None) -> None:
+    def on_outcome(self, header: Submission | None, outcome: str, expected_hash: str | None = None) -> None:
         """One answer to ``POST /submit``; ``header`` (a ``Submission``) only once the signer is known
         to hold the uid, ``expected_hash`` θ_w's hash when the submission is for the open window."""
         self.submissions.labels(outcome=outcome).inc()
@@ -159,7 +161,7 @@ class ValidatorTelemetry:
                 return record.get("model_hash")
         return None
 
-    def miner_rows(self, metagraph: Any, *, model_hash: str, open_window: int,
+    def miner_rows(self, metagraph: Metagraph | None, *, model_hash: str, open_window: int,
                    ema: dict[int, float]) -> list[dict[str, Any]]:
         """One row per uid of the metagraph (and any uid scored or seen since): stake, incentive,
         emission, last verdict, moving average, last submission and whether its base model agreed."""
@@ -180,12 +182,12 @@ class ValidatorTelemetry:
         return rows
 
 
-def _chain_rows(metagraph: Any) -> dict[int, dict[str, Any]]:
+def _chain_rows(metagraph: Metagraph | None) -> dict[int, dict[str, Any]]:
     """uid -> hotkey, stake, permit, incentive, dividends, emission, served endpoint."""
     if metagraph is None:
         return {}
-    rows = {}
-    commitments = getattr(metagraph, "commitments", None) or {}
+    rows: dict[int, dict[str, Any]] = {}
+    commitments = metagraph.commitments
     for i, uid in enumerate(metagraph.uids):
         rows[int(uid)] = {
             "hotkey": metagraph.hotkeys[i], "stake": float(metagraph.stake[i]),

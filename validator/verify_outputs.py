@@ -109,19 +109,19 @@ class OutputsVerifier:
                                               self.cfg.outputs_median_tolerance)
             out.evaluations[uid] = criteria.Evaluation(uid, sub.hotkey, gain=out.verdicts[uid].gain, own_z=0.0)
             if out.verdicts[uid].score > 0:
-                out.accepted[uid] = (indices, sub.update)
+                out.accepted[uid] = (indices, sub.outputs)
         return out
 
     def delivered_indices(self, window: int, sub: StoredSubmission) -> list[int]:
         """The samples the submission labels: the first n of the uid's assignment."""
         cfg = self.cfg
         assigned = assigned_samples(cfg.seed_bytes, window, sub.uid, cfg.samples_per_window, self.population)
-        return assigned[: sub.update.n_samples]
+        return assigned[: sub.outputs.n_samples]
 
     def verify(self, sub: StoredSubmission, indices: Sequence[int], entropy: bytes) -> tuple[OutputsCheck, CheckResult]:
         """Recompute the drawn positions of one submission and apply the rule."""
         started = time.monotonic()
-        outputs: TeacherOutputs = sub.update
+        outputs = sub.outputs
         k = self.cfg.outputs_topk
         flat = np.asarray(draw_checks(entropy, sub.uid, sub.header.payload_sha256, outputs.positions,
                                       self.cfg.outputs_spot_checks), dtype=np.int64)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from chain.devnet.database import ChainState, Neuron, Subnet
 from chain.devnet.params import U16_MAX, DevnetConfig
-from chain.devnet.state import ChainState, Neuron, Subnet
 from protocol.emission import EpochInputs, EpochResult, YumaParams, yuma_epoch
 from protocol.payout import EmissionSplit, Payout, owner_uids, pay_epoch, split_emission
 
@@ -46,11 +46,6 @@ class EpochSummary:
 def epoch_due(netuid: int, tempo: int, block: int) -> bool:
     """Whether subnet ``netuid`` runs its epoch at ``block``."""
     return tempo > 0 and (block + netuid + 1) % (tempo + 1) == 0
-
-
-def blocks_until_epoch(netuid: int, tempo: int, block: int) -> int:
-    """Blocks from ``block`` to the subnet's next epoch (0 when it runs at ``block``)."""
-    return (tempo - (block + netuid + 1) % (tempo + 1) + 1) % (tempo + 1)
 
 
 def yuma_params(hyperparams: dict) -> YumaParams:
@@ -89,10 +84,10 @@ def _matrices(state: ChainState, netuid: int, n: int) -> tuple[torch.Tensor, ...
                 weights[uid, dest] = float(value)
                 entries[uid, dest] = True
     bonds = torch.zeros(n, n, dtype=F64)
-    for uid, row in state.bonds(netuid).items():
-        for dest, value in row:
+    for uid, bond_row in state.bonds(netuid).items():  # (dest, bond) floats, unlike weights' ints
+        for dest, bond in bond_row:
             if uid < n and dest < n:
-                bonds[uid, dest] = value
+                bonds[uid, dest] = bond
     return weights, entries, bonds
 
 

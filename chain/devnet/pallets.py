@@ -21,6 +21,7 @@ from bittensor._generated.errors import ERRORS
 
 from chain.devnet import calls as c
 from chain.devnet.calls import ALPHA_VALUES
+from chain.devnet.database import ChainState, Neuron, Subnet
 from chain.devnet.params import (
     ALPHA_VALUES_MIN,
     MIN_STAKE_RAO,
@@ -30,7 +31,6 @@ from chain.devnet.params import (
     coerce_param,
     default_hyperparams,
 )
-from chain.devnet.state import ChainState, Neuron, Subnet
 
 _DOCS = {info.name: info.docs for info in ERRORS.values() if info.docs}
 NETWORK_LOCK_RAO = 10 * RAO_PER_TAO

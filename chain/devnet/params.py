@@ -29,20 +29,17 @@ MAX_RAW_BYTES = 128
 class DevnetConfig(BaseModel):
     """How one devnet runs; fixed at start, stored nowhere (flags on each start).
 
-    block_time: seconds between blocks (sub-second allowed).
-    tempo: default tempo of subnets created by this devnet (genesis subnet included).
-    faucet_tao: free balance every account starts with (the devnet faucet).
-    emission_tao_per_block: alpha minted per block and paid out by each epoch.
+    Each field's description is the help of its ``swarmtrain devnet`` flag (``--block-time``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    block_time: float = Field(default=1.0, gt=0.0, le=60.0)
-    tempo: int = Field(default=10, ge=1, le=65535)
-    faucet_tao: float = Field(default=1000.0, ge=0.0)
-    emission_tao_per_block: float = Field(default=1.0, ge=0.0)
-    burn_tao: float = Field(default=0.1, ge=0.0)
-    max_allowed_uids: int = Field(default=256, ge=2, le=4096)
-    immunity_period: int = Field(default=50, ge=0)
+    block_time: float = Field(default=1.0, gt=0.0, le=60.0, description="seconds between blocks (sub-second allowed)")
+    tempo: int = Field(default=10, ge=1, le=65535, description="blocks between epochs of new subnets (genesis included)")
+    faucet_tao: float = Field(default=1000.0, ge=0.0, description="free balance every account starts with, TAO")
+    emission_tao_per_block: float = Field(default=1.0, ge=0.0, description="alpha minted per block, paid out at each epoch")
+    burn_tao: float = Field(default=0.1, ge=0.0, description="registration burn of new subnets, TAO")
+    max_allowed_uids: int = Field(default=256, ge=2, le=4096, description="uids per new subnet before registration prunes")
+    immunity_period: int = Field(default=50, ge=0, description="blocks a new uid cannot be pruned")
 
     @property
     def faucet_rao(self) -> int:

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from chain.devnet.database import ChainState, Neuron, Subnet
 from chain.devnet.params import PARAM_TYPES, RAO_PER_TAO, DevnetConfig
-from chain.devnet.state import ChainState, Neuron, Subnet
-from chain.devnet.storage import EMPTY_AXON, ReadError
+from chain.devnet.storage_queries import EMPTY_AXON, ReadError
 
 POOL_RESERVE_RAO = 1_000_000 * RAO_PER_TAO  # tao_in == alpha_in: price 1.0
 I96F32_ONE = 2**32

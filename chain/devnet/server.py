@@ -25,12 +25,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from chain.devnet.ledger import BlockReport, Devnet, PoolRejection
+from chain.devnet.blockchain import BlockReport, Devnet, PoolRejection
 from chain.devnet.params import EXISTENTIAL_DEPOSIT_RAO
-from chain.devnet.storage import ReadError
+from chain.devnet.storage_queries import ReadError
 from chain.devnet.wire import MAX_BODY_BYTES, METHODS, WIRE_VERSION, Extrinsic, RpcRequest
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("swarmtrain.devnet")  # under the project root: one logging set-up
 SUBMIT_WAIT_BLOCKS = 50  # a submitter waits at most this many block times for inclusion
 
 BlockCallback = Callable[[BlockReport], None]
@@ -98,7 +98,7 @@ class DevnetServer:
             body = {"id": req_id, "error": {"code": failure.code, "message": failure.message}}
             return web.json_response(body, status=failure.status)
         except Exception as bug:  # a devnet bug: report it to the caller and in the log
-            log.exception("RPC %s failed", request.path)
+            log.exception("RPC failed path=%r", request.path)  # %r: the path came from the network
             body = {"id": req_id, "error": {"code": "Internal", "message": repr(bug)}}
             return web.json_response(body, status=500)
         return web.json_response({"id": req_id, "result": result})

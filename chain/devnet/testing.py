@@ -2,7 +2,8 @@
 
 Example:
     >>> with run_devnet(tmp_path, block_time=0.1, tempo=5) as net:    # doctest: +SKIP
-    ...     client = bt.Client("ws://" + net.url[9:], substrate=DevnetSubstrate(net.url))
+    ...     async with sdk_client(net.url) as client:                  # the SDK's own client
+    ...         await client.block()
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from chain.devnet.substrate import DevnetSubstrate
 from chain.devnet.wire import Extrinsic, signing_payload, to_jsonable
+from protocol.retry import Backoff, Waiter
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -47,7 +49,7 @@ class DevnetProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "swarmtrain", "devnet", "--host", self.host,
+        cmd = [sys.executable, "-m", "chain.devnet", "--host", self.host,
                "--port", str(self.port), "--state", str(self.state_dir), *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
@@ -62,14 +64,15 @@ class DevnetProcess:
             return None
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        waiter = Waiter(timeout, Backoff.every(0.1))
+        while True:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"devnet exited with {self.proc.returncode}:\n{self.log_tail()}")
             found = self.health()
             if found is not None:
                 return found
-            time.sleep(0.1)
+            if not waiter.pause_sync():
+                break
         self.stop()
         raise TimeoutError(f"devnet not ready within {timeout}s:\n{self.log_tail()}")
 
@@ -105,7 +108,7 @@ class DevnetProcess:
 def run_devnet(state_dir: str | Path, *, block_time: float = 0.2, tempo: int = 10,
                port: int | None = None, extra_args: Sequence[str] = ()
                ) -> Iterator[DevnetProcess]:
-    """Start ``python -m swarmtrain devnet`` and yield it once it answers; always stop it."""
+    """Start ``python -m chain.devnet`` and yield it once it answers; always stop it."""
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
     args = ["--block-time", str(block_time), "--tempo", str(tempo), "--quiet", *extra_args]
@@ -115,6 +118,13 @@ def run_devnet(state_dir: str | Path, *, block_time: float = 0.2, tempo: int = 1
         yield devnet
     finally:
         devnet.stop()
+
+
+def sdk_client(url: str) -> Any:
+    """A plain ``bittensor.Client`` on the devnet at ``url`` (devnet://HOST:PORT)."""
+    import bittensor as bt
+
+    return bt.Client("ws://" + url.removeprefix("devnet://"), substrate=DevnetSubstrate(url))
 
 
 def make_extrinsic(keypair: Any, module: str, function: str, params: dict[str, Any], *,

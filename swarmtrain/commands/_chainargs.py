@@ -21,10 +21,17 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-DEFAULT_NETWORK = "devnet"
+from node.settings import SubtensorSettings, WalletSettings
+from protocol.flags import add_flags, flag_specs, namespace_values, validate
+
+if TYPE_CHECKING:
+    import bittensor as bt
+
 REAL_NETWORKS = ("finney", "test")
+SUBTENSOR_FLAGS = flag_specs(SubtensorSettings, prefix="subtensor.", path=("subtensor",), group="subtensor")
+WALLET_FLAGS = flag_specs(WalletSettings, prefix="wallet.", path=("wallet",), group="wallet")
 
 
 def add_netuid_arg(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -32,36 +39,24 @@ def add_netuid_arg(parser: argparse.ArgumentParser, *, required: bool = True) ->
 
 
 def add_network_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("chain")
-    group.add_argument(
-        "--subtensor.network",
-        dest="network",
-        default=DEFAULT_NETWORK,
-        help="devnet (default), devnet://HOST:PORT, finney, test, local, or a ws(s):// URL",
-    )
-    group.add_argument(
-        "--subtensor.chain_endpoint",
-        dest="chain_endpoint",
-        default=None,
-        help="explicit endpoint; overrides --subtensor.network",
-    )
-    group.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds allowed per chain call (default 30)"
-    )
+    """``--subtensor.network``, ``--subtensor.chain_endpoint``, ``--timeout`` (from ``SubtensorSettings``)."""
+    add_flags(parser, SUBTENSOR_FLAGS)
 
 
 def add_wallet_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("wallet")
-    group.add_argument("--wallet.name", dest="wallet_name", default="default", help="coldkey name")
-    group.add_argument(
-        "--wallet.hotkey", dest="wallet_hotkey", default="default", help="hotkey name"
-    )
-    group.add_argument(
-        "--wallet.path",
-        dest="wallet_path",
-        default=None,
-        help="wallets directory (default ~/.bittensor/wallets)",
-    )
+    """``--wallet.name``, ``--wallet.hotkey``, ``--wallet.path`` (from ``WalletSettings``)."""
+    add_flags(parser, WALLET_FLAGS)
+
+
+def subtensor_of(args: argparse.Namespace) -> SubtensorSettings:
+    """The chain flags given, over ``SubtensorSettings``' defaults."""
+    return validate(SubtensorSettings, namespace_values(SUBTENSOR_FLAGS, args).get("subtensor", {}),
+                    SUBTENSOR_FLAGS)
+
+
+def wallet_of(args: argparse.Namespace) -> WalletSettings:
+    """The wallet flags given, over ``WalletSettings``' defaults."""
+    return validate(WalletSettings, namespace_values(WALLET_FLAGS, args).get("wallet", {}), WALLET_FLAGS)
 
 
 def add_no_prompt_arg(parser: argparse.ArgumentParser) -> None:
@@ -76,13 +71,19 @@ def add_no_prompt_arg(parser: argparse.ArgumentParser) -> None:
 
 def network_of(args: argparse.Namespace) -> str:
     """The network the user asked for (endpoint flag first)."""
-    return args.chain_endpoint or args.network
+    return subtensor_of(args).endpoint
 
 
 def wallet_path(args: argparse.Namespace) -> Path:
-    if args.wallet_path:
-        return Path(args.wallet_path).expanduser()
-    return Path.home() / ".bittensor" / "wallets"
+    return wallet_of(args).directory
+
+
+def open_wallet(args: argparse.Namespace) -> bt.Wallet:
+    """The wallet the flags name (``bittensor.Wallet``; keys are read lazily)."""
+    from chain.wallets import load_wallet
+
+    w = wallet_of(args)
+    return load_wallet(w.name, w.hotkey, w.directory)
 
 
 def is_real_network(network: str) -> bool:

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from protocol.model import ModelConfig
 
 NAME = "export"
 HELP = "export the model as a Hugging Face transformers directory (LLaMA, safetensors, fast tokenizer)"
@@ -29,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from node.hf_interop import HfInteropError
+    from node.model_file import ModelFileError
     from node.model_state import ModelStateError
-    from protocol.model import CheckpointError
     from swarmtrain.commands._chainargs import fail
 
     try:
@@ -38,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         from node.hf_interop import export_hf
 
         export_hf(state, cfg, args.hf, tokenizer=tokenizer, extra={"swarmtrain.window": str(window)})
-    except (HfInteropError, ModelStateError, CheckpointError, OSError, ValueError) as err:
+    except (HfInteropError, ModelStateError, ModelFileError, OSError, ValueError) as err:
         return fail(str(err))
     print(f"exported {cfg.name} ({sum(v.numel() for v in state.values()):,} parameters, window {window}) "
           f"to {args.hf}: config.json, model.safetensors, tokenizer.json ({tokenizer})")
@@ -60,12 +65,13 @@ def model_file(path: Path) -> Path:
     raise ValueError(f"{path}: no model here; pass a validator or miner state directory or a model file")
 
 
-def load_model(path: Path, tokenizer: str | None) -> tuple[dict[str, Any], Any, str, int | None]:
+def load_model(path: Path, tokenizer: str | None) -> tuple[dict[str, Tensor], ModelConfig, str, int | None]:
     """(weights by our names, ModelConfig, tokenizer to export, window or None)."""
     from safetensors import safe_open
 
+    from node.model_file import load_model_file
     from node.model_state import FORMAT
-    from protocol.model import load_checkpoint, subnet_model_config
+    from protocol.model import subnet_model_config
     from protocol.subnet import SubnetConfig
 
     file = model_file(Path(path).expanduser())
@@ -78,7 +84,7 @@ def load_model(path: Path, tokenizer: str | None) -> tuple[dict[str, Any], Any, 
 
         model = ModelState.load(file, subnet)
         return model.params(), cfg, _tokenizer(tokenizer, subnet.tokenizer), model.window
-    state, cfg, _extra = load_checkpoint(file)
+    state, cfg, _extra = load_model_file(file)
     return state, cfg, tokenizer or "bytes", None
 
 

@@ -5,7 +5,7 @@
 Reads ``config.json`` and the weights (safetensors, sharded or not, or ``pytorch_model.bin``)
 of a LLaMA-architecture model saved by transformers, checks that our decoder computes the
 same function (rotate-half RoPE, SwiGLU, RMSNorm, no biases), and writes our checkpoint format
-(``protocol.model.save_checkpoint``: weights, ModelConfig, model hash). In Python:
+(``node.model_file.save_model_file``: weights, ModelConfig, model hash). In Python:
 ``node.hf_interop.load_hf_causal_lm(dir) -> (Transformer, ModelConfig)``.
 """
 
@@ -25,12 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from node.hf_interop import HfInteropError, load_hf_causal_lm
-    from protocol.model import count_params, save_checkpoint
+    from node.model_file import save_model_file
+    from protocol.model import count_params
     from swarmtrain.commands._chainargs import fail
 
     try:
         model, cfg = load_hf_causal_lm(args.hf)
-        digest = save_checkpoint(args.out, model, cfg, extra={"source": "hf", "path": str(args.hf)})
+        digest = save_model_file(args.out, model, cfg, extra={"source": "hf", "path": str(args.hf)})
     except (HfInteropError, OSError, ValueError, KeyError) as err:
         return fail(f"{err}")
     print(f"imported {args.hf} ({count_params(model):,} parameters: dim {cfg.dim}, {cfg.n_layers} layers, "

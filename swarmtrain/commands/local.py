@@ -10,87 +10,84 @@ emission per uid; writes OUT/summary.json, OUT/logs/*.log and OUT/local.png.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from protocol.flags import SettingsError, add_settings_flags, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from protocol.subnet import SubnetConfig
+    from swarmtrain.local_settings import LocalSettings
+    from swarmtrain.localnet import MinerSpec
 
 PLOT_SKIPPED = "plot: skipped (install matplotlib: pip install 'swarmtrain[plot]')"
 NAME = "local"
 HELP = "run a whole network locally (devnet, validator, miners) and report training and emission"
+ENV_PREFIX = "SWARMTRAIN_LOCAL_"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--miners", type=int, default=3, help="number of miners (default 3)")
-    parser.add_argument("--validators", type=int, default=1,
-                        help="number of validators (default 1); the first holds the most stake and leads")
-    parser.add_argument("--windows", type=int, default=8, help="trained windows to run (default 8)")
-    parser.add_argument("--preset", default="tiny", help="model preset: tiny (default) or small")
-    parser.add_argument("--out", type=Path, default=Path("runs/local"), help="output directory")
-    parser.add_argument("--block-time", type=float, default=0.5, help="devnet seconds per block")
-    parser.add_argument("--tempo", type=int, default=20, help="devnet blocks per epoch")
-    parser.add_argument("--blocks-per-window", type=int, default=None, help="override the subnet config")
-    parser.add_argument("--inner-steps", type=int, default=None, help="override H, inner steps per window")
-    parser.add_argument("--inner-lr", type=float, default=None, help="override the inner AdamW lr")
-    parser.add_argument("--subnet-config", type=Path, default=None,
-                        help="start from this subnet config JSON (its dataset and tokenizer are kept, "
-                             "e.g. one written by 'swarmtrain data subnet-config')")
-    parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
-    parser.add_argument("--device", default="cpu", help="device for the validator and miners")
-    parser.add_argument("--open", action="store_true", help="open the lead validator's dashboard in a browser")
-    parser.add_argument("--task", choices=("gradients", "outputs"), default="gradients",
-                        help="what miners return: gradients (default) or a teacher's outputs (preset = the student)")
-    parser.add_argument("--teacher", type=Path, default=None,
-                        help="outputs: teacher checkpoint or Hugging Face directory (default: a `small` trained "
-                             "briefly on the built-in corpus, cached)")
-    parser.add_argument("--teacher-steps", type=int, default=1500, help="outputs: training steps of the default teacher")
-    parser.add_argument("--outputs-samples", type=int, default=32,
-                        help="outputs: samples per miner per window (default 32: a CPU demo)")
-    parser.add_argument("--cheat", action="append", default=[], metavar="NAME",
-                        help="outputs: add a miner that cheats (random, constant, student, layers, lowbit, other_uid, "
-                             "stale, partial, wrong_teacher); repeatable")
+    from swarmtrain.local_settings import LocalSettings
+
+    add_settings_flags(parser, LocalSettings, env_prefix=ENV_PREFIX)
 
 
-def subnet_config(args: argparse.Namespace):  # -> SubnetConfig
+def settings_from(args: argparse.Namespace, environ: dict[str, str] | None = None) -> LocalSettings:
+    """Defaults < ``--config`` < ``SWARMTRAIN_LOCAL_*`` < flags; SettingsError names the flag."""
+    from swarmtrain.local_settings import LocalSettings
+
+    env = dict(os.environ) if environ is None else environ
+    return load_settings(LocalSettings, args, env_prefix=ENV_PREFIX, environ=env)
+
+
+def subnet_config(settings: LocalSettings) -> SubnetConfig:
     """Defaults (or --subnet-config), the dataset (the config's, else this machine's built-in
     corpus pinned by its hash), then the command-line overrides."""
     from protocol.data import builtin_corpus
     from protocol.subnet import SubnetConfig
 
-    base = SubnetConfig.load(args.subnet_config) if args.subnet_config else SubnetConfig(preset=args.preset)
+    path = settings.subnet_config
+    base = SubnetConfig.load(path) if path else SubnetConfig(preset=settings.preset)
     updates: dict[str, object] = {}
     if base.dataset_name == "builtin":
         updates.update(dataset_name="builtin", dataset_hash=builtin_corpus().content_hash)
-    if not args.subnet_config:
-        updates["preset"] = args.preset
-    for field, value in (("blocks_per_window", args.blocks_per_window), ("inner_steps", args.inner_steps),
-                         ("inner_lr", args.inner_lr)):
-        if value is not None:
-            updates[field] = value
-    if args.task == "outputs" and base.task != "outputs":
+    if not path:
+        updates["preset"] = settings.preset
+    for field in ("blocks_per_window", "inner_steps", "inner_lr"):
+        if getattr(settings, field) is not None:
+            updates[field] = getattr(settings, field)
+    if settings.task == "outputs" and base.task != "outputs":
         from swarmtrain.local_teacher import outputs_fields
 
-        updates.update(outputs_fields(args.teacher, args.teacher_steps, args.outputs_samples, base.vocab_size))
+        updates.update(outputs_fields(settings.teacher, settings.teacher_steps, settings.outputs_samples,
+                                      base.vocab_size))
     return SubnetConfig.model_validate({**base.model_dump(), **updates})
 
 
-def miners(args: argparse.Namespace) -> list:  # -> list[MinerSpec]
+def miners(settings: LocalSettings) -> list[MinerSpec]:
     """The honest miners, then one cheating miner per --cheat (outputs mode)."""
     import sys
 
     from swarmtrain.localnet import MinerSpec, default_miners
 
     cheats = [MinerSpec(f"cheat-{name}", honest=False,
-                        entry=(sys.executable, "-m", "swarmtrain.cheat_miner", "--cheat", name)) for name in args.cheat]
-    return default_miners(args.miners) + cheats
+                        entry=(sys.executable, "-m", "swarmtrain.cheat_miner", "--cheat", name))
+              for name in settings.cheat]
+    return default_miners(settings.miners) + cheats
 
 
-def check_cheats(args: argparse.Namespace) -> str | None:
-    """Why the --cheat flags cannot run, or None."""
-    if not args.cheat:
+def check_cheats(settings: LocalSettings) -> str | None:
+    """Why the --cheat flags cannot run (with the fix), or None."""
+    if not settings.cheat:
         return None
-    if args.task != "outputs":
+    if settings.task != "outputs":
         return "--cheat adds an outputs-mode cheating miner: pass --task outputs"
     from miner.cheats import CHEATS
 
-    unknown = [c for c in args.cheat if c not in CHEATS]
+    unknown = [c for c in settings.cheat if c not in CHEATS]
     return f"unknown --cheat {unknown}: choose from {', '.join(sorted(CHEATS))}" if unknown else None
 
 
@@ -116,26 +113,25 @@ def run(args: argparse.Namespace) -> int:
     from swarmtrain.localnet import LocalNet, LocalNetConfig, LocalNetError
     from swarmtrain.localnet_report import build_summary, plot, render, write_summary
 
-    if args.validators < 1:
-        return fail("--validators must be at least 1")
-    problem = check_cheats(args)
+    try:
+        settings = settings_from(args)
+    except SettingsError as err:
+        return fail(str(err))
+    problem = check_cheats(settings)
     if problem:
         return fail(problem)
-    setup_logging("INFO")
+    setup_logging(settings.log_level)
     _interrupt_on_sigterm()
     console = Console()
     if not console.is_terminal:  # piped or logged: keep the table's columns readable
         console = Console(width=120)
     try:
-        subnet = subnet_config(args)
+        subnet = subnet_config(settings)
         subnet_dataset(subnet)  # fail here, once, rather than in every node
     except (DataError, ValueError, OSError) as err:
         return fail(str(err))
-    cfg = LocalNetConfig(
-        out=args.out, miners=miners(args), windows=args.windows,
-        subnet=subnet, block_time=args.block_time,
-        tempo=args.tempo, timeout_s=args.timeout, device=args.device, validators=args.validators,
-        open_dashboard=args.open,
+    cfg = LocalNetConfig.model_validate(
+        {**settings.run_settings(), "miners": miners(settings), "subnet": subnet}
     )
     try:
         with LocalNet(cfg) as net:
@@ -144,12 +140,12 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(err))
     summary = build_summary(result)
     render(summary, console)
-    out = Path(args.out)
+    out = Path(settings.out)
     print_files(console, write_summary(summary, out / "summary.json"), plot(summary, out / "local.png"), out / "logs")
     return 0
 
 
-def print_files(console, summary: Path, png: Path | None, logs: Path) -> None:  # console: rich Console
+def print_files(console: Console, summary: Path, png: Path | None, logs: Path) -> None:
     """Where the outputs are. markup=False: rich would read "[plot]" as a style tag."""
     console.print(f"summary: {summary}", markup=False)
     console.print(f"plot: {png}" if png else PLOT_SKIPPED, markup=False)

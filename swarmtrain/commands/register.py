@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
 
 from swarmtrain.commands._chainargs import (
     add_netuid_arg,
@@ -22,8 +22,13 @@ from swarmtrain.commands._chainargs import (
     guarded,
     is_real_network,
     network_of,
-    wallet_path,
+    open_wallet,
+    subtensor_of,
 )
+
+if TYPE_CHECKING:
+    from chain.client import Chain
+    from chain.wallets import Wallet
 
 NAME = "register"
 HELP = "register a wallet's hotkey on a subnet (burned TAO or --pow)"
@@ -47,20 +52,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from chain.wallets import load_wallet
-
-    wallet = load_wallet(args.wallet_name, args.wallet_hotkey, wallet_path(args))
+    wallet = open_wallet(args)
     wallet.unlock_coldkey()  # an encrypted coldkey asks for its password here, before any chain call
     return asyncio.run(_register(args, wallet))
 
 
-async def _register(args: argparse.Namespace, wallet: Any) -> int:
+async def _register(args: argparse.Namespace, wallet: Wallet) -> int:
     from chain.client import Chain
     from chain.wallets import coldkey_address, hotkey_address
 
     network = network_of(args)
     hotkey = hotkey_address(wallet)
-    async with await Chain.connect(network, timeout=args.timeout) as chain:
+    async with await Chain.connect(network, timeout=subtensor_of(args).timeout_s) as chain:
         uid = await chain.uid_of(args.netuid, hotkey)
         if uid is not None:
             print(f"{hotkey} is already registered on netuid {args.netuid} as uid {uid}")
@@ -75,7 +78,7 @@ async def _register(args: argparse.Namespace, wallet: Any) -> int:
     return 0
 
 
-async def _confirm_cost(chain: Any, args: argparse.Namespace, coldkey: str) -> bool:
+async def _confirm_cost(chain: Chain, args: argparse.Namespace, coldkey: str) -> bool:
     """Show what registering costs right now and ask to go on."""
     hp = await chain.hyperparameters(args.netuid)
     balance = await chain.balance(coldkey)

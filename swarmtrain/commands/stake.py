@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
 
 from swarmtrain.commands._chainargs import (
     add_netuid_arg,
@@ -22,8 +22,12 @@ from swarmtrain.commands._chainargs import (
     guarded,
     is_real_network,
     network_of,
-    wallet_path,
+    open_wallet,
+    subtensor_of,
 )
+
+if TYPE_CHECKING:
+    from chain.wallets import Wallet
 
 NAME = "stake"
 HELP = "stake TAO onto a wallet's hotkey (so a validator gets a permit)"
@@ -44,16 +48,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from chain.wallets import load_wallet
-
     if not args.amount > 0:
         raise ValueError(f"--amount must be positive, got {args.amount}")
-    wallet = load_wallet(args.wallet_name, args.wallet_hotkey, wallet_path(args))
+    wallet = open_wallet(args)
     wallet.unlock_coldkey()  # an encrypted coldkey asks for its password here
     return asyncio.run(_add(args, wallet))
 
 
-async def _add(args: argparse.Namespace, wallet: Any) -> int:
+async def _add(args: argparse.Namespace, wallet: Wallet) -> int:
     from chain.client import Chain
     from chain.wallets import coldkey_address, hotkey_address
 
@@ -65,7 +67,7 @@ async def _add(args: argparse.Namespace, wallet: Any) -> int:
     ):
         print("aborted")
         return 1
-    async with await Chain.connect(network, timeout=args.timeout) as chain:
+    async with await Chain.connect(network, timeout=subtensor_of(args).timeout_s) as chain:
         check_balance(coldkey_address(wallet), await chain.balance(coldkey_address(wallet)), args.amount)
         await chain.add_stake(wallet, args.netuid, args.amount)
         mg = await chain.metagraph(args.netuid)

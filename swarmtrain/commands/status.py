@@ -18,7 +18,13 @@ import asyncio
 import json
 from typing import Any
 
-from swarmtrain.commands._chainargs import add_netuid_arg, add_network_args, guarded, network_of
+from swarmtrain.commands._chainargs import (
+    add_netuid_arg,
+    add_network_args,
+    guarded,
+    network_of,
+    subtensor_of,
+)
 
 NAME = "status"
 HELP = "show a subnet: metagraph, per-miner scores from every validator, model hash agreement (--watch: live)"
@@ -43,11 +49,11 @@ async def _document(args: argparse.Namespace) -> dict[str, Any]:
     from chain.client import Chain
     from swarmtrain.netstatus import agreement, validator_views
 
-    async with await Chain.connect(network_of(args), timeout=args.timeout) as chain:
+    async with await Chain.connect(network_of(args), timeout=subtensor_of(args).timeout_s) as chain:
         mg = await chain.metagraph(args.netuid)
         hp = await chain.hyperparameters(args.netuid)
     doc = status_document(network_of(args), mg, hp)
-    doc["validators"] = await validator_views(mg, timeout=min(args.timeout, 10.0))
+    doc["validators"] = await validator_views(mg, timeout=min(subtensor_of(args).timeout_s, 10.0))
     doc["agreement"] = agreement(doc["validators"])
     return doc
 
@@ -108,6 +114,9 @@ def print_table(doc: dict[str, Any]) -> None:
 def metagraph_table(doc: dict[str, Any]) -> Any:
     """The metagraph as a rich table (uids, stake in TAO, permits, incentive, emission, axons)."""
     from rich.table import Table
+    from rich.text import Text
+
+    from node.logs import safe_text
 
     hp = doc["hyperparameters"]
     title = (
@@ -138,7 +147,7 @@ def metagraph_table(doc: dict[str, Any]) -> Any:
             f"{n['incentive']:.4f}",
             f"{n['dividends']:.4f}",
             f"{n['emission']:.6f}",
-            n["axon"] or "-",
-            (n["commitment"] or "-")[:24],
+            Text(safe_text(n["axon"] or "-")),  # chain data, anyone's: no markup, no escapes
+            Text(safe_text(n["commitment"] or "-")[:24]),
         )
     return table

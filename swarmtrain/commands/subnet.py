@@ -13,9 +13,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from swarmtrain.commands._chainargs import add_netuid_arg, add_network_args, fail, network_of
+from swarmtrain.commands._chainargs import (
+    add_netuid_arg,
+    add_network_args,
+    fail,
+    network_of,
+    subtensor_of,
+)
+
+if TYPE_CHECKING:
+    from node.validators import ValidatorEndpoint
+    from protocol.subnet import SubnetConfig
 
 NAME = "subnet"
 HELP = "write a documented subnet config (init), explain one (show), or fetch the lead validator's (fetch)"
@@ -147,19 +157,22 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _fetch_config(args: argparse.Namespace) -> tuple[Any, Any]:
+async def _fetch_config(args: argparse.Namespace) -> tuple[SubnetConfig, ValidatorEndpoint]:
     from chain.client import Chain
-    from node.subnet_check import PinnedReader, SubnetConfigError, fetch_subnet_config
-    from node.validators import find_validators
+    from node.fetch import PinnedReader, fetch_subnet_config
+    from node.subnet_file import SubnetConfigError
+    from node.validators import find_validators, serving_validators
 
-    async with await Chain.connect(network_of(args), timeout=args.timeout) as chain:
+    timeout = subtensor_of(args).timeout_s
+    async with await Chain.connect(network_of(args), timeout=timeout) as chain:
         mg = await chain.metagraph(args.netuid)
-    found = find_validators(mg) or find_validators(mg, require_permit=False)
-    if args.validator_uid is not None:
-        found = [v for v in found if v.uid == args.validator_uid]
+    if args.validator_uid is None:
+        found = serving_validators(mg)  # the lead first (protocol.lead)
+    else:
+        found = [v for v in find_validators(mg, require_permit=False) if v.uid == args.validator_uid]
     if not found:
         which = f"validator uid {args.validator_uid}" if args.validator_uid is not None else "no validator"
         raise SubnetConfigError(f"{which} has published an endpoint and commitment on netuid {args.netuid} "
                                 "yet: start the validator first, or ask the subnet owner for subnet.json")
-    async with PinnedReader(timeout=args.timeout) as reader:
+    async with PinnedReader(timeout=timeout) as reader:
         return await fetch_subnet_config(reader, found[0]), found[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from swarmtrain.commands._chainargs import add_wallet_args, fail, wallet_path
+from swarmtrain.commands._chainargs import add_wallet_args, fail, open_wallet, wallet_of
 
 NAME = "wallet"
 HELP = "create or show a wallet (coldkey + hotkey), as btcli would"
@@ -47,7 +47,8 @@ def _create(args: argparse.Namespace) -> int:
 
     from chain.wallets import coldkey_address, coldkey_exists, create_wallet, hotkey_address
 
-    new_coldkey = args.overwrite or not coldkey_exists(args.wallet_name, wallet_path(args))
+    w = wallet_of(args)
+    new_coldkey = args.overwrite or not coldkey_exists(w.name, w.directory)
     asks_password = not args.no_password and new_coldkey
     if asks_password and not sys.stdin.isatty():
         return fail(
@@ -56,25 +57,20 @@ def _create(args: argparse.Namespace) -> int:
             "keys only, never for keys holding real TAO)"
         )
     try:
-        wallet = create_wallet(
-            args.wallet_name,
-            args.wallet_hotkey,
-            wallet_path(args),
-            overwrite=args.overwrite,
-            use_password=not args.no_password,
-        )
+        wallet = create_wallet(w.name, w.hotkey, w.directory, overwrite=args.overwrite,
+                               use_password=not args.no_password)
     except (EOFError, KeyboardInterrupt):
         return fail("no password was entered: the wallet was not created (pass --no-password for devnet keys)")
-    print(f"wallet   {args.wallet_name}/{args.wallet_hotkey} at {wallet_path(args)}")
+    print(f"wallet   {w.name}/{w.hotkey} at {w.directory}")
     print(f"coldkey  {coldkey_address(wallet)}")
     print(f"hotkey   {hotkey_address(wallet)}")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    from chain.wallets import coldkey_address, hotkey_address, load_wallet
+    from chain.wallets import coldkey_address, hotkey_address
 
-    wallet = load_wallet(args.wallet_name, args.wallet_hotkey, wallet_path(args))
+    wallet = open_wallet(args)
     print(f"coldkey  {coldkey_address(wallet)}")
     print(f"hotkey   {hotkey_address(wallet)}")
     return 0

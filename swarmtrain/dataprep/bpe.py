@@ -21,9 +21,9 @@ from pathlib import Path
 from types import ModuleType
 
 from protocol.data import DataSourceError
+from protocol.files import atomic_write
 from protocol.tokenizer import TokenizerInfo, parse_tokenizer_json
 from swarmtrain.dataprep.corpus import CHUNK_BYTES, hf_chunks, hf_sources, plan_chunks, read_chunk
-from swarmtrain.dataprep.writer import write_atomic
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -62,7 +62,7 @@ def train_tokenizer(
         raise DataSourceError(f"no text found in {', '.join(sources)}")
     data = tok.to_str().encode("utf-8")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(Path(out), data)
+    atomic_write(Path(out), data)
     info = parse_tokenizer_json(data, str(out))
     return TrainedTokenizer(info, info.sha256, info.vocab_size, sample.taken, time.monotonic() - started)
 

@@ -25,8 +25,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from protocol.data import DataSourceError
+from protocol.files import atomic_write
 from protocol.shards import (
     MANIFEST_FILE,
     Manifest,
@@ -40,7 +42,7 @@ from protocol.tokenizer import BYTES, TokenizerInfo, byte_tokenizer, load_tokeni
 from swarmtrain.dataprep import DEFAULT_SHARD_TOKENS
 from swarmtrain.dataprep.corpus import CHUNK_BYTES, Chunk, hf_chunks, hf_sources, plan_chunks
 from swarmtrain.dataprep.encode import PARALLELISM_ENV, EncodedChunk, init_worker, work
-from swarmtrain.dataprep.writer import ShardWriter, write_atomic
+from swarmtrain.dataprep.writer import ShardWriter
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -94,10 +96,10 @@ def prepare(opts: PrepareOptions, progress: Callable[[int, int | None], None] | 
             break
     entries = {split: w.finish() for split, w in writers.items()}
     if tokenizer_data is not None:
-        write_atomic(out / TOKENIZER_FILE, tokenizer_data)
+        atomic_write(out / TOKENIZER_FILE, tokenizer_data)
     manifest = _manifest(opts, info, dtype, entries, counts, max(w.max_id for w in writers.values()))
     data = manifest_bytes(manifest)
-    write_atomic(out / MANIFEST_FILE, data)
+    atomic_write(out / MANIFEST_FILE, data)
     return PrepareResult(manifest, manifest_hash(data), time.monotonic() - started, opts.workers)
 
 
@@ -162,7 +164,7 @@ class _Counts:
         self.docs = [self.docs[0] + encoded.docs[0], self.docs[1] + encoded.docs[1]]
 
 
-def _manifest(opts: PrepareOptions, info: TokenizerInfo, dtype: str, entries: dict[str, list[ShardEntry]],
+def _manifest(opts: PrepareOptions, info: TokenizerInfo, dtype: Literal["uint16", "uint32"], entries: dict[str, list[ShardEntry]],
               counts: _Counts, max_id: int) -> Manifest:
     for split in ("train", "val"):
         if not entries[split]:

@@ -12,12 +12,11 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from protocol.files import atomic_write
 from protocol.shards import ShardEntry, encode_header, token_width
 
 SHARD_PATTERN = "{split}-{index:05d}.tok"
@@ -59,20 +58,8 @@ class ShardWriter:
     def _flush(self) -> None:
         name = SHARD_PATTERN.format(split=self.split, index=len(self.entries))
         data = encode_header(self.filled, self.width) + self.buffer[: self.filled].tobytes()
-        write_atomic(self.out / name, data)
+        atomic_write(self.out / name, data)
         self.entries.append(ShardEntry(file=name, sha256=hashlib.sha256(data).hexdigest(),
                                        tokens=self.filled, bytes=len(data)))
         self.filled = 0
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # plain public data, served as is
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -16,7 +16,8 @@ import pytest
 
 from chain.types import Metagraph, SubnetHyperparams
 from swarmtrain.cli import build_parser, discover_commands, main
-from swarmtrain.commands.status import status_document
+from swarmtrain.commands._chainargs import network_of, subtensor_of, wallet_of
+from swarmtrain.commands.status import print_table, status_document
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,27 +44,26 @@ def test_register_flags_follow_bittensor_conventions():
             "--no-prompt",
         ]
     )
-    assert (args.netuid, args.network, args.wallet_name, args.wallet_hotkey) == (
+    wallet, subtensor = wallet_of(args), subtensor_of(args)
+    assert (args.netuid, subtensor.network, wallet.name, wallet.hotkey) == (
         1,
         "devnet://127.0.0.1:1234",
         "m1",
         "hk",
     )
-    assert args.wallet_path == "/tmp/w" and args.pow and args.no_prompt and args.timeout == 30.0
+    assert wallet.directory == Path("/tmp/w") and args.pow and args.no_prompt and subtensor.timeout_s == 30.0
 
 
 def test_defaults_and_endpoint_override():
-    from swarmtrain.commands._chainargs import network_of
-
     args = _parse(["status", "--netuid", "3"])
-    assert args.network == "devnet" and not args.json and network_of(args) == "devnet"
+    assert subtensor_of(args).network == "devnet" and not args.json and network_of(args) == "devnet"
     args = _parse(["status", "--netuid", "3", "--subtensor.chain_endpoint", "ws://h:1", "--json"])
     assert network_of(args) == "ws://h:1" and args.json
 
 
 def test_stake_and_wallet_subcommands_parse():
     args = _parse(["stake", "add", "--netuid", "1", "--amount", "2.5", "--wallet.name", "v"])
-    assert (args.stake_action, args.amount, args.wallet_name) == ("add", 2.5, "v")
+    assert (args.stake_action, args.amount, wallet_of(args).name) == ("add", 2.5, "v")
     args = _parse(["wallet", "create", "--wallet.name", "a", "--no-password", "--overwrite"])
     assert (args.wallet_action, args.no_password, args.overwrite) == ("create", True, True)
 
@@ -73,7 +73,7 @@ def test_netuid_is_required():
         _parse(["register", "--wallet.name", "a"])
 
 
-def test_status_document_shape():
+def _status_doc() -> dict:
     mg = Metagraph(
         netuid=1,
         block=9,
@@ -103,11 +103,24 @@ def test_status_document_shape():
         max_allowed_validators=64,
         burn=1.0,
     )
-    doc = json.loads(json.dumps(status_document("devnet", mg, hp)))
+    return json.loads(json.dumps(status_document("devnet", mg, hp)))
+
+
+def test_status_document_shape():
+    doc = _status_doc()
     assert (doc["netuid"], doc["block"], doc["network"]) == (1, 9, "devnet")
     assert doc["hyperparameters"]["burn"] == 1.0
     assert [n["uid"] for n in doc["neurons"]] == [0, 1]
     assert doc["neurons"][1]["axon"] == "1.2.3.4:5" and doc["neurons"][0]["validator_permit"]
+
+
+def test_status_table_shows_chain_text_inert(capsys):
+    """A commitment is anyone's text: printed without rich markup and with escapes written out."""
+    doc = _status_doc()
+    doc["neurons"][1]["commitment"] = "[bold red]x\x1b]0;pwn\x07"
+    print_table(doc)
+    out = capsys.readouterr().out
+    assert "[bold red]x\\x1b]0;pwn" in out and "\x1b]0" not in out and "\x07" not in out
 
 
 def test_wallet_create_prints_addresses_and_refuses_overwrite(tmp_path, capsys):

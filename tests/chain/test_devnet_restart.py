@@ -10,9 +10,9 @@ import bittensor as bt
 import pytest
 from bittensor.result import RpcConnectionError
 
-from chain.devnet.state import DB_NAME
-from chain.devnet.substrate import DevnetSubstrate
-from chain.devnet.testing import run_devnet
+from chain.devnet.database import DB_NAME
+from chain.devnet.testing import run_devnet, sdk_client
+from chain.wallets import create_wallet
 
 pytestmark = pytest.mark.timeout(120)
 SM = bt.calls.SubtensorModule
@@ -20,14 +20,7 @@ RAO = 10**9
 
 
 def make_wallet(home: Path, name: str) -> bt.Wallet:
-    wallet = bt.Wallet(name=name, hotkey="default", path=str(home / "wallets"))
-    wallet.create_new_coldkey(use_password=False, suppress=True, overwrite=True)
-    wallet.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
-    return wallet
-
-
-def client_for(url: str) -> bt.Client:
-    return bt.Client("ws://" + url.removeprefix("devnet://"), substrate=DevnetSubstrate(url))
+    return create_wallet(name, "default", home / "wallets", overwrite=True)
 
 
 async def next_epoch(client: bt.Client, timeout: float = 20.0) -> int:
@@ -43,7 +36,7 @@ async def next_epoch(client: bt.Client, timeout: float = 20.0) -> int:
 
 async def build_history(url: str, val: bt.Wallet, miner: bt.Wallet) -> dict:
     """Register, stake, get a permit, set weights, earn emission; return what must survive."""
-    async with client_for(url) as client:
+    async with sdk_client(url) as client:
         for wallet in (val, miner):
             done = await client.submit_call(
                 SM.burned_register(netuid=1, hotkey=wallet.hotkey.ss58_address), wallet)
@@ -106,7 +99,7 @@ async def test_sigterm_restart_keeps_registrations_weights_and_emission(home):
         stopped_at = net.health()["block"]
         assert net.stop() == 0  # graceful: SIGTERM, exit code 0
         net.start()
-        async with client_for(net.url) as client:
+        async with sdk_client(net.url) as client:
             after = await observe(client)
             # continues from the stored block: no reset, no jump
             assert stopped_at <= after["head"] < stopped_at + 30
@@ -120,7 +113,7 @@ async def test_kill9_mid_submission_loses_nothing_confirmed(home):
     dest = miner.coldkeypub.ss58_address
     with run_devnet(home / "state", block_time=0.1, tempo=5) as net:
         before = await build_history(net.url, val, miner)
-        async with client_for(net.url) as client:
+        async with sdk_client(net.url) as client:
             start = (await client.query(("System", "Account"), [dest]))["data"]["free"]
             confirmed = 0
 
@@ -140,7 +133,7 @@ async def test_kill9_mid_submission_loses_nothing_confirmed(home):
                 await asyncio.wait_for(payments, 15)
         check_database(home / "state")
         net.start()
-        async with client_for(net.url) as client:
+        async with sdk_client(net.url) as client:
             after = await observe(client)
             account = await client.query(("System", "Account"), [dest])
             nonce = (await client.query(("System", "Account"),

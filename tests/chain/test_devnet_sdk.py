@@ -19,7 +19,8 @@ import torch
 from bittensor.result import ChainError, ErrorCode, RpcConnectionError
 
 from chain.devnet.substrate import DevnetSubstrate
-from chain.devnet.testing import make_extrinsic, run_devnet
+from chain.devnet.testing import make_extrinsic, run_devnet, sdk_client
+from chain.wallets import create_wallet
 from protocol.emission import EpochInputs, YumaParams, yuma_epoch
 from protocol.payout import pay_epoch, split_emission
 
@@ -38,14 +39,7 @@ def devnet(tmp_path_factory):
 
 
 def make_wallet(home: Path, name: str) -> bt.Wallet:
-    wallet = bt.Wallet(name=name, hotkey="default", path=str(home / "wallets"))
-    wallet.create_new_coldkey(use_password=False, suppress=True, overwrite=True)
-    wallet.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
-    return wallet
-
-
-def client_for(url: str) -> bt.Client:
-    return bt.Client("ws://" + url.removeprefix("devnet://"), substrate=DevnetSubstrate(url))
+    return create_wallet(name, "default", home / "wallets", overwrite=True)
 
 
 async def epoch_after(client: bt.Client, last_step: int, netuid: int = 1,
@@ -67,7 +61,7 @@ def populated(devnet):
     wallets = {name: make_wallet(home, name) for name in ("val", "m1", "m2")}
 
     async def setup() -> None:
-        async with client_for(net.url) as client:
+        async with sdk_client(net.url) as client:
             for wallet in wallets.values():
                 result = await client.submit_call(
                     SM.burned_register(netuid=1, hotkey=wallet.hotkey.ss58_address), wallet)
@@ -92,7 +86,7 @@ def populated(devnet):
 
 async def test_register_serve_commit_stake_through_the_sdk(populated):
     net, _home, w = populated
-    async with client_for(net.url) as client:
+    async with sdk_client(net.url) as client:
         graph = await client.subnets.metagraph(1)
         assert graph.hotkeys == [w[n].hotkey.ss58_address for n in ("val", "m1", "m2")]
         assert graph.coldkeys == [w[n].coldkeypub.ss58_address for n in ("val", "m1", "m2")]
@@ -207,7 +201,7 @@ def expected_epoch(epoch: OneEpoch, bonds: torch.Tensor | None = None):
 
 async def test_epoch_emission_equals_yuma_on_the_same_inputs(devnet):
     net, home = devnet
-    async with client_for(net.url) as client:
+    async with sdk_client(net.url) as client:
         netuid, w, owner = await fresh_subnet(client, home, "yuma", stakes=[100, 50], miners=3)
         epoch = await one_epoch(client, netuid, owner,
                                 [(w[0], {2: 2.0, 3: 1.0}), (w[1], {2: 1.0, 3: 1.0, 4: 1.0})])
@@ -233,7 +227,7 @@ async def test_epoch_emission_equals_yuma_on_the_same_inputs(devnet):
 
 async def test_the_owner_switches_the_owner_cut_off_through_the_sdk(devnet):
     net, home = devnet
-    async with client_for(net.url) as client:
+    async with sdk_client(net.url) as client:
         netuid, w, owner = await fresh_subnet(client, home, "cut", stakes=[10], miners=1)
         assert int(await client.query(("SubtensorModule", "SubnetOwnerCut"))) == 11_796
         done = await client.execute(
@@ -251,7 +245,7 @@ async def test_the_owner_switches_the_owner_cut_off_through_the_sdk(devnet):
 
 async def test_yuma3_with_liquid_alpha_through_the_sdk(devnet):
     net, home = devnet
-    async with client_for(net.url) as client:
+    async with sdk_client(net.url) as client:
         netuid, w, owner = await fresh_subnet(client, home, "y3", stakes=[80, 20], miners=2)
         for name, value in (("yuma3_enabled", True), ("liquid_alpha_enabled", True),
                             ("alpha_low", 6553), ("alpha_high", 19660),
@@ -282,7 +276,7 @@ async def test_yuma3_with_liquid_alpha_through_the_sdk(devnet):
 async def test_weight_refusals_come_back_as_failed_results_and_change_nothing(populated):
     net, home, w = populated
     stranger = make_wallet(home, "stranger")
-    async with client_for(net.url) as client:
+    async with sdk_client(net.url) as client:
         weights_before = await client.query_map(("SubtensorModule", "Weights"), [1])
         with pytest.raises(ChainError) as preflight:  # the SDK checks registration first
             await client.execute(bt.SetWeights(netuid=1, weights={1: 1.0}), stranger)
@@ -324,7 +318,7 @@ class ForgingSigner:
 
 async def test_forged_and_replayed_extrinsics_are_refused(populated):
     net, home, w = populated
-    async with client_for(net.url) as client:
+    async with sdk_client(net.url) as client:
         axon_before = (await client.subnets.metagraph(1)).neurons[2].axon
         call = await client.compose(SM.serve_axon(netuid=1, version=1, ip=0x7F000001, port=9999,
                                                   ip_type=4, protocol=4, placeholder1=0,

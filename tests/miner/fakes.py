@@ -8,9 +8,9 @@ import time
 
 import torch
 
-from node.aggregate_payload import encode_aggregate
 from node.model_state import ModelState
 from node.validators import ValidatorEndpoint
+from protocol.aggregate_payload import encode_aggregate
 from protocol.messages import Aggregate, CheckpointManifest, Contributor, pack_envelope
 from protocol.subnet import SubnetConfig
 

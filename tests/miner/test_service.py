@@ -96,7 +96,7 @@ async def test_two_windows_submit_apply_checkpoint_and_resume(tmp_path):
         assert (header.window, header.uid, header.hotkey) == (w, 1, MINER_HOTKEY)
         indices = assigned_samples(CFG.seed_bytes, w, 1, CFG.samples_per_window, _dataset().num_samples(CFG.seq_len))
         assert header.data_digest == data_digest(indices)
-        codec.decode(payload, spec, codec.CodecConfig(chunk=CFG.codec_chunk, topk=CFG.codec_topk, bits=CFG.codec_bits))
+        codec.decode(payload, spec, CFG.codec_config())
     # Metrics: the model hash after each window is the network's.
     records = read_metrics(tmp_path / "state" / "metrics.jsonl")
     assert [r["window"] for r in records] == [0, 1]

@@ -8,11 +8,18 @@ from aiohttp import web
 from bittensor import http_auth
 
 from chain.wallets import create_wallet
-from miner.submit import Submitter, build_submission, is_retryable
-from node.signed_http import RequestRefused, SignedClient, error_response, verify_request
+from miner.submit import Submitter, build_submission
+from node.signed_http import (
+    RequestRefused,
+    SignedClient,
+    error_response,
+    is_transient,
+    verify_request,
+)
 from node.tls import ensure_identity, server_context
 from node.validators import ValidatorEndpoint
 from protocol.messages import Submission, data_digest, unpack_envelope
+from protocol.retry import Backoff
 from protocol.subnet import SubnetConfig
 
 CFG = SubnetConfig(preset="tiny", dataset_hash="")
@@ -39,8 +46,8 @@ def test_build_submission_envelope_roundtrip():
 
 
 def test_retry_policy():
-    assert is_retryable(0) and is_retryable(503) and is_retryable(429) and is_retryable(425)
-    assert not any(is_retryable(s) for s in (400, 401, 403, 409, 410, 413, 422, 495))
+    assert is_transient(0) and is_transient(503) and is_transient(429) and is_transient(425)
+    assert not any(is_transient(s) for s in (400, 401, 403, 409, 410, 413, 422, 495))
 
 
 @pytest.fixture
@@ -99,7 +106,7 @@ async def test_submit_accepted_then_duplicate_refused_with_reason(tmp_path, wall
     try:
         async with SignedClient(miner, timeout=10) as client:
             endpoint = ValidatorEndpoint(uid=0, hotkey=vhk, url=url, fingerprint=fp, stake=1.0)
-            submitter = Submitter(client, max_attempts=3, backoff_s=0.01)
+            submitter = Submitter(client, max_attempts=3, backoff=Backoff(first=0.01))
             body = _body(miner.hotkey.ss58_address)
             [first] = await submitter.submit_all([endpoint], body, deadline_s=10)
             assert first.accepted and first.attempts == 2  # one 503, then accepted
@@ -123,7 +130,7 @@ async def test_unreachable_validator_gives_up_at_deadline(wallets):
                                  fingerprint="ab" * 32, stake=1.0)
     async with SignedClient(miner, timeout=2) as client:
         started = asyncio.get_running_loop().time()
-        [out] = await Submitter(client, max_attempts=10, backoff_s=0.2).submit_all(
+        [out] = await Submitter(client, max_attempts=10, backoff=Backoff(first=0.2)).submit_all(
             [endpoint], _body(miner.hotkey.ss58_address), deadline_s=1.0
         )
     assert not out.accepted and out.status == 0 and out.code == "unreachable"

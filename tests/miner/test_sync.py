@@ -3,15 +3,10 @@
 import pytest
 import torch
 
-from miner.sync import (
-    AggregateNotReady,
-    SyncError,
-    ValidatorLink,
-    WindowClock,
-    catch_up,
-    poll,
-)
+from miner.sync import SyncError, WindowClock, catch_up
+from node.fetch import AggregateNotReady, FetchError, ValidatorLink
 from node.model_state import ModelState
+from protocol.retry import Backoff, retry
 from protocol.subnet import SubnetConfig
 from tests.miner.fakes import ENDPOINT, FakeChain, FakeValidator
 
@@ -59,13 +54,14 @@ async def test_missing_aggregate_is_not_ready_and_poll_gives_up():
     validator = FakeValidator(CFG, windows=1)
     link = ValidatorLink(validator, ENDPOINT, CFG)
     with pytest.raises(AggregateNotReady):
-        await poll(lambda: catch_up(ModelState.initial(CFG), link, 2), timeout=0.05, interval=0.01)
+        await retry(lambda: catch_up(ModelState.initial(CFG), link, 2), timeout=0.05,
+                    backoff=Backoff.every(0.01), retry_on=(AggregateNotReady,))
 
 
 async def test_tampered_checkpoint_bytes_are_refused():
     validator = FakeValidator(CFG, windows=4, checkpoint_windows=(3,))
     validator.corrupt_in_transit = True
-    with pytest.raises(SyncError, match="sha256"):
+    with pytest.raises(FetchError, match="sha256"):
         await catch_up(ModelState.initial(CFG), ValidatorLink(validator, ENDPOINT, CFG), 4)
     # Bytes that match a manifest but not the model hash inside: refused too.
     validator.corrupt_in_transit = False

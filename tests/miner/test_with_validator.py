@@ -79,7 +79,7 @@ async def test_miner_and_validator_agree_over_https(tmp_path, monkeypatch):
     mwallet = create_wallet("miner", "default", tmp_path / "wallets")
     chain = TickingChain([vwallet.hotkey.ss58_address, mwallet.hotkey.ss58_address])
     ds = _dataset()
-    settings = ValidatorSettings(state_dir=tmp_path / "validator", port=0, poll_interval_s=0.1)
+    settings = ValidatorSettings(netuid=CFG.netuid, state_dir=tmp_path / "validator", port=0, poll_interval_s=0.1)
     validator = Validator(chain, vwallet, CFG, settings, ds)
     await validator.start()
     client = SignedClient(mwallet, timeout=10)

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from node.hf_interop import HfInteropError, export_hf, load_hf_causal_lm
-from protocol.model import ModelConfig, build_model, load_checkpoint, model_hash
+from node.model_file import load_model_file
+from protocol.model import ModelConfig, build_model, model_hash
 
 transformers = pytest.importorskip("transformers")
 
@@ -88,7 +89,7 @@ def test_export_and_import_commands_round_trip_a_validator_model(tmp_path, capsy
     assert main(["export", "--hf", str(tmp_path / "hf"), "--model", str(tmp_path / "val")]) == 0
     assert "AutoModelForCausalLM.from_pretrained" in capsys.readouterr().out
     assert main(["import", "--hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back.safetensors")]) == 0
-    weights, cfg, extra = load_checkpoint(tmp_path / "back.safetensors")
+    weights, cfg, extra = load_model_file(tmp_path / "back.safetensors")
     assert model_hash(weights) == state.hash() and extra["source"] == "hf"
     assert (cfg.dim, cfg.vocab_size) == (64, 264)
 

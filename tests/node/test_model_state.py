@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from node.aggregate_payload import AggregatePayloadError, decode_aggregate, encode_aggregate
-from node.model_state import ModelDesyncError, ModelState, ModelStateError, initial_seed
+from node.model_state import ModelDesyncError, ModelState, ModelStateError
+from protocol.aggregate_payload import AggregatePayloadError, decode_aggregate, encode_aggregate
 from protocol.model import build_model, model_hash, preset
 from protocol.outer import aggregate
 from protocol.subnet import SubnetConfig
@@ -33,7 +34,8 @@ def _header(window: int, next_hash: str, contributors=(1,)) -> SimpleNamespace:
 def test_initial_is_deterministic_from_seed():
     a, b = ModelState.initial(CFG), ModelState.initial(CFG)
     assert a.hash() == b.hash() and a.window == 0
-    expected = build_model(preset("tiny"), seed=initial_seed(CFG))
+    seed = int.from_bytes(hashlib.sha256(CFG.seed.encode()).digest()[:8], "big")  # the published rule
+    expected = build_model(preset("tiny"), seed=seed)
     assert a.hash() == model_hash(expected)
     assert ModelState.initial(SubnetConfig(preset="tiny", seed="other")).hash() != a.hash()
 
@@ -136,3 +138,24 @@ def test_load_rejects_other_config_and_tampering(tmp_path):
         ModelState.load(path, CFG)
     with pytest.raises(ModelStateError):
         ModelState.load(tmp_path / "missing", CFG)
+
+
+def test_hash_is_computed_once_per_version_of_the_weights(monkeypatch):
+    import node.model_state as ms
+
+    calls = []
+
+    def counting(model):
+        calls.append(1)
+        return model_hash(model)
+
+    monkeypatch.setattr(ms, "model_hash", counting)
+    state = ModelState.initial(CFG)
+    first = state.hash()
+    assert state.hash() == first and len(calls) == 1  # asked twice, hashed once
+    payload = encode_aggregate(_sparse_update(state, 1), state.spec)
+    second = state.apply_payload(0, payload)
+    assert second != first and state.hash() == second and len(calls) == 2
+    with torch.no_grad():
+        next(state.model.parameters()).add_(1.0)  # a write that bypasses ModelState
+    assert state.hash() not in (first, second) and len(calls) == 3

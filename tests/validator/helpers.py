@@ -52,10 +52,6 @@ def toy_dataset(seq_len: int = 32, samples: int = 2400, val_samples: int = 300) 
     return TokenDataset.from_arrays("toy", stream(samples), stream(val_samples))
 
 
-def codec_cfg(cfg: SubnetConfig = CFG) -> codec.CodecConfig:
-    return codec.CodecConfig(chunk=cfg.codec_chunk, topk=cfg.codec_topk, bits=cfg.codec_bits)
-
-
 def honest_delta(
     state: ModelState, ds: TokenDataset, uid: int, cfg: SubnetConfig = CFG, *, epochs: int = 1
 ) -> dict[str, torch.Tensor]:
@@ -74,7 +70,7 @@ def honest_delta(
 
 
 def encode_delta(delta: dict[str, torch.Tensor], cfg: SubnetConfig = CFG) -> bytes:
-    return codec.encode(codec.compress(delta, codec_cfg(cfg)), codec_cfg(cfg))
+    return codec.encode(codec.compress(delta, cfg.codec_config()), cfg.codec_config())
 
 
 def garbage_delta(state: ModelState, seed: int = 0) -> dict[str, torch.Tensor]:

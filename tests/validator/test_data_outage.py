@@ -18,7 +18,7 @@ MINER = Keypair.create_from_uri("//OutageMiner")
 async def test_shard_fetch_failure_is_retried_next_tick(tmp_path, monkeypatch):
     chain = FakeChain(CFG.netuid, [VAL.ss58_address, MINER.ss58_address], [100.0, 0])
     fix_secret(tmp_path / "v")
-    v = Validator(chain, VAL, CFG, ValidatorSettings(state_dir=tmp_path / "v", port=0, poll_interval_s=0.05),
+    v = Validator(chain, VAL, CFG, ValidatorSettings(netuid=CFG.netuid, state_dir=tmp_path / "v", port=0, poll_interval_s=0.05),
                   toy_dataset(), hotkey=VAL.ss58_address)
     await v.start()
     try:

@@ -3,14 +3,13 @@ window close, weights and emission. Slow-ish: ~30-60 s (block time 0.2 s)."""
 
 from __future__ import annotations
 
-import asyncio
-
 from chain.client import Chain
 from chain.devnet.testing import run_devnet
 from chain.wallets import create_wallet, hotkey_address
 from node.signed_http import SignedClient, parse_error
 from node.validators import find_validators
 from protocol.messages import Aggregate, unpack_envelope
+from protocol.retry import poll_until
 from protocol.windows import window_start_block
 from validator.service import Validator
 from validator.settings import ValidatorSettings
@@ -30,14 +29,10 @@ async def _post(wallet, endpoint, body: bytes) -> tuple[int, str]:
 
 
 async def _wait_incentive(chain: Chain, uid: int, timeout: float) -> float:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        mg = await chain.metagraph(DEVNET_CFG.netuid)
-        if mg.incentive[uid] > 0:
-            return mg.incentive[uid]
-        await asyncio.sleep(0.5)
-    return 0.0
+    async def incentive() -> float:
+        return (await chain.metagraph(DEVNET_CFG.netuid)).incentive[uid]
+
+    return await poll_until(incentive, lambda i: i > 0, timeout=timeout, interval=0.5, on_timeout=None)
 
 
 async def test_validator_on_devnet(tmp_path, monkeypatch):
@@ -49,7 +44,7 @@ async def test_validator_on_devnet(tmp_path, monkeypatch):
             await chain.register(wallets["val"], 1)
             miner_uid = await chain.register(wallets["miner"], 1)
             await chain.add_stake(wallets["val"], 1, 100.0)
-            settings = ValidatorSettings(state_dir=tmp_path / "v", port=0, poll_interval_s=0.1)
+            settings = ValidatorSettings(netuid=DEVNET_CFG.netuid, state_dir=tmp_path / "v", port=0, poll_interval_s=0.1)
             fix_secret(tmp_path / "v")
             v = Validator(chain, wallets["val"], DEVNET_CFG, settings, ds)
             await v.start()
@@ -61,11 +56,11 @@ async def test_validator_on_devnet(tmp_path, monkeypatch):
 
 async def _published_endpoint(chain: Chain, timeout: float = 20.0):
     """serve/commit are not awaited to finalization: poll until the chain shows both."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (found := find_validators(await chain.metagraph(DEVNET_CFG.netuid))):
-        assert loop.time() < deadline, "validator endpoint not visible on chain"
-        await asyncio.sleep(0.2)
+    async def published():
+        return find_validators(await chain.metagraph(DEVNET_CFG.netuid))
+
+    found = await poll_until(published, bool, timeout=timeout, interval=0.2,
+                             on_timeout=lambda _: AssertionError("validator endpoint not visible on chain"))
     return found[0]
 
 

@@ -20,7 +20,7 @@ from validator.evaluate import (
 )
 from validator.store import StoredSubmission
 
-from .helpers import CFG, codec_cfg, encode_delta, garbage_delta, honest_delta, toy_dataset
+from .helpers import CFG, encode_delta, garbage_delta, honest_delta, toy_dataset
 
 KEYS = [Keypair.create_from_uri(f"//Miner{i}") for i in range(5)]
 
@@ -32,7 +32,7 @@ def ds():
 
 def _stored(state: ModelState, uid: int, payload: bytes) -> StoredSubmission:
     header = type("H", (), {"base_model_hash": state.hash()})()
-    update = codec.decode(payload, state.spec, codec_cfg())
+    update = codec.decode(payload, state.spec, CFG.codec_config())
     return StoredSubmission(state.window, uid, KEYS[uid].ss58_address, header, payload, update)
 
 

@@ -20,7 +20,6 @@ from validator.settings import ValidatorSettings
 from .helpers import (
     CFG,
     FakeChain,
-    codec_cfg,
     encode_delta,
     garbage_delta,
     submission_body,
@@ -41,7 +40,7 @@ def ds():
 @pytest.fixture
 async def node(tmp_path, ds):
     chain = FakeChain(CFG.netuid, [VAL.ss58_address] + [m.ss58_address for m in MINERS], [100.0, 0, 0, 0])
-    settings = ValidatorSettings(state_dir=tmp_path / "v", port=0, max_body_bytes=MAX_BODY, poll_interval_s=0.05)
+    settings = ValidatorSettings(netuid=CFG.netuid, state_dir=tmp_path / "v", port=0, max_body_bytes=MAX_BODY, poll_interval_s=0.05)
     v = Validator(chain, VAL, CFG, settings, ds, hotkey=VAL.ss58_address)
     await v.start()
     try:
@@ -75,9 +74,9 @@ def _payload(state: ModelState, seed: int = 0) -> bytes:
 
 def _nan_payload(state: ModelState) -> bytes:
     marker = 0.012345678
-    update = codec.compress(garbage_delta(state), codec_cfg())
+    update = codec.compress(garbage_delta(state), CFG.codec_config())
     update = {n: codec.SparseTensor(t.shape, t.indices, torch.sign(t.values) * marker) for n, t in update.items()}
-    data = bytearray(codec.encode(update, codec_cfg()))
+    data = bytearray(codec.encode(update, CFG.codec_config()))
     at = data.find(struct.pack("<f", marker))
     data[at : at + 4] = struct.pack("<f", float("nan"))
     return bytes(data)
@@ -113,7 +112,7 @@ async def test_wrong_shapes_refused(node, ds):
     state = v.state.model
     name = next(iter(state.spec))
     bad = {name: torch.randn(3, 5) * 0.01}  # a tensor of the right name with the wrong shape
-    payload = codec.encode(codec.compress(bad, codec_cfg()), codec_cfg())
+    payload = codec.encode(codec.compress(bad, CFG.codec_config()), CFG.codec_config())
     body = submission_body(MINERS[1], 2, 0, payload, base_hash=state.hash(), ds=ds)
     assert await _post(v, MINERS[1], body) == (422, "invalid_payload")
     assert v.subs.count(0) == 0  # nothing stored
@@ -158,3 +157,32 @@ async def test_get_endpoints(node):
         assert status == 200 and b'"window":0' in body
         status, body = await client.get(_url(v), "/status", receiver_hotkey=None, pinned_fingerprint=fp)
         assert status == 200 and v.state.model.hash().encode() in body
+
+
+async def test_log_lines_carry_uid_next_to_hotkey(node, ds):
+    """One key=value line per accepted or refused submission, with the signer's uid and hotkey."""
+    import io
+    import logging
+
+    from node.logs import ROOT_LOGGER, setup_logging
+
+    v, _ = node
+    state = v.state.model
+    root = logging.getLogger(ROOT_LOGGER)
+    saved = (root.handlers[:], root.level, root.propagate)
+    stream = io.StringIO()
+    setup_logging("INFO", stream=stream)
+    try:
+        good = submission_body(MINERS[0], 1, 0, _payload(state), base_hash=state.hash(), ds=ds)
+        assert await _post(v, MINERS[0], good) == (200, "ok")
+        late = submission_body(MINERS[1], 2, 1, _payload(state), base_hash=state.hash(), ds=ds)
+        assert await _post(v, MINERS[1], late) == (425, "window_not_open")
+        stranger = submission_body(STRANGER, 1, 0, _payload(state), base_hash=state.hash(), ds=ds)
+        assert await _post(v, STRANGER, stranger) == (403, "not_registered")
+    finally:
+        root.handlers[:], root.level, root.propagate = saved
+    lines = [line for line in stream.getvalue().splitlines() if "swarmtrain.validator.intake:" in line]
+    assert len(lines) == 3, lines
+    assert f"accepted w=0 uid=1 hotkey={MINERS[0].ss58_address} bytes=" in lines[0]
+    assert f"refused uid=2 hotkey={MINERS[1].ss58_address} status=425 code=window_not_open reason=" in lines[1]
+    assert f"refused uid=None hotkey={STRANGER.ss58_address} status=403 code=not_registered" in lines[2]

@@ -40,7 +40,7 @@ def ds():
 
 
 def _validator(tmp_path, ds, chain, kp=VAL, cfg=CFG, name="v") -> Validator:
-    settings = ValidatorSettings(state_dir=tmp_path / name, port=0, poll_interval_s=0.05)
+    settings = ValidatorSettings(netuid=cfg.netuid, state_dir=tmp_path / name, port=0, poll_interval_s=0.05)
     fix_secret(tmp_path / name)
     return Validator(chain, kp, cfg, settings, ds, hotkey=kp.ss58_address)
 

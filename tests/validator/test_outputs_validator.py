@@ -52,7 +52,7 @@ def body(cfg, uid: int, window: int, outputs, base_hash: str, ds, payload: bytes
 def make_intake(cfg, ds, tmp_path, state: ModelState) -> Intake:
     view = IntakeView(open_window=state.window, ready=True, model_hash=state.hash(),
                       hotkeys={u: kp.ss58_address for u, kp in enumerate(MINERS)})
-    return Intake(view, SubmissionStore(), cfg, ValidatorSettings(state_dir=tmp_path), self_hotkey=VAL.ss58_address,
+    return Intake(view, SubmissionStore(), cfg, ValidatorSettings(netuid=cfg.netuid, state_dir=tmp_path), self_hotkey=VAL.ss58_address,
                   population=ds.num_samples(cfg.seq_len), spec=state.spec)
 
 
@@ -144,7 +144,7 @@ async def test_validator_loop_closes_an_outputs_window(outputs_setup, tmp_path):
     cfg, ds, teacher = outputs_setup
     chain = FakeChain(cfg.netuid, [VAL.ss58_address] + [m.ss58_address for m in MINERS[1:4]], [100.0, 0, 0, 0], tempo=5)
     fix_secret(tmp_path / "v", SECRET)
-    v = Validator(chain, VAL, cfg, ValidatorSettings(state_dir=tmp_path / "v", port=0, poll_interval_s=0.05), ds,
+    v = Validator(chain, VAL, cfg, ValidatorSettings(netuid=cfg.netuid, state_dir=tmp_path / "v", port=0, poll_interval_s=0.05), ds,
                   hotkey=VAL.ss58_address, teacher=teacher)
     follower = ModelState.initial(cfg)
     await v.start()

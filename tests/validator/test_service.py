@@ -47,7 +47,7 @@ def ds():
 
 
 def _make(tmp_path, ds, chain) -> Validator:
-    settings = ValidatorSettings(state_dir=tmp_path / "v", port=0, poll_interval_s=0.05)
+    settings = ValidatorSettings(netuid=CFG.netuid, state_dir=tmp_path / "v", port=0, poll_interval_s=0.05)
     fix_secret(tmp_path / "v")
     return Validator(chain, VAL, CFG, settings, ds, hotkey=VAL.ss58_address)
 

@@ -3,13 +3,11 @@ same model, same scores file, and the same checkpoint bytes served. ~40 s."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from chain.wallets import create_wallet
 from node.logs import read_metrics
 from node.signed_http import NodeHttpError, SignedClient
 from node.validators import find_validators
+from protocol.retry import Backoff, Waiter, retry
 from protocol.subnet import SubnetConfig
 
 NETUID = 1
@@ -42,29 +41,24 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 async def _wait_windows(metrics: Path, count: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    waiter = Waiter(timeout, Backoff.every(0.3))
     while len(read_metrics(metrics)) < count:
         if proc.poll() is not None:
             raise AssertionError(f"validator exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
+        if not await waiter.pause():
             raise AssertionError(f"{count} windows not closed in {timeout}s:\n{log.read_text()[-3000:]}")
-        await asyncio.sleep(0.3)
 
 
 async def _get(wallet, endpoint, path: str, timeout: float = 20.0) -> bytes:
-    deadline = time.monotonic() + timeout
     async with SignedClient(wallet, timeout=5) as client:
-        while True:
-            try:
-                status, body = await client.get(endpoint.url, path, receiver_hotkey=endpoint.hotkey,
-                                                pinned_fingerprint=endpoint.fingerprint)
-                if status == 200:
-                    return body
-            except NodeHttpError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise AssertionError(f"GET {path} did not answer 200 within {timeout}s")
-            await asyncio.sleep(0.3)
+        status, body = await retry(
+            lambda: client.get(endpoint.url, path, receiver_hotkey=endpoint.hotkey,
+                               pinned_fingerprint=endpoint.fingerprint),
+            timeout=timeout, backoff=Backoff.every(0.3), retry_on=(NodeHttpError,),  # not listening yet
+            again=lambda answer: answer[0] != 200,
+        )
+    assert status == 200, f"GET {path} did not answer 200 within {timeout}s"
+    return body
 
 
 @pytest.mark.timeout(180)

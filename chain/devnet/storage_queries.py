@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from chain.devnet.database import ChainState, Neuron, Subnet
 from chain.devnet.params import STORAGE_ITEM_PARAM, DevnetConfig
-from chain.devnet.state import ChainState, Neuron
 from protocol.payout import SUBNET_OWNER_CUT_U16
 
 ZERO_ACCOUNT = "5C4hrfjw9DjXZTzV3MwzrrAr9P1MJhSrvWGWqi1eSuyUpnhM"  # AccountId32 default
@@ -95,7 +95,7 @@ class StorageReader:
 
     # Helpers ------------------------------------------------------------------
 
-    def _subnet_or_none(self, netuid: Any, item: str):
+    def _subnet_or_none(self, netuid: Any, item: str) -> Subnet | None:
         return self.state.subnet(_int(netuid, item))
 
     def _hyperparam(self, item: str, params: list) -> Any:

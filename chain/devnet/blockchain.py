@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,11 @@ import bittensor_core
 
 from chain.devnet import pallets
 from chain.devnet.calls import ALICE, CallRejected, parse_call
+from chain.devnet.database import ChainState
 from chain.devnet.epoch import EpochSummary, epoch_due, run_epoch
 from chain.devnet.params import GENESIS_NETUID, DevnetConfig, default_hyperparams
 from chain.devnet.runtime_api import RuntimeApi
-from chain.devnet.state import ChainState
-from chain.devnet.storage import StorageReader
+from chain.devnet.storage_queries import StorageReader
 from chain.devnet.wire import Extrinsic
 
 ERA_PERIOD = 256  # an extrinsic signed against a block older than this is refused
@@ -134,7 +135,7 @@ class Devnet:
         row = self.state.block(number)
         return None if row is None else str(row["hash"])
 
-    def resolve_block(self, number: int | None = None, block_hash: str | None = None):
+    def resolve_block(self, number: int | None = None, block_hash: str | None = None) -> sqlite3.Row | None:
         """The stored block row for a number or hash (the head when both are None)."""
         if block_hash is not None:
             return self.state.block_by_hash(block_hash)

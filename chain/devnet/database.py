@@ -72,11 +72,6 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS extrinsics_by_block ON extrinsics (block, idx);
 """
 
-SCORE_FIELDS = (
-    "rank", "trust", "consensus", "incentive", "dividends", "validator_trust", "pruning_score",
-)
-
-
 @dataclass
 class Neuron:
     """One uid of a subnet; scores are u16, emission in rao per epoch."""
@@ -304,11 +299,6 @@ class ChainState:
             "INSERT OR REPLACE INTO stake (hotkey, coldkey, netuid, alpha) VALUES (?, ?, ?, ?)",
             (hotkey, coldkey, netuid, current + delta),
         )
-
-    def stake_rows(self, netuid: int | None = None) -> list[sqlite3.Row]:
-        if netuid is None:
-            return self._all("SELECT * FROM stake ORDER BY hotkey, coldkey, netuid")
-        return self._all("SELECT * FROM stake WHERE netuid=? ORDER BY hotkey, coldkey", (netuid,))
 
     # Weights and bonds --------------------------------------------------------
 

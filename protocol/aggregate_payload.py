@@ -8,7 +8,8 @@ table: about 5× fewer bytes than positions plus fp32 values, at ≈ 1 % relativ
 
 Nodes stay bit-identical because nobody applies the lead's dense mean: the lead, like every
 other node, applies the *decoded* bytes (``validator.aggregation`` computes
-``next_model_hash`` that way), and decoding is a table lookup, exact on any machine.
+``next_model_hash`` that way), and decoding is a table lookup, exact on any machine. The
+format is a rule every node must agree on, so it lives here and nowhere else.
 
 Example:
     >>> data = encode_aggregate({"w": torch.tensor([0.0, 1.5])}, {"w": (2,)})
@@ -51,10 +52,14 @@ def encode_aggregate(update: Mapping[str, Tensor], spec: Mapping[str, tuple[int,
         raise AggregatePayloadError(f"cannot encode the aggregate: {exc}") from exc
 
 
-def decode_aggregate(data: bytes, spec: Mapping[str, tuple[int, ...]]) -> dict[str, Tensor]:
-    """Bytes -> dense fp32 tensors exactly shaped as ``spec``; validates everything."""
+def decode_aggregate_sparse(data: bytes, spec: Mapping[str, tuple[int, ...]]) -> codec.SparseUpdate:
+    """Bytes -> the kept entries per tensor (as a miner's update decodes); validates everything."""
     try:
-        update = codec.decode(data, spec, AGGREGATE_CODEC)
+        return codec.decode(data, spec, AGGREGATE_CODEC)
     except codec.CodecError as exc:
         raise AggregatePayloadError(f"invalid aggregate payload: {exc}") from exc
-    return codec.decompress(update, spec)
+
+
+def decode_aggregate(data: bytes, spec: Mapping[str, tuple[int, ...]]) -> dict[str, Tensor]:
+    """Bytes -> dense fp32 tensors exactly shaped as ``spec``; validates everything."""
+    return codec.decompress(decode_aggregate_sparse(data, spec), spec)
