@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chain.errors import ChainError, RateLimitedError
 from chain.types import Metagraph, SubnetHyperparams
@@ -50,7 +50,10 @@ from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
 from validator.student import StudentTrainer, build_student_update
 from validator.telemetry import ValidatorTelemetry, tail_records
-from validator.verify_outputs import OutputsEvaluation, OutputsVerifier
+from validator.verify_outputs import OutputsEvaluation, OutputsVerifier, outputs_parts
+
+if TYPE_CHECKING:
+    from node.teacher import Teacher
 
 log = logging.getLogger("swarmtrain.validator")
 
@@ -87,19 +90,6 @@ def should_checkpoint(window: int, every: int) -> bool:
     return window % every == 0
 
 
-def outputs_parts(cfg: SubnetConfig, settings: ValidatorSettings, dataset: Dataset,
-                  params: criteria.CriteriaParams, teacher: Any = None) -> tuple[OutputsVerifier, StudentTrainer]:
-    """Outputs mode: the teacher (loaded and checked against the config unless given), its
-    verifier, and the student trainer (used while this validator leads)."""
-    if teacher is None:
-        import torch
-
-        from node.teacher import load_teacher
-
-        teacher = load_teacher(cfg, settings.device, settings.teacher, dtype=torch.float32)  # checks in fp32
-    return OutputsVerifier(cfg, dataset, teacher, params), StudentTrainer.for_subnet(cfg, settings.device)
-
-
 def _verdict_record(v: criteria.Verdict) -> dict[str, object]:
     """What the metrics line keeps of a verdict: why it scored what it did, and the figures."""
     return {"reason": v.reason, "gain": round(v.gain, 6), "own_z": round(v.own_z, 3)}
@@ -111,7 +101,7 @@ class Validator:
     def __init__(
         self, chain: ChainLike, wallet: Wallet, cfg: SubnetConfig, settings: ValidatorSettings,
         dataset: Dataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
-        hotkey: str | None = None, clock: Callable[[], float] = time.time, teacher: Any = None,
+        hotkey: str | None = None, clock: Callable[[], float] = time.time, teacher: Teacher | None = None,
     ) -> None:
         self.chain, self.wallet, self.cfg, self.settings = chain, wallet, cfg, settings
         self.dataset, self.params, self.clock = dataset, params, clock
@@ -130,7 +120,8 @@ class Validator:
         self.verifier: OutputsVerifier | None = None  # outputs mode: verification and the student
         self.student: StudentTrainer | None = None
         if cfg.task == "outputs":
-            self.verifier, self.student = outputs_parts(cfg, settings, dataset, params, teacher)
+            self.verifier, self.student = outputs_parts(cfg, dataset, params, device=settings.device,
+                                                        teacher_path=settings.teacher, teacher=teacher)
         self._student_figures: dict[str, Any] = {}
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 from validator.evaluate import WindowEvaluation, window_entropy
 from validator.store import StoredSubmission
+from validator.student import StudentTrainer
 
 CHECK_BATCH = 8  # checked samples per forward pass: similar prefix lengths, little padding waste
 
@@ -154,3 +156,16 @@ class OutputsVerifier:
                 found[r] = logp[j]
         stacked = torch.stack([found[int(r)][int(c)] for r, c in zip(rows, cols, strict=True)]) if len(flat) else torch.zeros(0)
         return _Recomputed(stacked, tokens)
+
+
+def outputs_parts(cfg: SubnetConfig, dataset: Dataset, params: criteria.CriteriaParams, *, device: str,
+                  teacher_path: Path | None = None, teacher: Teacher | None = None
+                  ) -> tuple[OutputsVerifier, StudentTrainer]:
+    """Outputs mode's parts of a validator: the verifier around the teacher (``teacher``, else the
+    one at ``teacher_path`` or the config's path, checked against the config and run in fp32) and
+    the student trainer (used while this validator leads)."""
+    if teacher is None:
+        from node.teacher import load_teacher
+
+        teacher = load_teacher(cfg, device, teacher_path, dtype=torch.float32)
+    return OutputsVerifier(cfg, dataset, teacher, params), StudentTrainer.for_subnet(cfg, device)
