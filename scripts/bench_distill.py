@@ -359,7 +359,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--miners", type=int, help="honest miners (default 3; --quick 2)")
     p.add_argument("--samples", type=int, default=1024, help="outputs_samples: assigned per miner and window")
     p.add_argument("--budget-s", type=float, default=600.0, help="each miner's labelling budget per window (seconds)")
-    p.add_argument("--teacher", type=Path, default=None, help="teacher file or HF dir (default: the cached local small)")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher file or HF dir (default: the cached local teacher, swarmtrain.local_teacher)")
     p.add_argument("--teacher-steps", type=int, default=1500, help="steps of the default local teacher")
     p.add_argument("--student-lr", type=float, default=None, help="the student's AdamW lr (default: the tiny preset's)")
     p.add_argument("--secrets", type=int, help="validator secrets per cheat (default 10000; --quick 2000)")

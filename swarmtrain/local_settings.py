@@ -57,7 +57,7 @@ class LocalSettings(LocalRunSettings):
         "gradients", description="what miners return: gradients or a teacher's outputs (preset = the student)"
     )
     teacher: Path | None = Field(
-        None, description="outputs: teacher model file or Hugging Face directory (default: a `small` trained "
+        None, description="outputs: teacher model file or Hugging Face directory (default: a 0.8 M-parameter model trained "
         "briefly on the built-in corpus, cached)",
     )
     teacher_steps: int = Field(1500, ge=1, description="outputs: training steps of the default teacher")

@@ -1,12 +1,15 @@
-"""A teacher for local outputs-mode runs and benchmarks: a preset trained briefly on the subnet's
+"""A teacher for local outputs-mode runs and benchmarks: a model trained briefly on the subnet's
 data, cached, so nothing is downloaded and a second run starts at once.
 
-The cache key holds everything that determines the weights (preset, steps, batch, lr, seed,
-the dataset's content hash and the vocabulary), so a cached file is the same teacher, and its
-model hash pins it in the subnet config like any other teacher.
+The default shape (``LOCAL_TEACHER``, ~0.8 M parameters: 128 wide, 4 layers) is chosen for a
+CPU: about 8× the `tiny` student, so the student has something to learn from, and small enough
+to train past the student's own reach in a few minutes on one core (``small``, 12.8 M, would
+take most of an hour). The cache key holds everything that determines the weights (shape,
+steps, batch, lr, seed, the dataset's content hash and the vocabulary), so a cached file is the
+same teacher, and its model hash pins it in the subnet config like any other teacher.
 
 Example:
-    >>> path = local_teacher(builtin_corpus(), preset_name="small", steps=1500)
+    >>> path = local_teacher(builtin_corpus(), steps=1500)
     >>> cfg = SubnetConfig(task="outputs", teacher=str(path), teacher_hash=teacher_hash_of(path), ...)
 """
 
@@ -22,7 +25,7 @@ import torch
 
 from node.model_file import save_model_file
 from protocol.data import TokenDataset, cache_root
-from protocol.model import Transformer, build_model, lm_loss, preset
+from protocol.model import ModelConfig, Transformer, build_model, lm_loss, preset
 
 log = logging.getLogger("swarmtrain.local")
 
@@ -34,22 +37,26 @@ def teacher_path(cache_dir: Path, key: str) -> Path:
 
 
 DEFAULT_STEPS = 1500  # ~1.5 M tokens: well past what the students of the demos see
+LOCAL_TEACHER = ModelConfig(name="teacher-mini", dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=352,
+                            max_seq_len=256)
 
 
-def local_teacher(dataset: TokenDataset, *, preset_name: str = "small", steps: int = DEFAULT_STEPS, batch_size: int = 16,
-                  lr: float = 2e-3, seed: int = 7, vocab_size: int = 264, cache_dir: Path | None = None,
-                  threads: int | None = None) -> Path:
+def local_teacher(dataset: TokenDataset, *, shape: ModelConfig | str = LOCAL_TEACHER, steps: int = DEFAULT_STEPS,
+                  batch_size: int = 16, lr: float = 3e-3, seed: int = 7, vocab_size: int = 264,
+                  cache_dir: Path | None = None, threads: int | None = None) -> Path:
     """The cached teacher file for these settings, trained first if absent (AdamW, warm-up,
-    uniformly drawn training samples of ``TEACHER_SEQ_LEN`` tokens)."""
-    parts = f"{preset_name}|{steps}|{batch_size}|{lr}|{seed}|{dataset.content_hash}|{vocab_size}|cosine"
-    key = f"{preset_name}-{steps}-{hashlib.sha256(parts.encode()).hexdigest()[:12]}"
+    uniformly drawn training samples of ``TEACHER_SEQ_LEN`` tokens). ``shape``: a model config
+    or a preset name."""
+    cfg = teacher_config(shape, vocab_size)
+    parts = f"{cfg.model_dump_json()}|{steps}|{batch_size}|{lr}|{seed}|{dataset.content_hash}|cosine"
+    key = f"{cfg.name}-{steps}-{hashlib.sha256(parts.encode()).hexdigest()[:12]}"
     path = teacher_path(Path(cache_dir) if cache_dir else cache_root(), key)
     if path.is_file():
         return path
     started = time.monotonic()
     log.info("training the local teacher (%s, %d steps of %d samples): cached at %s for the next runs",
-             preset_name, steps, batch_size, path)
-    model = train_teacher(dataset, preset_name, steps, batch_size, lr, seed, vocab_size, threads)
+             cfg.name, steps, batch_size, path)
+    model = train_teacher(dataset, cfg, steps, batch_size, lr, seed, vocab_size, threads)
     save_model_file(path, model, model.cfg, extra={"source": "swarmtrain.local_teacher", "steps": steps})
     log.info("teacher trained in %.0fs", time.monotonic() - started)
     return path
@@ -74,15 +81,21 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 20) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_teacher(dataset: TokenDataset, preset_name: str, steps: int, batch_size: int, lr: float, seed: int,
+def teacher_config(shape: ModelConfig | str, vocab_size: int) -> ModelConfig:
+    """``shape`` (a config, or a preset's name) with the subnet's vocabulary."""
+    cfg = preset(shape) if isinstance(shape, str) else shape
+    return ModelConfig.model_validate({**cfg.model_dump(), "vocab_size": vocab_size})
+
+
+def train_teacher(dataset: TokenDataset, shape: ModelConfig | str, steps: int, batch_size: int, lr: float, seed: int,
                   vocab_size: int, threads: int | None = None) -> Transformer:
-    """``steps`` AdamW steps of ``preset_name`` from a seeded init on random training samples
+    """``steps`` AdamW steps of ``shape`` (a config or a preset's name) from a seeded init on random training samples
     (``lr_at``: warm-up, then cosine decay to a tenth)."""
     saved = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        model = build_model(preset(preset_name, vocab_size), seed=seed)
+        model = build_model(teacher_config(shape, vocab_size), seed=seed)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95))
         gen = torch.Generator().manual_seed(seed)
         population = dataset.num_samples(TEACHER_SEQ_LEN)

@@ -135,7 +135,7 @@ def test_criteria_hash_covers_every_rule_and_keeps_gradient_mode() -> None:
     base = criteria_hash_of(cfg)
     assert base != criteria.criteria_hash()
     for field, value in (("outputs_topk", 8), ("outputs_value_bits", 6), ("outputs_spot_checks", 12),
-                         ("outputs_tolerance", 0.2), ("outputs_median_tolerance", 0.05),
+                         ("outputs_tolerance", 0.2), ("outputs_median_tolerance", 0.1),
                          ("outputs_samples", 64), ("seq_len", 32),
                          ("distill_hard_weight", 0.1), ("teacher_hash", "cd" * 32)):
         assert criteria_hash_of(SubnetConfig(**{**OUT_CFG, field: value})) != base, field
