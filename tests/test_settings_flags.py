@@ -157,6 +157,17 @@ def test_the_argv_localnet_gives_its_children_parses(tmp_path: Path) -> None:
     assert miner.options == MinerOptions()
 
 
+def test_localnet_never_gives_two_nodes_one_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port closed a moment ago may be handed out again: the second miner must not get it."""
+    from swarmtrain import localnet
+
+    cfg = LocalNetConfig(out=tmp_path, miners=[MinerSpec("m1")], windows=1, subnet=SubnetConfig(), device="cpu")
+    net = LocalNet(cfg)
+    ports = iter([net.port, 5001, 5001, net.port, 5002])
+    monkeypatch.setattr(localnet, "free_port", lambda: next(ports))
+    assert [net.node_port(n) for n in ("m1", "m2", "m1")] == [5001, 5002, 5001]
+
+
 def test_nested_groups_keep_btcli_spelling() -> None:
     flags = {spec.flag for spec in flag_specs(ValidatorSettings)}
     assert {"--wallet.name", "--wallet.hotkey", "--wallet.path", "--subtensor.network",
