@@ -126,14 +126,25 @@ class Evaluator:
             [s.uid for s in subs], last_evaluated, self.cfg.max_evaluations, window, entropy, self.params
         )
         by_uid = {s.uid: s for s in subs}
-        out.dense = {uid: decompress(by_uid[uid].sparse, state.spec) for uid in chosen}
+        out.dense = self.dense_for_measuring(by_uid, chosen, state.spec)
         measured = self.measure_all(state, [by_uid[u] for u in chosen], out, norms, entropy)
         out.evaluations = {u: replace(e, pooled_z=criteria.pooled_z((recent_z or {}).get(u, ()), e.own_z, self.params))
                            for u, e in measured.items()}
         out.verdicts = criteria.judge_window(out.evaluations, out.copies, self.params)
+        out.dense = self.dense_for_aggregating(out, by_uid, state.spec)
         out.bar = criteria.evidence_bar(out.evaluations, self.params)
         self.history.append(list(sketches.values()))
         return out
+
+    def dense_for_measuring(self, by_uid: Mapping[int, StoredSubmission], chosen: Sequence[int],
+                            spec: Mapping[str, tuple[int, ...]]) -> dict[int, dict[str, Tensor]]:
+        """The chosen updates decoded to dense tensors (``measure`` reads them from ``out.dense``)."""
+        return {uid: decompress(by_uid[uid].sparse, spec) for uid in chosen}
+
+    def dense_for_aggregating(self, out: WindowEvaluation, by_uid: Mapping[int, StoredSubmission],
+                              spec: Mapping[str, tuple[int, ...]]) -> dict[int, dict[str, Tensor]]:
+        """What ``out.dense`` keeps for the aggregate (here: every evaluated update, as decoded)."""
+        return out.dense
 
     def find_copies(self, subs: Sequence[StoredSubmission], sketches: Mapping[int, np.ndarray]) -> dict[int, int]:
         """copier -> original over every submission of the window (sketches: cheap)."""
