@@ -50,9 +50,8 @@ from validator.peers import PeerWatch
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
-from validator.student import StudentTrainer, build_student_update
 from validator.telemetry import ValidatorTelemetry, tail_records
-from validator.verify_outputs import OutputsEvaluation, OutputsVerifier, outputs_parts
+from validator.verify_outputs import OutputsEvaluation, OutputsTask
 
 if TYPE_CHECKING:
     from node.teacher import Teacher
@@ -119,12 +118,8 @@ class Validator:
             journal=SubmissionJournal(self.state.root / SUBMISSIONS_DIR),
         )
         self.evaluator = make_evaluator(cfg, dataset, settings, params)
-        self.verifier: OutputsVerifier | None = None  # outputs mode: verification and the student
-        self.student: StudentTrainer | None = None
-        if cfg.task == "outputs":
-            self.verifier, self.student = outputs_parts(cfg, dataset, params, device=settings.device,
-                                                        teacher_path=settings.teacher, teacher=teacher)
-        self._student_figures: dict[str, Any] = {}
+        self.outputs = None if cfg.task != "outputs" else OutputsTask.build(  # verification and the student
+            cfg, dataset, params, device=settings.device, teacher_path=settings.teacher, teacher=teacher)
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
@@ -309,7 +304,7 @@ class Validator:
         header, payload = unpack_envelope(envelope, Aggregate)
         val_before = self.last_val_loss if self.last_val_loss is not None else await asyncio.to_thread(self._val_loss)
         self.state.model.apply_aggregate(header, payload)
-        if header.contributors and self.verifier is None:
+        if header.contributors and self.outputs is None:
             self.evaluator.note_aggregate(payload, self.state.model.spec)
         self.after_apply(window)
         val_after = val_before
@@ -337,7 +332,7 @@ class Validator:
             return cached
         if subs:
             started = time.monotonic()
-            judge = self.verifier.verify_window if self.verifier is not None else self.evaluator.evaluate_window
+            judge = self.outputs.verifier.verify_window if self.outputs is not None else self.evaluator.evaluate_window
             result = await asyncio.to_thread(
                 judge, self.state.model, subs,
                 last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
@@ -362,8 +357,9 @@ class Validator:
         if not self.is_lead():
             return await self.fetch_from_lead(window)
         hotkeys = {**{e.uid: e.hotkey for e in result.evaluations.values()}, **self.view.hotkeys}
-        if isinstance(result, OutputsEvaluation):
-            header, payload = await asyncio.to_thread(self.student_update, result, hotkeys)
+        if self.outputs is not None and isinstance(result, OutputsEvaluation):
+            header, payload = await asyncio.to_thread(self.outputs.aggregate, self.state.model, result, hotkeys,
+                                                      self.cfg, self.dataset)
         else:
             header, payload = await asyncio.to_thread(
                 build_aggregate, self.state.model, result.verdicts, result.dense, hotkeys, self.cfg
@@ -371,13 +367,6 @@ class Validator:
         envelope = pack_envelope(header, payload)
         self.state.store.put_aggregate(window, envelope)  # publish before applying (crash-safe)
         return envelope
-
-    def student_update(self, result: OutputsEvaluation, hotkeys: dict[int, str]) -> tuple[Aggregate, bytes]:
-        """Outputs mode, lead: train the student on the accepted outputs; its step is the aggregate."""
-        assert self.student is not None
-        header, payload, self._student_figures = build_student_update(
-            self.state.model, result.accepted, hotkeys, self.cfg, self.student, self.dataset)
-        return header, payload
 
     async def fetch_from_lead(self, window: int) -> bytes | None:
         """The lead's Aggregate(window) once it builds on our θ_w (stored then), else None."""
@@ -452,9 +441,8 @@ class Validator:
             "block": self.block,
             "seconds": round(seconds, 3),
         }
-        if isinstance(result, OutputsEvaluation):
-            record["checks"] = {str(k): c.record() for k, c in result.checks.items()}
-            record["student"], self._student_figures = self._student_figures, {}
+        if self.outputs is not None and isinstance(result, OutputsEvaluation):
+            record.update(self.outputs.metrics(result))
         self.state.metrics.write(record)
         self.telemetry.on_window(record)
         log.info(progress_line(

@@ -40,12 +40,13 @@ from protocol.distill import (
     judge_outputs,
     summarize_checks,
 )
+from protocol.messages import Aggregate
 from protocol.outputs_codec import TeacherOutputs
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 from validator.evaluate import WindowEvaluation, window_entropy
 from validator.store import StoredSubmission
-from validator.student import StudentTrainer
+from validator.student import StudentTrainer, build_student_update
 
 CHECK_BATCH = 8  # checked samples per forward pass: similar prefix lengths, little padding waste
 
@@ -158,14 +159,34 @@ class OutputsVerifier:
         return _Recomputed(stacked, tokens)
 
 
-def outputs_parts(cfg: SubnetConfig, dataset: Dataset, params: criteria.CriteriaParams, *, device: str,
-                  teacher_path: Path | None = None, teacher: Teacher | None = None
-                  ) -> tuple[OutputsVerifier, StudentTrainer]:
-    """Outputs mode's parts of a validator: the verifier around the teacher (``teacher``, else the
-    one at ``teacher_path`` or the config's path, checked against the config and run in fp32) and
-    the student trainer (used while this validator leads)."""
-    if teacher is None:
-        from node.teacher import load_teacher
+class OutputsTask:
+    """Outputs mode's part of a validator: it verifies a window's submissions, trains the student
+    on what passed while this validator leads (the step is the window's aggregate), and adds the
+    checks and the student's figures to the window's metrics line."""
 
-        teacher = load_teacher(cfg, device, teacher_path, dtype=torch.float32)
-    return OutputsVerifier(cfg, dataset, teacher, params), StudentTrainer.for_subnet(cfg, device)
+    def __init__(self, verifier: OutputsVerifier, student: StudentTrainer) -> None:
+        self.verifier, self.student = verifier, student
+        self._figures: dict[str, float | None] = {}
+
+    @classmethod
+    def build(cls, cfg: SubnetConfig, dataset: Dataset, params: criteria.CriteriaParams, *, device: str,
+              teacher_path: Path | None = None, teacher: Teacher | None = None) -> OutputsTask:
+        """The teacher (``teacher``, else the one at ``teacher_path`` or the config's path, checked
+        against the config and run in fp32), its verifier and the student trainer."""
+        if teacher is None:
+            from node.teacher import load_teacher
+
+            teacher = load_teacher(cfg, device, teacher_path, dtype=torch.float32)
+        return cls(OutputsVerifier(cfg, dataset, teacher, params), StudentTrainer.for_subnet(cfg, device))
+
+    def aggregate(self, state: ModelState, result: OutputsEvaluation, hotkeys: Mapping[int, str],
+                  cfg: SubnetConfig, dataset: Dataset) -> tuple[Aggregate, bytes]:
+        """The lead's Aggregate(w) and payload: the student trained on the accepted outputs."""
+        header, payload, self._figures = build_student_update(state, result.accepted, hotkeys, cfg, self.student,
+                                                              dataset)
+        return header, payload
+
+    def metrics(self, result: OutputsEvaluation) -> dict[str, object]:
+        """``checks`` per uid and the last student step's figures, for the metrics line."""
+        figures, self._figures = self._figures, {}
+        return {"checks": {str(k): c.record() for k, c in result.checks.items()}, "student": figures}
