@@ -208,7 +208,7 @@ def throughput(args: argparse.Namespace, cfg: SubnetConfig, ds: TokenDataset, de
     verify_s = bc.median_seconds(lambda: verify(body, cfg, state.spec, population), repeats=args.repeats)
     g = min(cfg.top_g, len(subs))
     verdicts = {s.uid: criteria.Verdict(s.uid, 1.0, "ok", None, 0.0, 0.0) for s in subs[:g]}
-    dense = {s.uid: codec.decompress(s.update, state.spec) for s in subs[:g]}
+    dense = {s.uid: codec.decompress(s.sparse, state.spec) for s in subs[:g]}
     agg_s = bc.median_seconds(lambda: build_aggregate(state, verdicts, dense, {s.uid: s.hotkey for s in subs}, cfg),
                               repeats=args.repeats)
     e, last = min(args.evaluate or cfg.max_evaluations, len(subs)), et.population(subs, args.honest)

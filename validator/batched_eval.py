@@ -139,7 +139,7 @@ class BatchedEvaluator(Evaluator):
                               spec: Mapping[str, tuple[int, ...]]) -> dict[int, dict[str, Tensor]]:
         """Only the contributors the aggregate will take (bounded by top_g, not by the miners)."""
         top = criteria.top_contributors(out.verdicts, self.cfg.top_g)
-        return {uid: codec.decompress(by_uid[uid].update, spec) for uid in top}
+        return {uid: codec.decompress(by_uid[uid].sparse, spec) for uid in top}
 
     @torch.no_grad()
     def measure_all(self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
@@ -171,7 +171,7 @@ class BatchedEvaluator(Evaluator):
                       ref_norm: float, rand: _RandomBatch, spec: Mapping[str, tuple[int, ...]]) -> list[tuple[Tensor, Tensor]]:
         """θ_w − Δ·scale's losses on (own, random) rows for each miner of the group."""
         base = dict(prep.base.named_parameters())
-        deltas = [codec.decompress(s.update, spec) for s in group]
+        deltas = [codec.decompress(s.sparse, spec) for s in group]
         scales = [ref_norm / norms[s.uid] for s in group]
         rows = [torch.cat([prep.own_batches[s.uid], rand.batch]) for s in group]
         if len(group) == 1:

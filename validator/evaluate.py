@@ -118,8 +118,8 @@ class Evaluator:
         pooled with this window's by ``criteria.pooled_z``.
         """
         window, entropy = state.window, window_entropy(secret, state.window)
-        sketches = {s.uid: sketch(s.update, state.spec) for s in subs}
-        norms = {s.uid: update_norm(s.update) for s in subs}
+        sketches = {s.uid: sketch(s.sparse, state.spec) for s in subs}
+        norms = {s.uid: update_norm(s.sparse) for s in subs}
         out = WindowEvaluation(reference_norm=criteria.reference_norm(norms.values()))
         out.copies = self.find_copies(subs, sketches)
         chosen = criteria.select_for_evaluation(
@@ -139,7 +139,7 @@ class Evaluator:
     def dense_for_measuring(self, by_uid: Mapping[int, StoredSubmission], chosen: Sequence[int],
                             spec: Mapping[str, tuple[int, ...]]) -> dict[int, dict[str, Tensor]]:
         """The chosen updates decoded to dense tensors (``measure`` reads them from ``out.dense``)."""
-        return {uid: decompress(by_uid[uid].update, spec) for uid in chosen}
+        return {uid: decompress(by_uid[uid].sparse, spec) for uid in chosen}
 
     def dense_for_aggregating(self, out: WindowEvaluation, by_uid: Mapping[int, StoredSubmission],
                               spec: Mapping[str, tuple[int, ...]]) -> dict[int, dict[str, Tensor]]:
@@ -151,7 +151,7 @@ class Evaluator:
         arrivals = {s.uid: float(s.arrival) for s in subs}
         copies = criteria.find_copies(arrivals, sketches, self.params)
         earlier = criteria.matches_earlier(sketches, self.earlier(), self.params)
-        resent = criteria.resends_aggregate({s.uid: s.update for s in subs}, self.last_aggregate, self.params)
+        resent = criteria.resends_aggregate({s.uid: s.sparse for s in subs}, self.last_aggregate, self.params)
         for uid in sorted(earlier | resent):
             copies.setdefault(uid, criteria.EARLIER)
         return copies

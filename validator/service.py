@@ -21,20 +21,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chain.errors import ChainConnectionError, ChainError, ChainTimeoutError
 from chain.types import Metagraph, SubnetHyperparams
 from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
-from node.fetch import AggregateNotReady, FetchError, Links
+from node.fetch import Links
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
-from node.signed_http import NodeHttpError, SignedClient
+from node.signed_http import SignedClient
 from node.subnet_check import check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
+from protocol.distill import criteria_hash_of
 from protocol.files import StateWriteError
 from protocol.messages import Aggregate, pack_envelope, unpack_envelope
 from protocol.retry import Outage, wait_out
@@ -45,6 +46,7 @@ from validator.app import HttpsServer, build_app
 from validator.batched_eval import BatchedEvaluator, make_evaluator
 from validator.dashboard import add_operator_routes
 from validator.evaluate import WindowEvaluation, validation_indices, validation_loss
+from validator.follow import LeadFollower
 from validator.intake import Intake, IntakeView
 from validator.mirror import make_mirror
 from validator.peers import PeerWatch
@@ -52,7 +54,11 @@ from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
 from validator.telemetry import ValidatorTelemetry, tail_records, window_record
+from validator.verify_outputs import OutputsEvaluation, OutputsTask
 from validator.weights import has_no_stake, permit_hint, set_weights_once
+
+if TYPE_CHECKING:
+    from node.teacher import Teacher
 
 log = logging.getLogger("swarmtrain.validator")
 
@@ -98,7 +104,7 @@ class Validator:
     def __init__(
         self, chain: ChainLike, wallet: Wallet, cfg: SubnetConfig, settings: ValidatorSettings,
         dataset: Dataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
-        hotkey: str | None = None, clock: Callable[[], float] = time.time,
+        hotkey: str | None = None, clock: Callable[[], float] = time.time, teacher: Teacher | None = None,
     ) -> None:
         self.chain, self.wallet, self.cfg, self.settings = chain, wallet, cfg, settings
         self.dataset, self.params, self.clock = dataset, params, clock
@@ -117,6 +123,8 @@ class Validator:
             journal=SubmissionJournal(self.state.root / SUBMISSIONS_DIR),
         )
         self.evaluator = make_evaluator(cfg, dataset, settings, params)
+        self.outputs = None if cfg.task != "outputs" else OutputsTask.build(  # verification and the student
+            cfg, dataset, params, device=settings.device, teacher_path=settings.teacher, teacher=teacher)
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
@@ -126,6 +134,7 @@ class Validator:
         self.http = SignedClient(wallet, timeout=settings.lead_timeout_s)  # GETs from the lead
         # where the lead's aggregates are read: its HTTPS routes, or its bucket (storage = "s3")
         self.links = Links(self.http, cfg, store_timeout_s=settings.s3_timeout_s)
+        self.follower = LeadFollower(self.links)  # a follower's read of the lead's aggregates
         self.mirror = make_mirror(cfg.storage, settings)  # None: nodes read from us
         self.block = 0
         self.tempo = 100
@@ -138,7 +147,6 @@ class Validator:
         # Outages are one status line a minute, not one warning per tick.
         self.chain_outage = Outage("the chain", str(getattr(chain, "url", "the configured endpoint")), log,
                                    hint="serving and retrying; windows close once blocks are read again")
-        self.lead_outage = Outage("the lead validator's aggregate", "the lead", log)
         self.disk = Outage("room to write the validator's state", str(self.state.root), log)
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -184,7 +192,7 @@ class Validator:
 
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
-        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params),
+        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria_hash_of(self.cfg, self.params),
                                          cfg=self.cfg.config_hash(),
                                          st=self.mirror.read_location if self.mirror is not None else None)
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
@@ -275,11 +283,6 @@ class Validator:
             return None
         return lead_validator(self.metagraph)
 
-    def lead_fields(self) -> dict[str, Any]:
-        """``lead=<uid> lead_hotkey=<ss58>`` for log lines about the lead."""
-        lead = self.lead_endpoint()
-        return {"lead": lead.uid, "lead_hotkey": lead.hotkey} if lead else {"lead": None}
-
     @property
     def uid(self) -> int | None:
         """Our uid in the last metagraph read (None before it, or when not registered)."""
@@ -304,7 +307,7 @@ class Validator:
         header, payload = unpack_envelope(envelope, Aggregate)
         val_before = self.last_val_loss if self.last_val_loss is not None else await asyncio.to_thread(self._val_loss)
         self.state.model.apply_aggregate(header, payload)
-        if header.contributors:
+        if header.contributors and self.outputs is None:
             self.evaluator.note_aggregate(payload, self.state.model.spec)
         val_after = val_before
         if header.contributors or self.windows_closed == 0:
@@ -334,8 +337,9 @@ class Validator:
             return cached
         if subs:
             started = time.monotonic()
+            judge = self.outputs.verifier.verify_window if self.outputs is not None else self.evaluator.evaluate_window
             result = await asyncio.to_thread(
-                self.evaluator.evaluate_window, self.state.model, subs,
+                judge, self.state.model, subs,
                 last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
                 recent_z=self.state.scores.recent_z(),
             )
@@ -358,9 +362,13 @@ class Validator:
         if not self.is_lead():
             return await self.fetch_from_lead(window)
         hotkeys = {**{e.uid: e.hotkey for e in result.evaluations.values()}, **self.view.hotkeys}
-        header, payload = await asyncio.to_thread(
-            build_aggregate, self.state.model, result.verdicts, result.dense, hotkeys, self.cfg
-        )
+        if self.outputs is not None and isinstance(result, OutputsEvaluation):
+            header, payload = await asyncio.to_thread(self.outputs.aggregate, self.state.model, result, hotkeys,
+                                                      self.cfg, self.dataset)
+        else:
+            header, payload = await asyncio.to_thread(
+                build_aggregate, self.state.model, result.verdicts, result.dense, hotkeys, self.cfg
+            )
         envelope = pack_envelope(header, payload)
         self.state.store.put_aggregate(window, envelope)  # publish before applying (crash-safe)
         return envelope
@@ -368,34 +376,10 @@ class Validator:
     async def fetch_from_lead(self, window: int) -> bytes | None:
         """The lead's Aggregate(window) once it builds on our θ_w (stored then), else None."""
         lead = self.lead_endpoint()
-        if lead is None:
-            return None
-        try:
-            link = self.links.to(lead)
-            envelope = await link.aggregate_envelope(window)
-            header, _ = link.parse_aggregate(window, envelope)
-        except AggregateNotReady:
-            return None
-        except (FetchError, NodeHttpError) as exc:  # StorageError too: the lead's bucket is unreachable
-            self.lead_outage.where = f"uid {lead.uid} {lead.url}"
-            self.lead_outage.failed(f"window {window}: {exc}")
-            return None
-        self.lead_outage.recovered()
-        if not self.builds_on_ours(header):
-            return None
-        self.state.store.put_aggregate(window, envelope)
+        envelope = None if lead is None else await self.follower.fetch(lead, window, ours=self.state.model.hash())
+        if envelope is not None:
+            self.state.store.put_aggregate(window, envelope)
         return envelope
-
-    def builds_on_ours(self, header: Aggregate) -> bool:
-        """The lead's aggregate starts from the θ_w we hold (else applying it would split us off)."""
-        ours = self.state.model.hash()
-        if header.base_model_hash != ours:
-            log.error(progress_line(
-                "the lead's aggregate does not build on our model: not applied", w=header.window, **self.lead_fields(),
-                aggregate_base=header.base_model_hash[:12], ours=ours[:12],
-            ))
-            return False
-        return True
 
     def after_apply(self, window: int) -> None:
         """Persist θ_{w+1} (once caught up), checkpoint every K, open the next window."""
@@ -438,6 +422,8 @@ class Validator:
             ema=self.state.scores.ema(), refusals=dict(self.intake.refusals),
             traffic=self.telemetry.traffic(self.mirror.uploaded_bytes if self.mirror is not None else 0),
             block=self.block, seconds=seconds)
+        if self.outputs is not None and isinstance(result, OutputsEvaluation):
+            record.update(self.outputs.metrics(result))
         self.write_state(lambda: self.state.metrics.write(record))
         self.metrics_window = window
         self.telemetry.on_window(record)
@@ -466,7 +452,8 @@ class Validator:
             "block": self.block,
             "model_hash": self.view.model_hash,
             "criteria_version": criteria.CRITERIA_VERSION,
-            "criteria_hash": criteria.criteria_hash(self.params),
+            "criteria_hash": criteria_hash_of(self.cfg, self.params),
+            "task": self.cfg.task,
             "subnet_config_hash": self.cfg.config_hash(),
             "hotkey": self.hotkey,
             "lead": self.is_lead(),

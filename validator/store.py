@@ -23,6 +23,7 @@ from node.logs import progress_line
 from protocol.codec import SparseUpdate
 from protocol.files import atomic_write
 from protocol.messages import Submission, pack_envelope
+from protocol.outputs_codec import TeacherOutputs
 
 log = logging.getLogger("swarmtrain.validator.store")
 
@@ -56,16 +57,32 @@ _arrivals = _Arrivals()
 
 @dataclass(frozen=True)
 class StoredSubmission:
-    """One accepted submission; ``arrival`` orders submissions (earlier wins copy disputes)."""
+    """One accepted submission; ``arrival`` orders submissions (earlier wins copy disputes).
+
+    ``update`` is the decoded payload: a sparse update (gradients) or teacher outputs (outputs
+    mode); ``sparse`` and ``outputs`` read it as the kind the subnet's task sends.
+    """
 
     window: int
     uid: int
     hotkey: str
     header: Submission
     payload: bytes
-    update: SparseUpdate
+    update: SparseUpdate | TeacherOutputs
     received_at: float = field(default_factory=time.time)
     arrival: int = field(default_factory=_arrivals.take)
+
+    @property
+    def sparse(self) -> SparseUpdate:
+        if isinstance(self.update, TeacherOutputs):
+            raise TypeError(f"submission of uid {self.uid} holds teacher outputs, not a sparse update")
+        return self.update
+
+    @property
+    def outputs(self) -> TeacherOutputs:
+        if not isinstance(self.update, TeacherOutputs):
+            raise TypeError(f"submission of uid {self.uid} holds a sparse update, not teacher outputs")
+        return self.update
 
 
 def encode_record(sub: StoredSubmission) -> bytes:

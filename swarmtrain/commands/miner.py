@@ -114,6 +114,7 @@ def run(args: argparse.Namespace, miner_cls: type[Miner] | None = None) -> int:
     from node.logs import setup_logging
     from node.metrics import MetricsPortError
     from node.state_lock import StateLockedError
+    from node.teacher import TeacherError
     from protocol.data import DataError
     from protocol.files import StateWriteError
 
@@ -132,6 +133,6 @@ def run(args: argparse.Namespace, miner_cls: type[Miner] | None = None) -> int:
             return launch_ranks(settings.memory.gpus)
         asyncio.run(launch(settings, miner_cls or Miner))
     except (ChainError, MinerError, MinerStateError, FetchError, DeviceUnavailableError, DataError, ValueError,
-            MetricsPortError, StateLockedError, StateWriteError) as err:
+            MetricsPortError, StateLockedError, StateWriteError, TeacherError) as err:
         return fail(f"{type(err).__name__}: {err}")
     return 0
