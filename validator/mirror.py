@@ -38,7 +38,7 @@ from node.storage import (
     manifest_name,
 )
 from protocol.messages import CheckpointManifest
-from protocol.retry import Backoff, Waiter
+from protocol.retry import Backoff, Outage, Waiter
 from validator.app import manifest_of
 from validator.settings import ValidatorSettings
 
@@ -60,6 +60,9 @@ class Mirror:
         self.queue: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.failures = 0  # failed attempts so far (each is retried)
+        # a bucket that does not answer is one status line a minute, not one per attempt
+        self.outage = Outage("the bucket", f"{store.location.endpoint}/{store.location.bucket}", log,
+                             hint="uploads are kept in order and retried; nodes read them once it answers")
         self.local: CheckpointStore | None = None  # the state directory ``resync`` copies from
         self.published_checkpoint = False  # checkpoints/latest.json is known to be in the bucket
         self.refills = 0  # times the bucket was found emptied and filled again
@@ -112,11 +115,13 @@ class Mirror:
         while True:
             try:
                 await job()
-                return
             except StorageError as exc:
                 self.failures += 1
-                log.warning(progress_line("upload failed, retrying", what=what, reason=exc))
+                self.outage.failed(f"upload of {what} failed: {exc}")
                 await waiter.pause()
+                continue
+            self.outage.recovered()
+            return
 
     # ---- what gets uploaded ---------------------------------------------------------------
 

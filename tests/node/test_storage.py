@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 
 import pytest
@@ -187,7 +188,8 @@ async def test_a_bucket_that_lost_its_objects_is_filled_again(s3, tmp_path):
         await getter.close()
 
 
-async def test_mirror_retries_until_the_store_answers(s3):
+async def test_mirror_retries_until_the_store_answers(s3, caplog):
+    caplog.set_level(logging.WARNING, logger="swarmtrain.validator.mirror")
     loc = StoreLocation(endpoint=s3.endpoint, bucket="created-later", prefix="r")
     store = ObjectStore(loc, key_id=WRITE_KEY[0], secret=WRITE_KEY[1], timeout_s=5)
     mirror = Mirror(store, read_location=loc)
@@ -195,11 +197,15 @@ async def test_mirror_retries_until_the_store_answers(s3):
     try:
         mirror.aggregate(1, b"agg1")
         # no bucket yet: the upload fails and waits to retry
-        await poll_until(lambda: asyncio.sleep(0, mirror.failures), lambda n: n >= 1, timeout=20, interval=0.05,
+        await poll_until(lambda: asyncio.sleep(0, mirror.failures), lambda n: n >= 2, timeout=20, interval=0.05,
                          on_timeout=lambda n: AssertionError("the upload never failed"))
         await store.create_bucket()
         assert await mirror.wait_idle(15)
         assert await store.get("r/aggregates/00000001.bin") == b"agg1"
+        lines = [r.getMessage() for r in caplog.records]
+        waiting = [m for m in lines if m.startswith("waiting for the bucket")]
+        assert len(waiting) == 1 and "upload of aggregate 1 failed" in waiting[0]  # one line, however many tries
+        assert any(m.startswith("the bucket at ") and "is back" in m for m in lines)
     finally:
         await mirror.close(timeout=5)
 
