@@ -28,6 +28,7 @@ from chain.types import Metagraph, SubnetHyperparams
 from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
 from node.fetch import AggregateNotReady, FetchError, ValidatorLink
+from node.http_server import ServerLimits
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError, SignedClient
@@ -136,7 +137,9 @@ class Validator:
         self.restore_submissions()
         app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes,
                         on_sent=self.telemetry.on_sent, extra=lambda a: add_operator_routes(a, self))
-        self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
+        limits = ServerLimits(max_connections=self.settings.max_connections,
+                              keepalive_timeout_s=self.settings.keepalive_timeout_s)
+        self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port, limits)
         await self.publish_endpoint()
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
         await self.sync_chain(force=True)
@@ -460,6 +463,7 @@ class Validator:
             "netuid": self.cfg.netuid,
             "block_time": block_time if isinstance(block_time, (int, float)) else None,
             "refusals": dict(self.intake.refusals),
+            "connections": self.server.connection_stats() if self.server is not None else {},
             "miners": self.telemetry.miner_rows(self.metagraph, model_hash=self.view.model_hash,
                                                 open_window=self.state.model.window, ema=self.state.scores.ema()),
         }
