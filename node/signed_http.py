@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -48,6 +49,10 @@ class NodeHttpError(RuntimeError):
     """A request could not be completed (connection, timeout, TLS)."""
 
 
+class ResponseTooLarge(RuntimeError):
+    """A server sent (or announced) more bytes than the reader's bound; not worth another try."""
+
+
 class PinMismatchError(NodeHttpError):
     """The server's certificate does not have the pinned fingerprint."""
 
@@ -69,6 +74,30 @@ class RequestRefused(Exception):
 def error_response(status: int, code: str, reason: str) -> web.Response:
     """JSON body ``{"code", "reason"}`` (the ``ErrorResponse`` wire shape)."""
     return web.json_response({"code": code, "reason": reason}, status=status)
+
+
+DEFAULT_MAX_RESPONSE_BYTES = 8 << 20  # any answer without a tighter bound of its own
+_READ_CHUNK = 1 << 16
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, max_bytes: int,
+                       on_chunk: Callable[[bytes], None] | None = None) -> bytes:
+    """The response body, at most ``max_bytes`` (``ResponseTooLarge`` past it: the read stops
+    at the bound, nothing more is buffered); ``on_chunk`` sees each chunk as it arrives
+    (e.g. a hash computed while streaming)."""
+    declared = resp.content_length
+    if declared is not None and declared > max_bytes:
+        raise ResponseTooLarge(f"{resp.method} {resp.url} announces {declared} bytes, over the "
+                               f"{max_bytes}-byte limit for this answer")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+        if len(body) + len(chunk) > max_bytes:
+            raise ResponseTooLarge(f"{resp.method} {resp.url} sent more than the {max_bytes}-byte "
+                                   "limit for this answer; cut off there")
+        if on_chunk is not None:
+            on_chunk(chunk)
+        body += chunk
+    return bytes(body)
 
 
 def is_transient(status: int) -> bool:
@@ -234,10 +263,13 @@ class SignedClient:
         return await self._request("POST", url, path, body, receiver_hotkey, pinned_fingerprint, content_type)
 
     async def get(
-        self, url: str, path: str, *, receiver_hotkey: str | None, pinned_fingerprint: str
+        self, url: str, path: str, *, receiver_hotkey: str | None, pinned_fingerprint: str,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, on_chunk: Callable[[bytes], None] | None = None,
     ) -> tuple[int, bytes]:
-        """Signed GET of ``url + path``; returns (status, response body)."""
-        return await self._request("GET", url, path, b"", receiver_hotkey, pinned_fingerprint, None)
+        """Signed GET of ``url + path``; returns (status, response body of at most ``max_bytes``,
+        else ``ResponseTooLarge``); ``on_chunk`` sees the body as it streams in."""
+        return await self._request("GET", url, path, b"", receiver_hotkey, pinned_fingerprint, None,
+                                   max_bytes, on_chunk)
 
     async def _request(
         self,
@@ -248,6 +280,8 @@ class SignedClient:
         receiver_hotkey: str | None,
         fingerprint: str,
         content_type: str | None,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        on_chunk: Callable[[bytes], None] | None = None,
     ) -> tuple[int, bytes]:
         headers = sign_headers(self.wallet, method, path, body, receiver_hotkey)
         if content_type:
@@ -257,7 +291,7 @@ class SignedClient:
             async with self._get_session().request(
                 method, target, data=body or None, headers=headers, ssl=pinned(fingerprint)
             ) as resp:
-                return resp.status, await resp.read()
+                return resp.status, await read_bounded(resp, max_bytes, on_chunk)
         except aiohttp.ServerFingerprintMismatch as exc:
             raise PinMismatchError(
                 f"{target}: certificate sha256 {exc.got.hex()} != pinned {fingerprint}"

@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from chain.http_server import GuardedServer, ServerLimits, json_errors
 from node.checkpoints import CheckpointStore
-from node.http_server import GuardedServer, ServerLimits, json_errors
 from node.logs import progress_line
 from node.signed_http import error_response
 from node.tls import TlsIdentity, server_context
@@ -93,7 +93,7 @@ def build_app(intake: Intake, store: CheckpointStore, status: Callable[[], dict[
     """The aiohttp application; ``client_max_size`` bounds every request body, and every
     refusal (aiohttp's own included) answers in the JSON error shape. ``extra`` adds routes
     (the operator routes of ``validator.dashboard``)."""
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors(error_response)])
     routes = Routes(store, status, on_sent)
     app.router.add_post(SUBMIT_PATH, intake.handle)
     app.router.add_get("/aggregate/{window}", routes.aggregate)
@@ -115,7 +115,8 @@ class HttpsServer:
     @classmethod
     async def start(cls, app: web.Application, identity: TlsIdentity, host: str, port: int,
                     limits: ServerLimits | None = None) -> HttpsServer:
-        server = await GuardedServer.start(app, server_context(identity), host, port, limits or ServerLimits())
+        server = await GuardedServer.start(app, server_context(identity), host, port, limits or ServerLimits(),
+                                          error_response)
         log.info(progress_line("HTTPS API", host=host, port=server.port, certificate_sha256=identity.fingerprint))
         return cls(server)
 

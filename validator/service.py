@@ -24,11 +24,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chain.errors import ChainError, RateLimitedError
+from chain.http_server import ServerLimits
 from chain.types import Metagraph, SubnetHyperparams
 from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
 from node.fetch import AggregateNotReady, FetchError, ValidatorLink
-from node.http_server import ServerLimits
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError, SignedClient

@@ -1,4 +1,7 @@
-"""An aiohttp HTTPS server that a crowd of idle, slow or malformed clients cannot exhaust.
+"""An aiohttp (HTTPS) server that a crowd of idle, slow or malformed clients cannot exhaust.
+
+It lives in ``chain/`` because both the devnet and the nodes above it serve HTTP with it;
+each passes its own JSON error shape (``ErrorBody``).
 
 What plain ``web.AppRunner`` + ``web.TCPSite`` leave open, and what this adds:
 
@@ -10,14 +13,14 @@ What plain ``web.AppRunner`` + ``web.TCPSite`` leave open, and what this adds:
   with no request in progress is closed to make room (so idle clients cannot lock out a
   miner); if every connection is busy, the new one is closed at once.
 - **aiohttp's own refusals** (malformed HTTP, oversized headers, 404/405/413 raised by the
-  router or the body reader) answer in the project's JSON error shape
-  ``{"code", "reason"}`` and log one escaped line; a traceback is logged only for an
+  router or the body reader) answer in the server's JSON error shape and log one line
+  (``%r``-escaped: the text came from the network); a traceback is logged only for an
   exception our own handler let escape (a bug), which answers 500 ``internal``.
 
 Example:
     >>> limits = ServerLimits(max_connections=1024, keepalive_timeout_s=15)
-    >>> app = web.Application(middlewares=[json_errors])
-    >>> server = await GuardedServer.start(app, ssl_context, "127.0.0.1", 0, limits)
+    >>> app = web.Application(middlewares=[json_errors(error_response)])
+    >>> server = await GuardedServer.start(app, ssl_context, "127.0.0.1", 0, limits, error_response)
     >>> server.port
 """
 
@@ -33,10 +36,9 @@ from typing import Any
 from aiohttp import web, web_protocol
 from aiohttp.web_request import BaseRequest
 
-from node.logs import progress_line
-from node.signed_http import error_response
+log = logging.getLogger("swarmtrain.http")
 
-log = logging.getLogger("swarmtrain.node.http")
+ErrorBody = Callable[[int, str, str], web.Response]  # (status, code, reason) -> JSON response
 
 # aiohttp's HTTP exceptions by status -> our error code.
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "timeout",
@@ -67,25 +69,33 @@ def _code(status: int) -> str:
     return HTTP_CODES.get(status, "bad_request" if status < 500 else "internal")
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                      ) -> web.StreamResponse:
-    """Every refusal in the JSON error shape; client aborts one line; our bugs one traceback."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:  # redirects and the like are answers, not refusals
+def _path(request: BaseRequest) -> str:
+    return repr(request.rel_url.raw_path[:200])  # repr: escaped, the path came from the network
+
+
+def json_errors(error_body: ErrorBody) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """A middleware: every refusal as ``error_body``; client aborts one line; our bugs one traceback."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # redirects and the like are answers, not refusals
+                raise
+            log.info("refused method=%r path=%s status=%d code=%s", request.method[:16], _path(request),
+                     exc.status, _code(exc.status))
+            return error_body(exc.status, _code(exc.status), exc.reason)
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            log.info("request aborted by the client method=%r path=%s reason=%s", request.method[:16],
+                     _path(request), type(exc).__name__)
             raise
-        log.info(progress_line("refused", method=request.method, path=request.rel_url.raw_path[:200],
-                               status=exc.status, code=_code(exc.status), reason=exc.reason))
-        return error_response(exc.status, _code(exc.status), exc.reason)
-    except (ConnectionError, asyncio.CancelledError) as exc:
-        log.info(progress_line("request aborted by the client", method=request.method,
-                               path=request.rel_url.raw_path[:200], reason=type(exc).__name__))
-        raise
-    except Exception:
-        log.exception(progress_line("internal error", method=request.method, path=request.rel_url.raw_path[:200]))
-        return error_response(500, "internal", "the server failed to handle the request; see its log")
+        except Exception:
+            log.exception("internal error method=%r path=%s", request.method[:16], _path(request))
+            return error_body(500, "internal", "the server failed to handle the request; see its log")
+
+    return middleware
 
 
 class _JsonErrorHandler(web_protocol.RequestHandler):
@@ -96,15 +106,17 @@ class _JsonErrorHandler(web_protocol.RequestHandler):
         if request.writer.output_size > 0:  # a response is already on the wire: nothing to add
             raise ConnectionError("response already started; cannot send an error")
         reason = message or (type(exc).__name__ if exc is not None else "bad request")
+        manager = self._manager
         if status >= 500:
-            log.error(progress_line("internal error", reason=reason), exc_info=exc)
+            log.error("internal error reason=%r", reason[:200], exc_info=exc)
         else:
-            manager = self._manager
-            if isinstance(manager, _GuardedWebServer):
-                manager.stats.bad_http += 1
-            log.info(progress_line("refused", status=status, code="bad_http", reason=reason[:200]))
-        resp = error_response(status, "bad_http" if status < 500 else "internal",
-                              "malformed HTTP request" if status < 500 else "internal error")
+            log.info("refused status=%d code=bad_http reason=%r", status, reason[:200])
+        if isinstance(manager, _GuardedWebServer):
+            manager.stats.bad_http += status < 500
+            resp = manager.error_body(status, "bad_http" if status < 500 else "internal",
+                                      "malformed HTTP request" if status < 500 else "internal error")
+        else:
+            resp = web.json_response({"code": "bad_http", "reason": "malformed HTTP request"}, status=status)
         resp.force_close()
         return resp
 
@@ -112,9 +124,10 @@ class _JsonErrorHandler(web_protocol.RequestHandler):
 class _GuardedWebServer(web.Server):
     """``web.Server`` that hands out ``_JsonErrorHandler``s and enforces the connection cap."""
 
-    def __init__(self, *args: Any, limits: ServerLimits, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: ServerLimits, error_body: ErrorBody, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
+        self.error_body = error_body
         self.stats = ConnectionStats()
 
     def __call__(self) -> web_protocol.RequestHandler:
@@ -139,15 +152,15 @@ class _GuardedWebServer(web.Server):
 
 
 class _GuardedRunner(web.AppRunner):
-    def __init__(self, app: web.Application, limits: ServerLimits, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, limits: ServerLimits, error_body: ErrorBody, **kwargs: Any) -> None:
         super().__init__(app, keepalive_timeout=limits.keepalive_timeout_s, **kwargs)
-        self.limits = limits
+        self.limits, self.error_body = limits, error_body
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()
         return _GuardedWebServer(plain.request_handler, request_factory=plain.request_factory,
                                  handler_cancellation=plain.handler_cancellation, limits=self.limits,
-                                 **plain._kwargs)
+                                 error_body=self.error_body, **plain._kwargs)
 
 
 class GuardedServer:
@@ -168,13 +181,16 @@ class GuardedServer:
 
     @classmethod
     async def start(cls, app: web.Application, context: ssl.SSLContext | None, host: str, port: int,
-                    limits: ServerLimits) -> GuardedServer:
-        runner = _GuardedRunner(app, limits, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
+                    limits: ServerLimits, error_body: ErrorBody, *, reuse_address: bool | None = None,
+                    ) -> GuardedServer:
+        runner = _GuardedRunner(app, limits, error_body, access_log=None, handler_cancellation=True,
+                                shutdown_timeout=2.0)
         await runner.setup()
         assert runner.server is not None
         server = await asyncio.get_running_loop().create_server(
             runner.server, host, port, ssl=context, backlog=limits.backlog,
             ssl_handshake_timeout=limits.handshake_timeout_s if context is not None else None,
+            reuse_address=reuse_address,
         )
         return cls(runner, server, server.sockets[0].getsockname()[1])
 
