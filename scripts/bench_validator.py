@@ -104,7 +104,7 @@ def verify(body: bytes, cfg: SubnetConfig, spec: dict, population: int) -> Store
     if header.data_digest != data_digest(indices):
         raise ValueError("data digest mismatch")
     update = codec.decode(payload, spec, cfg.codec_config())
-    return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
+    return StoredSubmission.summarize(header, payload, update, spec)
 
 
 def measure(cfg: SubnetConfig, ds: TokenDataset, k: int, repeats: int, device: torch.device) -> Costs:

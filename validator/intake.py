@@ -188,7 +188,7 @@ class Intake:
         except RequestRefused as refused:
             refused.header = header  # the signer holds this uid: operators may see it per uid
             raise
-        return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
+        return StoredSubmission.summarize(header, payload, update, self.spec)
 
     def _expected_hash(self, header: Submission | None) -> str | None:
         """θ_w's hash when ``header`` is for the open window (its base model must be that)."""
@@ -231,8 +231,8 @@ class Intake:
             self._check_identity(header, header.hotkey)
         self._check_content(header)
         update = self._decode(payload)
-        return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update,
-                                received_at=record.received_at, arrival=record.arrival)
+        return StoredSubmission.summarize(header, payload, update, self.spec,
+                                          received_at=record.received_at, arrival=record.arrival)
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The body, of its declared length, at no less than ``min_body_rate`` after a grace

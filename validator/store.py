@@ -15,14 +15,18 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from node.logs import progress_line
 from protocol.codec import SparseUpdate
 from protocol.files import atomic_write
 from protocol.messages import Submission, pack_envelope
+from protocol.similarity import sketch, update_norm
 
 log = logging.getLogger("swarmtrain.validator.store")
 
@@ -56,16 +60,29 @@ _arrivals = _Arrivals()
 
 @dataclass(frozen=True)
 class StoredSubmission:
-    """One accepted submission; ``arrival`` orders submissions (earlier wins copy disputes)."""
+    """One accepted submission; ``arrival`` orders submissions (earlier wins copy disputes).
+
+    Held until its window closes, so it keeps only the received ``payload`` bytes and the
+    decoded update's summary (``sketch``: ``SKETCH_DIM`` float64, 32 KiB; ``norm``), never
+    the decoded update: the evaluator decodes the payload again when it needs the values.
+    """
 
     window: int
     uid: int
     hotkey: str
     header: Submission
     payload: bytes
-    update: SparseUpdate
+    sketch: np.ndarray
+    norm: float
     received_at: float = field(default_factory=time.time)
     arrival: int = field(default_factory=_arrivals.take)
+
+    @classmethod
+    def summarize(cls, header: Submission, payload: bytes, update: SparseUpdate,
+                  spec: Mapping[str, tuple[int, ...]], **when: Any) -> StoredSubmission:
+        """A submission of ``header`` whose ``payload`` decoded to ``update`` (then dropped)."""
+        return cls(header.window, header.uid, header.hotkey, header, payload, sketch(update, spec),
+                   update_norm(update), **when)
 
 
 def encode_record(sub: StoredSubmission) -> bytes:

@@ -31,9 +31,10 @@ def ds():
 
 
 def _stored(state: ModelState, uid: int, payload: bytes) -> StoredSubmission:
-    header = type("H", (), {"base_model_hash": state.hash()})()
+    header = type("H", (), {"base_model_hash": state.hash(), "window": state.window, "uid": uid,
+                            "hotkey": KEYS[uid].ss58_address})()
     update = codec.decode(payload, state.spec, CFG.codec_config())
-    return StoredSubmission(state.window, uid, KEYS[uid].ss58_address, header, payload, update)
+    return StoredSubmission.summarize(header, payload, update, state.spec)
 
 
 @pytest.fixture(scope="module")
