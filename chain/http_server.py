@@ -87,10 +87,13 @@ def json_errors(error_body: ErrorBody) -> Callable[..., Awaitable[web.StreamResp
             log.info("refused method=%r path=%s status=%d code=%s", request.method[:16], _path(request),
                      exc.status, _code(exc.status))
             return error_body(exc.status, _code(exc.status), exc.reason)
-        except (ConnectionError, asyncio.CancelledError) as exc:
+        except asyncio.CancelledError:
+            log.info("request aborted by the client method=%r path=%s", request.method[:16], _path(request))
+            raise
+        except ConnectionError as exc:  # the client went away mid-request: one line, no traceback
             log.info("request aborted by the client method=%r path=%s reason=%s", request.method[:16],
                      _path(request), type(exc).__name__)
-            raise
+            return error_body(400, "aborted", "the connection was lost before the request was complete")
         except Exception:
             log.exception("internal error method=%r path=%s", request.method[:16], _path(request))
             return error_body(500, "internal", "the server failed to handle the request; see its log")
@@ -107,7 +110,9 @@ class _JsonErrorHandler(web_protocol.RequestHandler):
             raise ConnectionError("response already started; cannot send an error")
         reason = message or (type(exc).__name__ if exc is not None else "bad request")
         manager = self._manager
-        if status >= 500:
+        if isinstance(exc, ConnectionError):
+            log.info("request aborted by the client reason=%s", type(exc).__name__)
+        elif status >= 500:
             log.error("internal error reason=%r", reason[:200], exc_info=exc)
         else:
             log.info("refused status=%d code=bad_http reason=%r", status, reason[:200])

@@ -1,7 +1,8 @@
 """``POST /submit``: every check a submission must pass before it is stored.
 
 Order of checks (the first failure answers, with an ``ErrorResponse`` reason). From the
-headers alone, before a slot is taken or a byte of the body read: Content-Type (415) →
+headers alone, before a slot is taken or a byte of the body read: Content-Type, no
+Content-Encoding (415) →
 btauth signature over the declared body sha256, receiver, freshness, replay (401) → signer
 registered (403) → no other upload of this hotkey in flight (429 ``in_flight``) → a free
 slot (429 ``busy``) → Content-Length (411) and size (413). Then the body, read at a minimum
@@ -126,6 +127,9 @@ class Intake:
         """(signer, declared body sha256): the btauth signature from the headers; raises ``RequestRefused``."""
         if request.content_type != CONTENT_TYPE:
             raise RequestRefused(415, "unsupported_media_type", f"Content-Type must be {CONTENT_TYPE}")
+        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise RequestRefused(415, "unsupported_media_type", "Content-Encoding is not accepted (no compressed "
+                                 "bodies: the payload is already compressed)")
         return verify_headers(request, self.self_hotkey, self.nonce_store)
 
     async def _with_slot(self, request: web.Request, signer: str, declared: str) -> web.Response:
