@@ -14,7 +14,7 @@ Two measurements, each side by side in one run:
   then ``Evaluator.evaluate_window`` closes the window. Peak RSS (sampled every 5 ms from
   /proc) is reported before and during close, next to what the old design held: every
   submission's decoded update (measured per submission) plus one dense update per
-  evaluated submission.
+  evaluated submission (measured the same way, after the close).
 
 Usage:
     python scripts/bench_intake.py --quick
@@ -140,7 +140,7 @@ def close_memory(preset: str, count: int, max_evaluations: int) -> dict[str, Any
         result = evaluator.evaluate_window(state, subs, last_evaluated={}, secret=b"bench")
         close_s = time.perf_counter() - t0
     payload_mean = statistics.fmean(len(p) for p in payloads)
-    old_held = count * decoded_bytes + max_evaluations * dense_bytes
+    old_held = old_design_rss(subs, state.spec, cfg, max_evaluations)
     return {
         "preset": preset, "submissions": count, "max_evaluations": max_evaluations, "top_g": cfg.top_g,
         "parameters": dense_bytes // 4, "payload_kib": payload_mean / 1024,
@@ -148,15 +148,29 @@ def close_memory(preset: str, count: int, max_evaluations: int) -> dict[str, Any
         "held_per_submission_kib": (payload_mean + SKETCH_DIM * 8) / 1024,
         "rss_mb_before_intake": before_intake / MIB, "rss_mb_window_held": held / MIB,
         "peak_rss_mb_close": peak.peak / MIB, "close_delta_mb": (peak.peak - held) / MIB,
-        "old_design_held_mb": old_held / MIB, "intake_s": intake_s, "close_s": close_s,
+        "old_design_held_mb": old_held / MIB, "old_design_computed_mb": (count * decoded_bytes
+                                                                          + max_evaluations * dense_bytes) / MIB,
+        "intake_s": intake_s, "close_s": close_s,
         "evaluated": len(result.evaluations),
     }
+
+
+def old_design_rss(subs: Sequence[StoredSubmission], spec: dict[str, tuple[int, ...]], cfg: SubnetConfig,
+                   evaluated: int) -> int:
+    """RSS growth (bytes) of what the previous design held at close, measured the same way:
+    every submission's decoded update (kept from intake) plus one dense update per evaluated one."""
+    with PeakRss() as peak:
+        held = [codec.decode(s.payload, spec, cfg.codec_config()) for s in subs]
+        dense = [codec.decompress(u, spec) for u in held[:evaluated]]
+    del held, dense
+    return peak.peak - peak.start
 
 
 # ---------------------------------------------------------------------------- intake
 
 
-async def start_intake(tmp: Path, miners: Sequence[Keypair], validator: Keypair) -> tuple[HttpsServer, Any, bytes]:
+async def start_intake(tmp: Path, miners: Sequence[Keypair], validator: Keypair,
+                       max_connections: int) -> tuple[HttpsServer, Any, bytes]:
     """A real intake over HTTPS for the tiny preset; returns (server, cfg/state pair, fingerprint)."""
     cfg = SubnetConfig(preset="tiny")
     ds = builtin_corpus()
@@ -168,7 +182,7 @@ async def start_intake(tmp: Path, miners: Sequence[Keypair], validator: Keypair)
                     population=ds.num_samples(cfg.seq_len), spec=state.spec)
     app = build_app(intake, CheckpointStore(tmp / "ckpt"), status=dict, max_body_bytes=settings.max_body_bytes)
     server = await HttpsServer.start(app, ensure_identity(tmp / "tls"), "127.0.0.1", 0,
-                                     ServerLimits(max_connections=settings.max_connections,
+                                     ServerLimits(max_connections=max_connections,
                                                   keepalive_timeout_s=settings.keepalive_timeout_s))
     return server, (cfg, state, ds), ensure_identity(tmp / "tls").fingerprint.encode()
 
@@ -238,11 +252,11 @@ async def attack(port: int, idle: int, slow: int, seconds: float) -> None:
     print(f"attack-done opened={counts['opened']} cut={counts['cut']}", flush=True)
 
 
-async def intake_under_attack(idle: int, slow: int, uploads: int) -> dict[str, Any]:
+async def intake_under_attack(idle: int, slow: int, uploads: int, max_connections: int) -> dict[str, Any]:
     validator = Keypair.create_from_uri("//BenchValidator")
     miners = [Keypair.create_from_uri(f"//BenchMiner{i}") for i in range(2 * uploads + 1)]
     with tempfile.TemporaryDirectory() as tmp:
-        server, world, fp = await start_intake(Path(tmp), miners, validator)
+        server, world, fp = await start_intake(Path(tmp), miners, validator, max_connections)
         fingerprint = fp.decode()
         try:
             await timed_uploads(server, world, fingerprint, miners, [2 * uploads], validator)  # warm-up
@@ -279,6 +293,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=int, default=400, help="idle TLS connections of the attacker")
     p.add_argument("--slow", type=int, default=64, help="slow unsigned uploads of the attacker")
     p.add_argument("--uploads", type=int, default=9, help="valid uploads timed, quiet and under attack")
+    p.add_argument("--max-connections", type=int, default=ValidatorSettings.model_fields["max_connections"].default,
+                   help="the server's connection cap (below idle + slow: the cap closes idle ones)")
+    p.add_argument("--skip-memory", action="store_true", help="only the intake measurement")
     p.add_argument("--attacker", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--attack-s", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=bc.DEFAULT_OUT / "intake")
@@ -293,17 +310,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     if args.quick:
         args.max_evaluations, args.uploads = 4, 5
-    net = asyncio.run(intake_under_attack(args.idle, args.slow, args.uploads))
+    net = asyncio.run(intake_under_attack(args.idle, args.slow, args.uploads, args.max_connections))
     print(bc.markdown_table(["valid upload", "median s"], [["quiet", net["valid_upload_s_quiet"]],
                                                           [f"{args.slow} slow unsigned + {args.idle} idle",
                                                            net["valid_upload_s_under_attack"]]]))
     print(f"attacker: {net['attacker']}; open connections during: {net['open_connections_during']}; "
           f"server: {net['connection_stats']}")
+    if args.skip_memory:
+        print(bc.summary_line({k: net[k] for k in ("valid_upload_s_quiet", "valid_upload_s_under_attack", "delay_s")}))
+        return 0
     mem = close_memory(args.preset, args.submissions, args.max_evaluations)
     print(bc.markdown_table(["memory at close", "MiB"], [
         ["RSS before intake", mem["rss_mb_before_intake"]], ["RSS with the window held", mem["rss_mb_window_held"]],
         ["peak RSS during close", mem["peak_rss_mb_close"]], ["close: peak over held", mem["close_delta_mb"]],
-        ["old design: decoded updates + dense per evaluated", mem["old_design_held_mb"]]]))
+        ["old design, measured: decoded updates + dense per evaluated", mem["old_design_held_mb"]],
+        ["old design, computed from the sizes", mem["old_design_computed_mb"]]]))
     print(f"per submission held: {mem['held_per_submission_kib']:.0f} KiB (payload {mem['payload_kib']:.0f} KiB "
           f"+ sketch 32 KiB); decoded {mem['decoded_update_mib']:.2f} MiB, dense {mem['dense_update_mib']:.1f} MiB; "
           f"intake {mem['intake_s']:.1f}s, close {mem['close_s']:.1f}s ({mem['evaluated']} evaluated)")

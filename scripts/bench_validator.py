@@ -122,12 +122,13 @@ def measure(cfg: SubnetConfig, ds: TokenDataset, k: int, repeats: int, device: t
     t1 = bc.median_seconds(lambda: evaluate(1), repeats=repeats, device=device)
     tk = bc.median_seconds(lambda: evaluate(k), repeats=repeats, device=device)
     per_miner = (tk - t1) / (k - 1)
-    result = evaluate(k)
+    evaluate(k)
     g = min(cfg.top_g, k)
     # random updates score 0: force G contributors
     verdicts = {s.uid: criteria.Verdict(s.uid, 1.0, "ok", None, 0.0, 0.0) for s in subs[:g]}
     hotkeys = {s.uid: s.hotkey for s in subs}
-    t_agg = bc.median_seconds(lambda: build_aggregate(state, verdicts, result.dense, hotkeys, cfg),
+    dense = {s.uid: codec.decompress(judge.decode(s, state.spec), state.spec) for s in subs[:g]}
+    t_agg = bc.median_seconds(lambda: build_aggregate(state, verdicts, dense, hotkeys, cfg),
                               repeats=repeats)
     return Costs(inner_step=inner_step_seconds(cfg, ds, repeats, device), verify=t_verify,
                  evaluate_per_miner=per_miner, evaluate_fixed=max(t1 - per_miner, 0.0),

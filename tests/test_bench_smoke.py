@@ -35,7 +35,7 @@ def toy_dataset():
                                     rng.integers(0, 256, 4_000).astype(np.uint16))
 
 
-@pytest.mark.parametrize("script", ["bench_convergence.py", "bench_window.py", "bench_validator.py", "bench_incentives.py"])
+@pytest.mark.parametrize("script", ["bench_convergence.py", "bench_window.py", "bench_validator.py", "bench_incentives.py", "bench_intake.py"])
 def test_help_runs_from_a_fresh_checkout(script: str, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
