@@ -4,8 +4,8 @@ Order of checks (the first failure answers, with an ``ErrorResponse`` reason). F
 headers alone, before a slot is taken or a byte of the body read: Content-Type, no
 Content-Encoding (415) →
 btauth signature over the declared body sha256, receiver, freshness, replay (401) → signer
-registered (403) → no other upload of this hotkey in flight (429 ``in_flight``) → a free
-slot (429 ``busy``) → Content-Length (411) and size (413). Then the body, read at a minimum
+registered (403) → no other upload of this hotkey in flight (429 ``in_flight``) →
+Content-Length (411) and size (413) → a free slot (429 ``busy``). Then the body, read at a minimum
 rate under a deadline (408) → its sha256 is the signed one (401) → envelope and strict
 schema (400) → subnet (400) → signer is the claimed hotkey (403) → hotkey registered
 at the claimed uid (403) → window open (410 closed / 425 not yet) → one per
@@ -132,7 +132,18 @@ class Intake:
                                  "bodies: the payload is already compressed)")
         return verify_headers(request, self.self_hotkey, self.nonce_store)
 
+    def _check_length(self, request: web.Request) -> None:
+        limit, length = self.settings.max_body_bytes, request.content_length
+        if length is None:
+            raise RequestRefused(411, "length_required", "a Content-Length header is required")
+        if length > limit:
+            raise RequestRefused(413, "too_large", f"body of {length} bytes exceeds {limit}")
+
     async def _with_slot(self, request: web.Request, signer: str, declared: str) -> web.Response:
+        try:
+            self._check_length(request)
+        except RequestRefused as refused:
+            return self._refuse(refused, signer, close=True)
         try:
             await asyncio.wait_for(self._slots.acquire(), ACQUIRE_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -241,11 +252,8 @@ class Intake:
     async def _read_body(self, request: web.Request) -> bytes:
         """The body, of its declared length, at no less than ``min_body_rate`` after a grace
         period and within ``request_timeout_s``; a slower client is cut off (408)."""
-        limit, length = self.settings.max_body_bytes, request.content_length
-        if length is None:
-            raise RequestRefused(411, "length_required", "a Content-Length header is required")
-        if length > limit:
-            raise RequestRefused(413, "too_large", f"body of {length} bytes exceeds {limit}")
+        self._check_length(request)
+        length = request.content_length or 0
         body = bytearray()
         loop = asyncio.get_running_loop()
         start, deadline = loop.time(), loop.time() + self.settings.request_timeout_s
