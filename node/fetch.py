@@ -127,7 +127,10 @@ async def get_published(client: Getter, endpoint: ValidatorEndpoint, path: str, 
 async def fetch_subnet_config(client: Getter, endpoint: ValidatorEndpoint, *, retry_s: float = RETRY_S) -> SubnetConfig:
     """The config a validator serves, checked against the hash it committed on chain
     (``SubnetConfigError`` otherwise)."""
-    status, body = await get_published(client, endpoint, SUBNET_CONFIG_PATH, retry_s=retry_s)
+    try:
+        status, body = await get_published(client, endpoint, SUBNET_CONFIG_PATH, retry_s=retry_s)
+    except FetchError as exc:  # an answer past the document bound
+        raise SubnetConfigError(str(exc)) from exc
     if status != 200:
         code, reason = parse_error(body)
         raise SubnetConfigError(f"validator uid {endpoint.uid} answered GET {SUBNET_CONFIG_PATH} with "

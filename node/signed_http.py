@@ -49,8 +49,9 @@ class NodeHttpError(RuntimeError):
     """A request could not be completed (connection, timeout, TLS)."""
 
 
-class ResponseTooLarge(RuntimeError):
-    """A server sent (or announced) more bytes than the reader's bound; not worth another try."""
+class ResponseTooLarge(ValueError):
+    """A server sent (or announced) more bytes than the reader's bound; not worth another try
+    (a ``ValueError``: the answer is unusable, like a malformed one)."""
 
 
 class PinMismatchError(NodeHttpError):
