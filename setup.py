@@ -35,6 +35,7 @@ setup(
         "rich>=13",
         "prometheus-client>=0.17",  # /metrics of the validator and the miner
         "tomli>=1.1; python_version < '3.11'",  # --config settings files (tomllib from 3.11)
+        "aiobotocore>=2.13",  # S3-compatible object storage for aggregates and checkpoints (node/storage.py)
     ],
     extras_require={
         "dev": [
@@ -46,7 +47,9 @@ setup(
             "hypothesis>=6",
             "tokenizers>=0.15",  # the data tests train and load BPE tokenizers
             "transformers>=4.40",  # the Hugging Face export test loads the exported model
+            "moto[server]>=5",  # a local S3-protocol server for the storage tests
         ],
+        "s3-local": ["moto[server]>=5"],  # swarmtrain local --storage s3
         "plot": ["matplotlib>=3.7"],
         "hf": ["datasets>=2.14", "transformers>=4.40"],  # Hugging Face datasets; swarmtrain import --hf
         "data": ["tokenizers>=0.15"],  # BPE tokenizers: swarmtrain data train-tokenizer / prepare

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import logging
 
+import torch.distributed
+
 from chain.client import Chain
 from chain.wallets import load_wallet
+from miner.distributed import DistEnv, DistributedTrainer, dist_env, init_distributed
+from miner.memory_plan import MemoryPlan, MemorySettings, choose, device_memory
 from miner.service import Miner
 from miner.settings import MinerSettings
 from miner.state import MinerStateStore
-from miner.trainer import InnerTrainer
+from miner.trainer import InnerTrainer, resolve_device
 from node.logs import progress_line
 from node.metrics import CountingClient, MetricsServer, MinerTelemetry, ObservedMetricsWriter
 from node.signed_http import SignedClient
@@ -26,6 +30,33 @@ from protocol.model import subnet_model_config
 from protocol.subnet import SubnetConfig
 
 log = logging.getLogger("swarmtrain.miner")
+
+
+def memory_plan(s: MinerSettings, cfg: SubnetConfig, device_type: str, device_bytes: int,
+                ranks: int = 1) -> tuple[MemoryPlan, list[MemoryPlan]]:
+    """The memory settings resolved for this subnet's batch on this device."""
+    m = s.memory
+    settings = MemorySettings(precision=m.precision, checkpointing=m.checkpointing, micro_batch=m.micro_batch)
+    return choose(subnet_model_config(cfg), settings, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                  device_type=device_type, device_bytes=device_bytes, ranks=ranks, shard=m.shard)
+
+
+def build_trainer(s: MinerSettings, cfg: SubnetConfig) -> tuple[InnerTrainer, DistEnv | None]:
+    """This process's trainer: single device, or one rank of a torchrun job."""
+    env = dist_env()
+    device = init_distributed(env, s.device, s.memory.dist_timeout_s) if env is not None else resolve_device(s.device)
+    chosen, _ = memory_plan(s, cfg, device.type, device_memory(device)[0], env.world_size if env else 1)
+    if device.type == "cuda" and not chosen.fits:
+        log.warning(progress_line("the memory plan does not fit the device", need_gib=round(chosen.total / 2**30, 1),
+                                  device_gib=round(chosen.device_bytes / 2**30, 1), fix="swarmtrain miner --plan"))
+    model_cfg = subnet_model_config(cfg)
+    if env is None:
+        return InnerTrainer(model_cfg, lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=device,
+                            precision=chosen.precision, checkpointing=chosen.checkpointing,
+                            micro_batch=chosen.micro_batch), None
+    return DistributedTrainer(model_cfg, env=env, shard=s.memory.shard, lr=cfg.inner_lr,
+                              weight_decay=cfg.inner_weight_decay, device=device, precision=chosen.precision,
+                              checkpointing=chosen.checkpointing, micro_batch=chosen.micro_batch), env
 
 
 def subnet_config(s: MinerSettings) -> SubnetConfig:
@@ -40,14 +71,33 @@ def subnet_config(s: MinerSettings) -> SubnetConfig:
 
 
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
-    """Wire chain, wallet, data, trainer, state and HTTP client into a miner and run it."""
+    """Wire chain, wallet, data, trainer, state and HTTP client into a miner and run it.
+    Under torchrun, ranks > 0 only train (rank 0's commands) and rank 0 is the miner."""
     cfg = subnet_config(s)
+    trainer, env = build_trainer(s, cfg)
+    if env is not None and env.rank != 0:
+        try:
+            trainer.serve()  # type: ignore[attr-defined]
+        finally:
+            torch.distributed.destroy_process_group()
+        return
+    try:
+        await run_miner(s, cfg, trainer, miner_cls)
+    finally:
+        if env is not None:
+            trainer.shutdown()  # type: ignore[attr-defined]
+            torch.distributed.destroy_process_group()
+
+
+async def run_miner(s: MinerSettings, cfg: SubnetConfig, trainer: InnerTrainer, miner_cls: type[Miner]) -> None:
+    """Rank 0 (or the only process): chain, wallet, data, state, metrics and HTTP around ``trainer``."""
     wallet = load_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
     dataset = subnet_dataset(cfg)
     directory = s.state_path
-    trainer = InnerTrainer(subnet_model_config(cfg), lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay, device=s.device)
     log.info(progress_line("miner", wallet=s.wallet.name, network=s.subtensor.endpoint, netuid=cfg.netuid,
-                           device=trainer.device, state=directory))
+                           device=trainer.device, precision=trainer.precision,
+                           checkpointing="on" if trainer.checkpointing else "off", micro_batch=trainer.micro_batch,
+                           state=directory))
     telemetry = MinerTelemetry()
     server = None
     if s.metrics:

@@ -34,7 +34,7 @@ from miner.state import MinerState, MinerStateStore
 from miner.submit import Poster, SubmitOutcome, Submitter, build_submission
 from miner.sync import ChainClock, SyncError, WindowClock, catch_up
 from miner.trainer import InnerTrainer, TrainResult, split_batches
-from node.fetch import AggregateNotReady, FetchError, Getter, ValidatorLink
+from node.fetch import AggregateNotReady, FetchError, Getter, Links, ValidatorLink
 from node.logs import MetricsWriter, progress_line
 from node.model_state import ModelState
 from node.shard_sources import ShardFetchError
@@ -148,6 +148,8 @@ class Miner:
         self.metagraph: Metagraph | None = None
         self._prefetch: asyncio.Task[list[str]] | None = None  # the next window's shards
         self._checked_config: tuple[str, str] | None = None  # (lead hotkey, its config hash) checked
+        # where the lead's aggregates and checkpoints are read (HTTPS, or its bucket for storage = "s3")
+        self.links = Links(client, cfg, store_timeout_s=min(60.0, self.options.sync_timeout_s))
 
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
@@ -189,7 +191,7 @@ class Miner:
             if lead is None:
                 raise SyncError("no validator has published an endpoint yet")
             await self.check_config(lead)
-            return ValidatorLink(self.client, lead, self.cfg)
+            return self.links.to(lead)
 
         return await retry(attempt, timeout=self.options.sync_timeout_s, backoff=self.polling, retry_on=(SyncError,))
 
@@ -222,6 +224,7 @@ class Miner:
                 done += 1
         finally:
             await self.stop_prefetch()
+            await self.links.close()
 
     async def one_window(self) -> None:
         window = await self.clock.window()

@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.settings import NodeSettings
 
 DEFAULT_METRICS_PORT = 9101  # Prometheus /metrics of a miner (plain HTTP, local by default)
+DIST_TIMEOUT_S = 6 * 3600.0  # other ranks wait on rank 0 for as long as it waits for the chain
 
 
 class MinerOptions(BaseModel):
@@ -36,6 +37,22 @@ class MinerOptions(BaseModel):
     )
 
 
+class MemoryOptions(BaseModel):
+    """How the inner loop uses device memory and devices (``miner.memory_plan`` resolves "auto";
+    ``swarmtrain miner --plan`` prints the result). The update is the same whatever is chosen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16 autocast (weights and AdamW stay fp32); auto: bf16 on CUDA")
+    checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="activation checkpointing per block; auto: only when the batch does not fit without")
+    micro_batch: int = Field(0, ge=0, description="samples per forward/backward, gradients accumulated (0: auto)")
+    gpus: int = Field(1, ge=1, description="train on N GPUs of this machine (N ranks under torchrun; rank 0 mines)")
+    shard: bool = Field(False, description="with several GPUs: FSDP2, model and AdamW state split over them (default DDP)")
+    dist_timeout_s: float = Field(DIST_TIMEOUT_S, gt=0, description="seconds the other ranks wait for rank 0")
+
+
 class MinerSettings(NodeSettings):
     """What an operator chooses; everything else comes from the subnet config."""
 
@@ -48,3 +65,4 @@ class MinerSettings(NodeSettings):
     metrics_host: str = Field("127.0.0.1", description="address the metrics server binds; 127.0.0.1 is this machine only")
     metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535, description="metrics port (0 picks a free one)")
     options: MinerOptions = Field(MinerOptions(), json_schema_extra={"prefix": "", "group": "miner loop"})
+    memory: MemoryOptions = Field(MemoryOptions(), json_schema_extra={"prefix": "", "group": "memory and devices"})

@@ -4,6 +4,11 @@ The local model lives on the chosen device (cuda, mps or cpu); everything that
 leaves the trainer — the pseudo-gradient Δ = θ_w − θ_local — is CPU fp32, so the
 outer state (θ_w, error feedback, codec) never depends on the device.
 
+Memory settings (resolved by ``miner.memory_plan.choose``): bf16 autocast (weights,
+gradients and AdamW state stay fp32), activation checkpointing per block, and gradient
+accumulation over micro-batches — one AdamW step per inner step on the mean gradient of
+the whole batch, whatever the micro-batch. AdamW is fused on CUDA.
+
 Example:
     >>> trainer = InnerTrainer(preset("tiny"), lr=3e-3, device="cpu")
     >>> result = trainer.train(theta_w, batches)          # batches: list of (B, T+1)
@@ -12,16 +17,18 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from node.devices import DeviceUnavailableError, resolve_device  # noqa: F401 (re-exported)
-from protocol.model import ModelConfig, build_model, lm_loss
+from protocol.model import Block, ModelConfig, build_model, lm_loss
 
 # (step index from 1, total steps, loss) -> None; used for progress display.
 StepCallback = Callable[[int, int, float], None]
@@ -32,6 +39,26 @@ def split_batches(samples: Tensor, batch_size: int) -> list[Tensor]:
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     return [samples[i : i + batch_size] for i in range(0, samples.shape[0], batch_size)]
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each block's activations in the backward instead of keeping them (only its
+    input is saved). Parameter names are unchanged (the block's forward is wrapped in place)."""
+    for module in model.modules():
+        if isinstance(module, Block):
+            block: Block = module
+
+            def forward(x: Tensor, cos: Tensor, sin: Tensor, _block: Block = block) -> Tensor:
+                return checkpoint(Block.forward, _block, x, cos, sin, use_reentrant=False)
+
+            module.forward = forward  # type: ignore[method-assign]
+
+
+def micro_slices(rows: int, micro_batch: int | None) -> Iterator[slice]:
+    """Consecutive row ranges of at most ``micro_batch`` rows (all rows when None or 0)."""
+    step = rows if not micro_batch or micro_batch >= rows else micro_batch
+    for start in range(0, rows, step):
+        yield slice(start, min(start + step, rows))
 
 
 @dataclass
@@ -71,35 +98,69 @@ class InnerTrainer:
         weight_decay: float = 0.0,
         device: str | torch.device = "cpu",
         grad_clip: float = 1.0,
+        precision: str = "fp32",
+        checkpointing: bool = False,
+        micro_batch: int | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.model = build_model(model_cfg).to(self.device)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision {precision!r}: use fp32 or bf16")
+        self.precision, self.checkpointing, self.micro_batch = precision, checkpointing, micro_batch
+        self.local = build_model(model_cfg).to(self.device)  # the model itself (named parameters)
+        if checkpointing:
+            enable_activation_checkpointing(self.local)
+        self.model: nn.Module = self.wrap(self.local)
         self.grad_clip = grad_clip
+        fused = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95)
+            self.model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95), **fused
         )
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module the optimizer and the forward use (a data-parallel wrapper in subclasses)."""
+        return model
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def load_base(self, base: Mapping[str, Tensor]) -> None:
         """Set the local parameters to θ_w (a CPU state dict)."""
         with torch.no_grad():
-            for name, param in self.model.named_parameters():
+            for name, param in self.local.named_parameters():
                 param.copy_(base[name].to(self.device, dtype=param.dtype))
 
     def step(self, batch: Tensor) -> float:
         """One AdamW step on a (B, T+1) batch; returns the loss before the step."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = lm_loss(self.model, batch.to(self.device))
-        loss.backward()
+        loss = self.accumulate(batch.to(self.device), share=1.0)
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
-        return float(loss.detach())
+        return loss
+
+    def accumulate(self, rows: Tensor, share: float, no_sync: Callable[[], Any] | None = None) -> float:
+        """Backward of ``share`` x the mean loss over ``rows``, a micro-batch at a time (each
+        micro-batch's loss weighted by its share of the rows); returns that weighted loss.
+        ``no_sync``: a context that defers the gradient reduction (all but the last micro-batch)."""
+        slices = list(micro_slices(rows.shape[0], self.micro_batch))
+        total = 0.0
+        for i, part in enumerate(slices):
+            weight = share * (part.stop - part.start) / rows.shape[0]
+            deferred = no_sync() if no_sync is not None and i < len(slices) - 1 else contextlib.nullcontext()
+            with deferred:
+                with self.autocast():
+                    loss = lm_loss(self.model, rows[part])
+                (loss * weight).backward()
+            total += float(loss.detach()) * weight
+        return total
 
     def delta_from(self, base: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Δ = θ_w − θ_local on CPU fp32 (the direction a descent step took, negated)."""
         out: dict[str, Tensor] = {}
-        for name, param in self.model.named_parameters():
+        for name, param in self.local.named_parameters():
             local = param.detach().to("cpu", dtype=torch.float32)
             out[name] = base[name].to(torch.float32) - local
         return out

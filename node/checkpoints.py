@@ -88,6 +88,12 @@ class CheckpointStore:
         windows = self.checkpoint_windows()
         return windows[-1] if windows else None
 
+    def read_checkpoint(self, window: int) -> bytes | None:
+        """A complete checkpoint's bytes (what the object-store mirror uploads), or None."""
+        if self.get_manifest(window) is None:
+            return None
+        return self.checkpoint_path(window).read_bytes()
+
     # -- aggregates --------------------------------------------------------------------
     def aggregate_path(self, window: int) -> Path:
         return self.root / AGG_DIR / _name(window, ".bin")
@@ -101,6 +107,10 @@ class CheckpointStore:
             return self.aggregate_path(window).read_bytes()
         except FileNotFoundError:
             return None
+
+    def aggregate_windows(self) -> list[int]:
+        """Windows whose aggregate is stored (the mirror's resync after a restart)."""
+        return _windows_in(self.root / AGG_DIR, ".bin")
 
     # -- retention ---------------------------------------------------------------------
     def _prune(self, sub: str, key_suffix: str, keep: int, suffixes: tuple[str, ...]) -> None:

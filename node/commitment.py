@@ -1,9 +1,12 @@
-"""The validator's on-chain commitment: certificate fingerprint, criteria hash, config hash.
+"""The validator's on-chain commitment: certificate fingerprint, criteria hash, config hash
+(+ object store).
 
 Stored as compact JSON (within the chain's 3 x 128-byte commitment), e.g.
 ``{"v":1,"fp":"<64 hex>","crit":"<64 hex>","cfg":"<64 hex>"}``. Miners read it from the
 metagraph's commitments, pin TLS to ``fp`` and refuse to start when ``cfg`` (the subnet
-config hash the validator runs) is not theirs.
+config hash the validator runs) is not theirs. A validator that keeps its aggregates and
+checkpoints in an S3-compatible store adds ``"st"``: the bucket's read location and
+read-only credentials (``node.storage.StoreLocation``, short keys).
 
 Example:
     >>> c = ValidatorCommitment(fp="ab" * 32, crit="cd" * 32)
@@ -17,8 +20,10 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from node.storage import StoreLocation
+
 COMMITMENT_VERSION = 1
-MAX_COMMITMENT_BYTES = 384  # the Commitments pallet: 3 Raw fields of 128 bytes
+MAX_COMMITMENT_BYTES = 384  # the Commitments pallet: 3 Raw fields of 128 bytes (chain.client)
 
 _HEX64 = r"^[0-9a-f]{64}$"
 
@@ -32,13 +37,19 @@ class ValidatorCommitment(BaseModel):
     fp: str = Field(pattern=_HEX64, description="sha256 hex of the TLS certificate DER")
     crit: str = Field(pattern=r"^[0-9a-f]{1,64}$", description="hash of the published criteria")
     cfg: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="SubnetConfig.config_hash() it runs; empty: unknown")
+    st: StoreLocation | None = Field(None, description="where its aggregates and checkpoints can be read")
 
     def to_str(self) -> str:
-        fields = self.model_dump()
+        """Compact JSON; ValueError when an object-store location makes it too long for the chain."""
+        fields = self.model_dump(by_alias=True, exclude_none=True)
         if not fields["cfg"]:
             del fields["cfg"]  # the v1 shape, byte for byte, when the config hash is unknown
         text = json.dumps(fields, separators=(",", ":"))
-        assert len(text.encode()) <= MAX_COMMITMENT_BYTES, "commitment grew past its bound"
+        if len(text.encode()) > MAX_COMMITMENT_BYTES:
+            raise ValueError(
+                f"the commitment is {len(text.encode())} bytes, the chain keeps {MAX_COMMITMENT_BYTES}: "
+                "shorten the S3 endpoint, bucket, prefix or region (R2 takes the default region), or "
+                "publish a public bucket without read keys")
         return text
 
 

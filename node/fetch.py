@@ -6,12 +6,17 @@ it is returned (the aggregate is for the window and subnet asked for; checkpoint
 the manifest's size and sha256; the config has the hash committed on chain). A dropped
 connection, 425, 429 or 5xx is tried again with ``protocol.retry``'s backoff for up to
 ``retry_s`` seconds; 404 means "not published (yet)". Requests go through a ``Getter``: a
-node's ``SignedClient``, or ``PinnedReader`` for tools without a wallet.
+node's ``SignedClient``, ``PinnedReader`` for tools without a wallet, or — where the subnet
+keeps aggregates and checkpoints in object storage (``storage = "s3"``) — a
+``node.storage.StoreGetter`` on the bucket the validator's commitment names. ``Links`` picks
+which for the subnet, so the checks below run the same whatever the storage.
 
 Example:
     >>> link = ValidatorLink(signed_client, lead_endpoint, subnet_cfg)
     >>> header, payload = await link.aggregate(7)          # AggregateNotReady on 404
     >>> manifest = await link.latest_checkpoint()          # None when there is none
+    >>> links = Links(signed_client, subnet_cfg)           # HTTPS or the lead's bucket
+    >>> header, payload = await links.to(lead_endpoint).aggregate(7)
     >>> async with PinnedReader(timeout=10) as reader:
     ...     cfg = await fetch_subnet_config(reader, lead_endpoint)   # SubnetConfigError
 """
@@ -35,6 +40,7 @@ from node.signed_http import (
     parse_error,
     read_bounded,
 )
+from node.storage import StoreGetter, StoreLocation, reader_for
 from node.subnet_file import SubnetConfigError
 from node.tls import pinned
 from node.validators import ValidatorEndpoint
@@ -233,3 +239,48 @@ class ValidatorLink:
         if digest != manifest.file_sha256 or len(body) != manifest.file_size:
             raise FetchError(f"checkpoint {manifest.window} bytes have sha256 {digest}, manifest says {manifest.file_sha256}")
         return body
+
+
+class Links:
+    """``ValidatorLink``s that read from wherever the subnet keeps what validators publish.
+
+    ``storage = "validator"``: the validator's HTTPS routes through ``client``. ``storage =
+    "s3"``: the bucket the validator's commitment names, one ``StoreGetter`` per bucket kept
+    open until ``close``; ``node.storage.StorageError`` when the commitment names none.
+    Subnet configs are always read over HTTPS (``fetch_subnet_config``): they are not stored.
+    """
+
+    def __init__(self, client: Getter, cfg: SubnetConfig, *, retry_s: float = RETRY_S,
+                 store_timeout_s: float = 60.0) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.retry_s = retry_s
+        self.store_timeout_s = store_timeout_s
+        self._stores: dict[StoreLocation, StoreGetter] = {}
+        self._closed_bytes = 0
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from buckets so far (what nodes no longer download from a validator)."""
+        return self._closed_bytes + sum(store.store.bytes_in for store in self._stores.values())
+
+    def getter(self, endpoint: ValidatorEndpoint) -> Getter:
+        """Where ``endpoint``'s aggregates and checkpoints are read."""
+        if self.cfg.storage != "s3":
+            return self.client
+        if endpoint.storage is not None and endpoint.storage in self._stores:
+            return self._stores[endpoint.storage]
+        store = reader_for(self.cfg.storage, endpoint.storage, timeout_s=self.store_timeout_s)
+        assert store is not None and endpoint.storage is not None  # reader_for raised otherwise
+        self._stores[endpoint.storage] = store
+        return store
+
+    def to(self, endpoint: ValidatorEndpoint) -> ValidatorLink:
+        return ValidatorLink(self.getter(endpoint), endpoint, self.cfg, retry_s=self.retry_s)
+
+    async def close(self) -> None:
+        """Close the buckets' clients (``client`` belongs to the caller)."""
+        self._closed_bytes = self.bytes_read
+        stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            await store.close()

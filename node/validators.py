@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from chain.types import Metagraph
 from node.commitment import parse_commitment
+from node.storage import StoreLocation
 from protocol.lead import lead_of
 from protocol.lead import serving_validators as _serving
 
@@ -32,6 +33,7 @@ class ValidatorEndpoint:
     criteria_hash: str = ""
     config_hash: str = ""  # the subnet config hash it committed ("" when it did not)
     permit: bool = True  # holds a validator permit
+    storage: StoreLocation | None = None  # its object store, when it publishes there (node.storage)
 
 
 def axon_url(axon: str | None) -> str | None:
@@ -72,7 +74,7 @@ def _endpoint_at(
     if url is None or commitment is None:
         return None
     return ValidatorEndpoint(uid, hotkey, url, commitment.fp, float(mg.stake[i]), criteria_hash=commitment.crit,
-                             config_hash=commitment.cfg, permit=bool(mg.validator_permit[i]))
+                             config_hash=commitment.cfg, permit=bool(mg.validator_permit[i]), storage=commitment.st)
 
 
 def serving_validators(metagraph: Metagraph) -> list[ValidatorEndpoint]:

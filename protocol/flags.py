@@ -17,7 +17,9 @@ Naming:
   - env var: the command's prefix + the primary flag in upper case, each run of other
     characters an underscore: ``--wallet.name`` → ``SWARMTRAIN_VALIDATOR_WALLET_NAME``;
   - TOML (``--config FILE``): the field names, nested models as tables
-    (``port = 8443`` / ``[wallet]`` ``name = "v"``).
+    (``port = 8443`` / ``[wallet]`` ``name = "v"``);
+  - ``json_schema_extra=ENV_ONLY``: a secret — an env var and a TOML key, no flag (a process's
+    arguments are visible to every user of the machine).
 
 Precedence: field default < TOML file < environment < flags. Values are validated once,
 by the model; an error names the flag, the env var and the TOML key of the bad value.
@@ -46,6 +48,7 @@ from pydantic.fields import FieldInfo
 
 M = TypeVar("M", bound=BaseModel)
 CONFIG_DEST = "settings_config"
+ENV_ONLY: dict[str, Any] = {"env_only": True}  # a field's json_schema_extra: no command-line flag
 
 
 class SettingsError(ValueError):
@@ -60,6 +63,10 @@ class FlagSpec:
     flags: tuple[str, ...]  # e.g. ("--wallet.name",); the first is the primary
     field: FieldInfo
     group: str = ""  # the argparse group of a nested model's flags ("" for top-level fields)
+
+    @property
+    def env_only(self) -> bool:
+        return bool(_extra(self.field).get("env_only"))
 
     @property
     def flag(self) -> str:
@@ -141,6 +148,8 @@ def add_flags(parser: argparse.ArgumentParser, specs: Sequence[FlagSpec]) -> Non
     """One argparse option per spec; a nested model's flags go in a group named after it."""
     groups: dict[str, Any] = {}
     for spec in specs:
+        if spec.env_only:
+            continue
         target: Any = parser
         if spec.group:
             if spec.group not in groups:
@@ -151,12 +160,15 @@ def add_flags(parser: argparse.ArgumentParser, specs: Sequence[FlagSpec]) -> Non
 
 def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *, env_prefix: str) -> None:
     """Flags for every field of ``model``, ``--config FILE``, and an epilog naming the env vars."""
-    add_flags(parser, flag_specs(model))
+    specs = flag_specs(model)
+    add_flags(parser, specs)
     parser.add_argument("--config", dest=CONFIG_DEST, type=Path, default=None, metavar="FILE",
                         help="TOML file of these settings (field names as keys); env vars and flags override it")
+    secrets = [spec.env_var(env_prefix) for spec in specs if spec.env_only]
     parser.epilog = (f"Every flag can also be set in the environment: --foo-bar as {env_prefix}FOO_BAR, "
                      f"--wallet.name as {env_prefix}WALLET_NAME. Flags win over the environment, "
-                     "which wins over --config.")
+                     "which wins over --config."
+                     + (f" Secrets, only in the environment or --config: {', '.join(secrets)}." if secrets else ""))
 
 
 def _put(data: dict[str, Any], path: Sequence[str], value: Any) -> None:

@@ -68,6 +68,7 @@ class SubnetConfig(BaseModel):
     eval_samples: int = Field(32, ge=1, le=4096, description="batch size of the validator's evaluation forward passes (how many samples it evaluates is set by the criteria)")
     max_evaluations: int = Field(64, ge=1, description="miners evaluated per window at most")
     checkpoint_every: int = Field(5, ge=1, description="K: full checkpoint every K windows")
+    storage: Literal["validator", "s3"] = Field("validator", description="where aggregates and checkpoints are read from: the lead validator's HTTPS routes, or the S3-compatible store its commitment names (node/storage.py)")
 
     # Tokenizer (protocol/tokenizer.py, docs/data.md): the defaults are the byte tokenizer.
     tokenizer: str = Field("bytes", min_length=1, max_length=1024, description="'bytes', or the path or URL of a Hugging Face tokenizers JSON file")

@@ -6,6 +6,7 @@ cannot be built), and measures the codec on delta = theta_start - theta_end: siz
 dense fp32/bf16, throughput, reconstruction error, and bits per kept value.
 
     python scripts/bench_codec.py --preset small --repeats 5
+    python scripts/bench_codec.py --quick     # about a minute
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--topk", type=int, default=d.codec_topk, help="default: the subnet's")
     p.add_argument("--bits", type=int, default=d.codec_bits, help="default: the subnet's")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="2 timed repeats of a 3-step pseudo-gradient")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.steps = min(args.repeats, 2), min(args.steps, 3)
+    return args
 
 
 def batches(args: argparse.Namespace, vocab: int) -> tuple[str, list[torch.Tensor]]:

@@ -14,7 +14,9 @@ Two measurements, each side by side in one run:
   then ``Evaluator.evaluate_window`` closes the window. Peak RSS (sampled every 5 ms from
   /proc) is reported before and during close, next to what the old design held: every
   submission's decoded update (measured per submission) plus one dense update per
-  evaluated submission (measured the same way, after the close).
+  evaluated submission (measured the same way, after the close). The same close by the
+  batched evaluator (the validator's default; θ_w's part prepared first) is measured too,
+  and must give the same verdicts.
 
 Usage:
     python scripts/bench_intake.py --quick
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import math
 import os
 import ssl
@@ -61,6 +64,7 @@ from protocol.similarity import SKETCH_DIM  # noqa: E402
 from protocol.subnet import SubnetConfig  # noqa: E402
 from protocol.windows import assigned_samples  # noqa: E402
 from validator.app import HttpsServer, build_app  # noqa: E402
+from validator.batched_eval import BatchedEvaluator  # noqa: E402
 from validator.evaluate import Evaluator  # noqa: E402
 from validator.intake import Intake, IntakeView  # noqa: E402
 from validator.settings import ValidatorSettings  # noqa: E402
@@ -139,6 +143,10 @@ def close_memory(preset: str, count: int, max_evaluations: int) -> dict[str, Any
         t0 = time.perf_counter()
         result = evaluator.evaluate_window(state, subs, last_evaluated={}, secret=b"bench")
         close_s = time.perf_counter() - t0
+    result.dense = {}  # the aggregate is not built here: free its top-G before the next close
+    batched_delta, batched = batched_close(cfg, ds, state, subs)
+    same = {u: (v.score, v.reason) for u, v in batched.verdicts.items()} == \
+           {u: (v.score, v.reason) for u, v in result.verdicts.items()}
     payload_mean = statistics.fmean(len(p) for p in payloads)
     old_held = old_design_rss(subs, state.spec, cfg, max_evaluations)
     return {
@@ -151,8 +159,23 @@ def close_memory(preset: str, count: int, max_evaluations: int) -> dict[str, Any
         "old_design_held_mb": old_held / MIB, "old_design_computed_mb": (count * decoded_bytes
                                                                           + max_evaluations * dense_bytes) / MIB,
         "intake_s": intake_s, "close_s": close_s,
-        "evaluated": len(result.evaluations),
+        "evaluated": len(result.evaluations), "batched_close_delta_mb": batched_delta / MIB,
+        "batched_same_verdicts": int(same),
     }
+
+
+def batched_close(cfg: SubnetConfig, ds: Any, state: ModelState,
+                  subs: Sequence[StoredSubmission]) -> tuple[int, Any]:
+    """(RSS growth in bytes, result) of the same close by the validator's default
+    ``BatchedEvaluator`` (θ_w's part prepared first, as while submissions arrive); freed
+    heap is handed back first so the growth is its own."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    evaluator = BatchedEvaluator(cfg, ds)
+    evaluator.prepare(state, subs, secret=b"bench")
+    with PeakRss() as peak:
+        result = evaluator.evaluate_window(state, subs, last_evaluated={}, secret=b"bench")
+    return peak.peak - peak.start, result
 
 
 def old_design_rss(subs: Sequence[StoredSubmission], spec: dict[str, tuple[int, ...]], cfg: SubnetConfig,
@@ -323,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(bc.markdown_table(["memory at close", "MiB"], [
         ["RSS before intake", mem["rss_mb_before_intake"]], ["RSS with the window held", mem["rss_mb_window_held"]],
         ["peak RSS during close", mem["peak_rss_mb_close"]], ["close: peak over held", mem["close_delta_mb"]],
+        ["batched close (prepared): peak over its start", mem["batched_close_delta_mb"]],
         ["old design, measured: decoded updates + dense per evaluated", mem["old_design_held_mb"]],
         ["old design, computed from the sizes", mem["old_design_computed_mb"]]]))
     print(f"per submission held: {mem['held_per_submission_kib']:.0f} KiB (payload {mem['payload_kib']:.0f} KiB "
@@ -335,8 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "valid_upload_s_under_attack": net["valid_upload_s_under_attack"], "delay_s": net["delay_s"],
         key: mem["peak_rss_mb_close"], "close_delta_mb": mem["close_delta_mb"],
         "old_design_mb": mem["old_design_held_mb"], "close_s": mem["close_s"],
+        "batched_close_delta_mb": mem["batched_close_delta_mb"], "batched_same_verdicts": mem["batched_same_verdicts"],
     }))
-    return 0
+    return 0 if mem["batched_same_verdicts"] else 1
 
 
 if __name__ == "__main__":

@@ -22,8 +22,12 @@ the chain window (blocks_per_window x 12 s) for training, the validator has the 
 Usage:
     python scripts/bench_validator.py                  # subnet default preset (tiny)
     python scripts/bench_validator.py --preset small
+    python scripts/bench_validator.py --miners 256 --preset small   # one at a time vs batched
+    python scripts/bench_validator.py --miners 256 --preset small --quick   # 16 evaluated, 1 repeat
 
-Last line: ``eval_cost_vs_inner_step=<x> miners_per_window=<x> ...``.
+Last line: ``eval_cost_vs_inner_step=<x> miners_per_window=<x> ...``; with ``--miners``:
+``miners_per_window_one_at_a_time=<x> miners_per_window_batched=<x> throughput_ratio=<x>
+same_verdicts=<0|1> ...`` (see ``_eval_throughput.py`` for what is timed and how).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ import _bench_common as bc
 
 bc.ensure_repo_on_path()
 
+import _eval_throughput as et  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
@@ -58,6 +63,8 @@ from validator.store import StoredSubmission  # noqa: E402
 
 CHAIN_BLOCK_S = 12.0  # Bittensor's block time
 
+
+QUICK_EVALUATE = 16  # --quick: miners each evaluator evaluates (the slope needs two points)
 
 @dataclass(frozen=True)
 class Costs:
@@ -170,6 +177,71 @@ def print_report(cfg: SubnetConfig, c: Costs, window_s: float, shares: Sequence[
                             [[s, round(window_s * (1 - s), 1), capacity(c, window_s, s)] for s in shares]))
 
 
+def window_subs(cfg: SubnetConfig, ds: TokenDataset, state: ModelState, n: int, honest: int,
+                distinct: int = 32) -> list[StoredSubmission]:
+    """N verified submissions of one window, arrival order = uid: ``honest`` trained updates
+    (uids 0..), a copy of uid 0's, and random updates for the rest (``distinct`` different
+    ones, repeated: evaluating costs the same whatever the update holds)."""
+    population, ccfg, base_hash = ds.num_samples(cfg.seq_len), cfg.codec_config(), state.hash()
+    gen = torch.Generator().manual_seed(1)
+    randoms = [codec.encode(codec.compress(random_delta(state.spec, gen, 1e-3), ccfg), ccfg)
+               for _ in range(min(distinct, max(n - honest - 1, 0)))]
+    payloads = {uid: et.honest_payload(cfg, ds, state, uid) for uid in range(min(honest, n))}
+    if honest < n:
+        payloads[honest] = payloads[0]
+    subs = []
+    for uid in range(n):
+        payload = payloads.get(uid) or randoms[uid % len(randoms)]
+        indices = assigned_samples(cfg.seed_bytes, state.window, uid, cfg.samples_per_window, population)
+        body = build_submission(cfg, window=state.window, uid=uid, hotkey=bc.fake_hotkey(uid),
+                                base_model_hash=base_hash, indices=indices, payload=payload)
+        s = verify(body, cfg, state.spec, population)
+        subs.append(replace(s, arrival=uid))
+    return subs
+
+
+def throughput(args: argparse.Namespace, cfg: SubnetConfig, ds: TokenDataset, device: torch.device) -> int:
+    """``--miners N``: one at a time against batched, same window, same chosen miners."""
+    state = ModelState.initial(cfg)
+    subs = window_subs(cfg, ds, state, args.miners, args.honest)
+    population = ds.num_samples(cfg.seq_len)
+    body = make_bodies(cfg, state, population, 1)[0]
+    verify_s = bc.median_seconds(lambda: verify(body, cfg, state.spec, population), repeats=args.repeats)
+    g = min(cfg.top_g, len(subs))
+    verdicts = {s.uid: criteria.Verdict(s.uid, 1.0, "ok", None, 0.0, 0.0) for s in subs[:g]}
+    dense = {s.uid: codec.decompress(codec.decode(s.payload, state.spec, cfg.codec_config()), state.spec)
+             for s in subs[:g]}
+    agg_s = bc.median_seconds(lambda: build_aggregate(state, verdicts, dense, {s.uid: s.hotkey for s in subs}, cfg),
+                              repeats=args.repeats)
+    e, last = min(args.evaluate or cfg.max_evaluations, len(subs)), et.population(subs, args.honest)
+    memory = int(args.eval_memory_gib * (1 << 30))
+    one, one_result = et.time_method("one at a time", et.one_at_a_time_factory(cfg, ds, device), state, subs, e,
+                                     last, verify_s, agg_s, prepare=False, repeats=args.repeats)
+    many, many_result = et.time_method("batched", et.batched_factory(cfg, ds, device, args.models_per_pass, memory),
+                                       state, subs, e, last, verify_s, agg_s, prepare=True, repeats=args.repeats)
+    window_s = cfg.blocks_per_window * CHAIN_BLOCK_S
+    close_s, arrival_s = window_s * (1 - args.train_share), window_s * args.train_share
+    caps = {m.name: m.capacity(close_s, arrival_s) for m in (one, many)}
+    print(f"window: {len(subs)} submissions ({args.honest} honest, 1 copy, the rest random), {e} evaluated by each "
+          f"(best of {args.repeats}); "
+          f"chain window {window_s:.0f} s, close budget {close_s:.0f} s, training {arrival_s:.0f} s")
+    print(bc.markdown_table(
+        ["evaluator", "arrival work ms/miner", "close fixed ms", "close ms/miner", "dense Δ kept MiB",
+         "miners per window"],
+        [[m.name, m.arrival_per_miner * 1e3, m.close_fixed * 1e3, m.close_per_miner * 1e3,
+          m.dense_kept_bytes / 2**20, caps[m.name]] for m in (one, many)]))
+    same = et.compare(one_result, many_result)
+    fields = {"miners_per_window_one_at_a_time": caps[one.name], "miners_per_window_batched": caps[many.name],
+              "throughput_ratio": caps[many.name] / max(caps[one.name], 1),
+              "close_ms_per_miner_one": one.close_per_miner * 1e3, "close_ms_per_miner_batched": many.close_per_miner * 1e3,
+              "close_speedup_per_miner": one.close_per_miner / many.close_per_miner,
+              **same, "miners": len(subs), "evaluated": e, "preset": cfg.preset, "device": str(device)}
+    record = {"methods": [one.__dict__, many.__dict__], "machine": bc.machine_info(device), **fields}
+    print(f"wrote {bc.write_json(args.out, f'validator-throughput-{cfg.preset}.json', record)}")
+    print(bc.summary_line(fields))
+    return 0 if same["same_verdicts"] else 1
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     d = SubnetConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -183,7 +255,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (same for both sides)")
     p.add_argument("--out", type=Path, default=bc.DEFAULT_OUT / "validator")
-    return p.parse_args(argv)
+    t = p.add_argument_group("throughput: one at a time against batched (--miners)")
+    t.add_argument("--miners", type=int, default=0, help="submissions in the window (0: the cost table instead)")
+    t.add_argument("--evaluate", type=int, default=0, help="miners each evaluator evaluates (0: max_evaluations)")
+    t.add_argument("--honest", type=int, default=4, help="trained (honest) updates among the submissions")
+    t.add_argument("--models-per-pass", type=int, default=0, help="batched: miners per pass (0: 16 on CUDA, 1 on CPU)")
+    t.add_argument("--eval-memory-gib", type=float, default=2.0, help="batched: memory for evaluation passes")
+    t.add_argument("--quick", action="store_true",
+                   help=f"--miners: {QUICK_EVALUATE} evaluated per evaluator (slope from {QUICK_EVALUATE // 2} to "
+                        f"{QUICK_EVALUATE}) and 1 repeat; capacity from the measured per-miner costs as always")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.evaluate, args.repeats = args.evaluate or QUICK_EVALUATE, 1
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = bc.pick_device(args.device)
     cfg = SubnetConfig(preset=args.preset, blocks_per_window=args.blocks_per_window)
+    if args.miners:
+        return throughput(args, cfg, builtin_corpus(), device)
     costs = measure(cfg, builtin_corpus(), args.submissions, args.repeats, device)
     window_s = cfg.blocks_per_window * CHAIN_BLOCK_S
     shares = sorted({args.train_share, 0.95, 0.9, 0.8, 0.5})

@@ -20,6 +20,7 @@ Two parts:
 Usage:
     python scripts/bench_window.py --bandwidth-only        # the table, ~1 minute
     python scripts/bench_window.py                         # local network + table
+    python scripts/bench_window.py --quick                 # 3 windows per miner, a few minutes
     python scripts/bench_window.py --miners 2 --windows 6 --inner-steps 60
 
 Last line: ``overhead_share=<x> idle_share=<x> ... overhead_share_at_chain_window=<x> ...``.
@@ -219,7 +220,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=bc.DEFAULT_OUT / "window")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="3 windows per miner (the first left out)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.windows = min(args.windows, 3)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +52,9 @@ class LocalSettings(LocalRunSettings):
     blocks_per_window: int | None = Field(None, ge=1, description="override the subnet config's blocks per window")
     inner_steps: int | None = Field(None, ge=1, description="override H, inner steps per window")
     inner_lr: float | None = Field(None, gt=0, description="override the inner AdamW lr")
+    storage: Literal["validator", "s3"] | None = Field(
+        None, description="where aggregates and checkpoints live: on the validator (default) or in an "
+        "S3-compatible store (a local S3 server is started for the run)")
     log_level: LogLevel = Field("INFO", description="log level of this process (the nodes log at INFO)")
 
     def run_settings(self) -> dict[str, object]:

@@ -232,6 +232,7 @@ class LocalNet:
         self.url = f"devnet://127.0.0.1:{self.port}"
         self.processes: dict[str, ManagedProcess] = {}
         self.uids: dict[str, int] = {}
+        self.s3: Any = None  # node.s3_local.LocalS3 once started (subnet storage = "s3")
         self.ports: dict[str, int] = {}  # validator name -> HTTPS port; miner name -> metrics port
 
     # ---- paths ------------------------------------------------------------------------
@@ -263,6 +264,10 @@ class LocalNet:
         env = dict(os.environ)
         threads = str(self.cfg.threads_per_node)
         env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        if self.cfg.subnet.storage == "s3":
+            from node.s3_local import write_env
+
+            env.update(write_env())
         env.update(self.cfg.extra_env)
         return env
 
@@ -272,9 +277,10 @@ class LocalNet:
         return proc
 
     def stop_all(self) -> None:
-        """Miners first, then the validators, then the chain; every one of them."""
+        """Miners first, then the validators, then the object store and the chain; every one of them."""
         validators = [n for n in self.processes if is_validator_name(n)]
-        order = [n for n in self.processes if n not in validators and n != "devnet"] + validators + ["devnet"]
+        last = ["s3", "devnet"]
+        order = [n for n in self.processes if n not in validators and n not in last] + validators + last
         for name in order:
             proc = self.processes.get(name)
             if proc is not None:
@@ -295,6 +301,26 @@ class LocalNet:
         ]
         return self.spawn("devnet", argv)
 
+    def start_s3(self) -> ManagedProcess:
+        """A local S3-protocol server (moto) with one bucket; each validator publishes under
+        its own prefix, as it would to a bucket of its own."""
+        from node.s3_local import LocalS3, LocalS3Error, moto_available
+
+        if not moto_available():
+            raise LocalNetError("--storage s3 runs a local S3 server: pip install 'swarmtrain[s3-local]'")
+        self.s3 = LocalS3(free_port())
+        proc = self.spawn("s3", self.s3.argv(self.python))
+        try:
+            self.s3.wait_ready(alive=proc.alive)
+            self.s3.create_bucket()
+        except LocalS3Error as exc:
+            raise LocalNetError(f"{exc}; last log lines:\n{proc.tail()}") from exc
+        return proc
+
+    def validator_s3_args(self, name: str) -> list[str]:
+        if self.s3 is None:
+            return []
+        return ["--s3-endpoint", self.s3.endpoint, "--s3-bucket", self.s3.bucket, "--s3-prefix", name]
     def node_port(self, name: str) -> int:
         """The port a node keeps across restarts: a validator's HTTPS port, a miner's metrics port."""
         if name not in self.ports:
@@ -314,7 +340,7 @@ class LocalNet:
             self.python, "-m", "swarmtrain", "validator", *self.chain_args(name),
             "--port", str(self.node_port(name)), "--host", "127.0.0.1",
             "--subnet-config", str(self.subnet_path), "--state", str(self.state_dir(name)),
-            "--device", self.cfg.device,
+            "--device", self.cfg.device, *self.validator_s3_args(name),
         ]
         return self.spawn(name, argv)
 
@@ -408,6 +434,8 @@ class LocalNet:
         self.out.mkdir(parents=True, exist_ok=True)
         self.cfg.subnet.save(self.subnet_path)
         self.start_devnet()
+        if self.cfg.subnet.storage == "s3":
+            self.start_s3()
         chain = await self.connect()
         try:
             await self.register_all(chain)

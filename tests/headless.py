@@ -88,7 +88,9 @@ class Chromium:
             async with http.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                 cdp = _Cdp(ws)
                 await cdp.call("Page.navigate", url=url)
-                if not await poll_until(lambda: cdp.evaluate(f"Boolean({until})"), bool, timeout=timeout,
+                # The page may still be loading (no document.body yet): a throw counts as "not yet".
+                probe = f"(() => {{ try {{ return Boolean({until}); }} catch (e) {{ return false; }} }})()"
+                if not await poll_until(lambda: cdp.evaluate(probe), bool, timeout=timeout,
                                         interval=0.25, on_timeout=None):
                     body = await cdp.evaluate("document.body ? document.body.innerText.slice(0, 2000) : ''")
                     raise TimeoutError(f"the page never satisfied {until!r}; it shows:\n{body}")

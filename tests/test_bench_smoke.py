@@ -35,7 +35,8 @@ def toy_dataset():
                                     rng.integers(0, 256, 4_000).astype(np.uint16))
 
 
-@pytest.mark.parametrize("script", ["bench_convergence.py", "bench_window.py", "bench_validator.py", "bench_incentives.py", "bench_intake.py"])
+@pytest.mark.parametrize("script", ["bench_convergence.py", "bench_window.py", "bench_validator.py", "bench_incentives.py",
+                                    "bench_intake.py", "bench_gpu.py", "bench_storage.py"])
 def test_help_runs_from_a_fresh_checkout(script: str, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
@@ -171,3 +172,50 @@ def _incentives_run(inc, toy_dataset) -> None:
     line = inc.summary(rows, [run], [baseline])
     assert set(line) >= {"honest_share", "max_attack_ratio", "worst", "over_trainer_ratio",
                          "loss_with_attackers_vs_honest_only"}
+
+
+def test_gpu_bench_arithmetic_and_no_gpu_exit(bench, capsys) -> None:
+    gpu = bench("bench_gpu")
+    from protocol.model import preset
+
+    cfg = preset("1b")
+    per_token = gpu.flops_per_token(cfg, 2048)
+    # 6 FLOPs per matmul parameter (22 blocks + lm_head) and token, + 12 * layers * dim * seq
+    assert per_token == pytest.approx(6 * 969_424_896 + 12 * 22 * 2048 * 2048, rel=1e-9)
+    assert gpu.mfu(10_000.0, per_token, 989.0) == pytest.approx(10_000 * per_token / 989e12)
+    assert gpu.peak_tflops("NVIDIA H100 80GB HBM3 H100 SXM") == 989.0
+    assert gpu.peak_tflops("NVIDIA GeForce RTX 4090") == 165.0
+    assert gpu.peak_tflops("Some Future GPU", 123.0) == 123.0
+    assert gpu.peak_tflops("Some Future GPU") != gpu.peak_tflops("Some Future GPU")  # NaN: unknown
+    args = gpu.parse_args(["--quick", "--presets", "150m"])
+    assert (args.steps, args.miners, args.evaluate, args.presets, args.plan_memory_gib) == (3, 64, 32, "150m", 24.0)
+    import torch
+
+    if not torch.cuda.is_available():
+        assert gpu.main(["--quick"]) == gpu.NO_GPU_STATUS
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_validator_throughput_in_process(bench, toy_dataset, tmp_path) -> None:
+    """--miners: both evaluators on the same window agree and the report is written."""
+    import torch
+
+    from protocol.subnet import SubnetConfig
+
+    val = bench("bench_validator")
+    args = val.parse_args(["--miners", "4", "--evaluate", "2", "--honest", "1", "--repeats", "1",
+                           "--out", str(tmp_path)])
+    cfg = SubnetConfig(seq_len=16, batch_size=2, inner_steps=2, eval_samples=32)
+    assert val.throughput(args, cfg, toy_dataset, torch.device("cpu")) == 0  # 0: same verdicts
+    assert (tmp_path / "validator-throughput-tiny.json").exists()
+
+
+def test_quick_modes_of_the_scale_benchmarks(bench) -> None:
+    storage = bench("bench_storage")
+    assert (storage.parse_args(["--quick"]).windows, storage.parse_args([]).windows) == (3, 5)
+    with pytest.raises(SystemExit):
+        storage.parse_args(["--storage", "validator,r2"])  # only validator and s3 are storages
+    val = bench("bench_validator")
+    quick = val.parse_args(["--miners", "256", "--quick"])
+    assert (quick.evaluate, quick.repeats) == (val.QUICK_EVALUATE, 1)
+    assert val.parse_args(["--miners", "256", "--quick", "--evaluate", "32"]).evaluate == 32

@@ -9,11 +9,19 @@ from typing import Any, Literal, get_args, get_origin
 
 import pytest
 from annotated_types import Ge, Gt, Le
+from pydantic import SecretStr
 
 from chain.devnet import cli as devnet_cli
 from chain.devnet.params import DevnetConfig
 from miner.settings import MinerOptions, MinerSettings
-from protocol.flags import CONFIG_DEST, FlagSpec, SettingsError, _value_type, flag_specs
+from protocol.flags import (
+    CONFIG_DEST,
+    FlagSpec,
+    SettingsError,
+    _value_type,
+    flag_specs,
+    load_settings,
+)
 from protocol.subnet import SubnetConfig
 from swarmtrain.cli import build_parser, discover_commands
 from swarmtrain.commands import local as local_command
@@ -31,6 +39,10 @@ COMMANDS: list[tuple[str, Any, list[str], Any]] = [
     ("local", LocalSettings, [], lambda a: local_command.settings_from(a, environ={})),
     ("devnet", DevnetConfig, [], devnet_cli.config_from),
 ]
+
+
+ENV_PREFIXES = {"validator": validator_command.ENV_PREFIX, "miner": miner_command.ENV_PREFIX,
+                "local": local_command.ENV_PREFIX}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -80,15 +92,27 @@ def test_every_field_is_a_flag_and_reaches_the_model(cmd, spec, base, load) -> N
     argv, expected = sample(spec)
     if spec.path == ("netuid",):
         base = []
+    if spec.env_only:  # a secret: no flag (others see a process's arguments); the environment sets it
+        with pytest.raises(SystemExit):
+            _parse([cmd, *base, *argv])
+        env = {spec.env_var(ENV_PREFIXES[cmd]): argv[-1]}
+        model = next(m for c, m, _, _ in COMMANDS if c == cmd)
+        settings = load_settings(model, _parse([cmd, *base]), env_prefix=ENV_PREFIXES[cmd], environ=env)
+        assert _plain(_at(settings, spec.path)) == expected
+        return
     settings = load(_parse([cmd, *base, *argv]))
     assert _at(settings, spec.path) == expected
+
+
+def _plain(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 @pytest.mark.parametrize(("cmd", "model", "base", "load"), COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_defaults_are_the_models_not_argparses(cmd, model, base, load) -> None:
     parser = build_parser(discover_commands())
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[cmd]
-    dests = {spec.dest for spec in flag_specs(model)}
+    dests = {spec.dest for spec in flag_specs(model) if not spec.env_only}
     generated = [a for a in sub._actions if a.dest in dests]
     assert len(generated) == len(dests)
     assert all(a.default is argparse.SUPPRESS for a in generated)

@@ -71,7 +71,9 @@ class Routes:
         manifest = manifest_of(self.store, window) if window is not None else None
         if manifest is None:
             return error_response(404, "no_checkpoint", "no checkpoint is available yet")
-        return web.json_response(text=manifest.model_dump_json())
+        text = manifest.model_dump_json()
+        self.on_sent(len(text))
+        return web.json_response(text=text)
 
     async def checkpoint(self, request: web.Request) -> web.StreamResponse:
         window = _window_arg(request)

@@ -28,7 +28,7 @@ from chain.http_server import ServerLimits
 from chain.types import Metagraph, SubnetHyperparams
 from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
-from node.fetch import AggregateNotReady, FetchError, ValidatorLink
+from node.fetch import AggregateNotReady, FetchError, Links
 from node.logs import progress_line
 from node.shard_sources import ShardFetchError
 from node.signed_http import NodeHttpError, SignedClient
@@ -41,9 +41,11 @@ from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
 from validator.aggregation import build_aggregate
 from validator.app import HttpsServer, build_app
+from validator.batched_eval import BatchedEvaluator, make_evaluator
 from validator.dashboard import add_operator_routes
-from validator.evaluate import Evaluator, WindowEvaluation, validation_indices, validation_loss
+from validator.evaluate import WindowEvaluation, validation_indices, validation_loss
 from validator.intake import Intake, IntakeView
+from validator.mirror import make_mirror
 from validator.peers import PeerWatch
 from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
@@ -111,7 +113,7 @@ class Validator:
             max_per_window=settings.max_submissions_per_window,
             journal=SubmissionJournal(self.state.root / SUBMISSIONS_DIR),
         )
-        self.evaluator = Evaluator(cfg, dataset, device=settings.device, params=params)
+        self.evaluator = make_evaluator(cfg, dataset, settings, params)
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
@@ -119,6 +121,9 @@ class Validator:
         )
         self.server: HttpsServer | None = None
         self.http = SignedClient(wallet, timeout=settings.lead_timeout_s)  # GETs from the lead
+        # where the lead's aggregates are read: its HTTPS routes, or its bucket (storage = "s3")
+        self.links = Links(self.http, cfg, store_timeout_s=settings.s3_timeout_s)
+        self.mirror = make_mirror(cfg.storage, settings)  # None: nodes read from us
         self.block = 0
         self.tempo = 100
         self.metagraph: Metagraph | None = None
@@ -140,6 +145,9 @@ class Validator:
         limits = ServerLimits(max_connections=self.settings.max_connections,
                               keepalive_timeout_s=self.settings.keepalive_timeout_s)
         self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port, limits)
+        if self.mirror is not None:
+            self.mirror.start()
+            self.mirror.resync(self.state.store)  # what a crash kept from reaching the bucket
         await self.publish_endpoint()
         self.tempo = int((await self.chain.hyperparameters(self.cfg.netuid)).tempo)
         await self.sync_chain(force=True)
@@ -169,7 +177,8 @@ class Validator:
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
         commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params),
-                                         cfg=self.cfg.config_hash())
+                                         cfg=self.cfg.config_hash(),
+                                         st=self.mirror.read_location if self.mirror is not None else None)
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
         await self.chain.commit(self.wallet, self.cfg.netuid, commitment.to_str())
         log.info(progress_line("published", uid=self.uid, hotkey=self.hotkey, endpoint=f"{ip}:{self.server.port}",  # type: ignore[union-attr]
@@ -177,7 +186,10 @@ class Validator:
 
     async def close(self) -> None:
         await self.peers.close()
+        await self.links.close()
         await self.http.close()
+        if self.mirror is not None:
+            await self.mirror.close(timeout=self.settings.s3_timeout_s)
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -219,6 +231,7 @@ class Validator:
                 break  # follower waiting for the lead's aggregate
         if should_set_weights(self.block, self.last_weights_block, self.tempo):
             await self.set_weights()
+        await self.prepare_evaluation()
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -282,6 +295,8 @@ class Validator:
         envelope = await self.aggregate_for(window, result)
         if envelope is None:
             return False
+        if self.mirror is not None:
+            self.mirror.aggregate(window, envelope)  # uploaded in the background, in order
         header, payload = unpack_envelope(envelope, Aggregate)
         val_before = self.last_val_loss if self.last_val_loss is not None else await asyncio.to_thread(self._val_loss)
         self.state.model.apply_aggregate(header, payload)
@@ -293,6 +308,18 @@ class Validator:
             val_after = await asyncio.to_thread(self._val_loss)
         self.write_metrics(window, header, result, subs, val_before, val_after, time.monotonic() - started)
         return True
+
+    async def prepare_evaluation(self) -> None:
+        """While the window's submissions arrive: θ_w's part of their evaluation (a few per
+        tick, in a thread, so intake keeps flowing and a due close waits little)."""
+        if not isinstance(self.evaluator, BatchedEvaluator) or self.settings.eval_prepare_per_tick <= 0:
+            return
+        if not self.view.ready:  # the window is closing (or a follower waits): nothing to prepare
+            return
+        subs = self.subs.for_window(self.state.model.window)
+        if subs:
+            await asyncio.to_thread(self.evaluator.prepare, self.state.model, subs, secret=self.state.secret,
+                                    limit=self.settings.eval_prepare_per_tick)
 
     async def evaluate(self, window: int, subs: list) -> WindowEvaluation:
         """Evaluate and score a window once (cached while a follower waits for the lead)."""
@@ -337,13 +364,13 @@ class Validator:
         lead = self.lead_endpoint()
         if lead is None:
             return None
-        link = ValidatorLink(self.http, lead, self.cfg)
         try:
+            link = self.links.to(lead)
             envelope = await link.aggregate_envelope(window)
             header, _ = link.parse_aggregate(window, envelope)
         except AggregateNotReady:
             return None
-        except (FetchError, NodeHttpError) as exc:
+        except (FetchError, NodeHttpError) as exc:  # StorageError too: the lead's bucket is unreachable
             log.warning(progress_line("no aggregate from the lead", w=window, **self.lead_fields(), reason=exc))
             return None
         if not self.builds_on_ours(header):
@@ -368,7 +395,9 @@ class Validator:
         if caught_up:
             self.state.save_model()  # behind: stored aggregates replay after a crash
         if should_checkpoint(self.state.model.window, self.cfg.checkpoint_every):
-            self.state.checkpoint()
+            manifest = self.state.checkpoint()
+            if self.mirror is not None:
+                self.mirror.checkpoint_from(self.state.store, manifest)
         self.subs.drop_through(window)
         self._evaluated.pop(window, None)
         self.windows_closed += 1
@@ -399,6 +428,7 @@ class Validator:
             "ema": {str(k): round(v, 6) for k, v in ema.items()},
             "model_hash": header.next_model_hash,
             "refusals": dict(self.intake.refusals),
+            **self.telemetry.traffic(self.mirror.uploaded_bytes if self.mirror is not None else 0),
             "block": self.block,
             "seconds": round(seconds, 3),
         }
@@ -450,6 +480,8 @@ class Validator:
             "lead": self.is_lead(),
             "submissions": self.subs.count(self.view.open_window),
             "latest_checkpoint": self.state.store.latest_checkpoint(),
+            "storage": self.cfg.storage,
+            "served_bytes": self.telemetry.sent_total,
             "val_loss": self.last_val_loss,
             **self.operator_status(),
         }

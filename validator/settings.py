@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from node.settings import NodeSettings
+from protocol.flags import ENV_ONLY
 
 
 class ValidatorSettings(NodeSettings):
@@ -48,3 +49,22 @@ class ValidatorSettings(NodeSettings):
         10.0, gt=0, description="seconds between reads of other validators' /status (the dashboard's peers)"
     )
     peer_status_timeout_s: float = Field(5.0, gt=0, description="seconds allowed to read one other validator's /status")
+    # Evaluation throughput (validator/batched_eval.py): the same measurements, batched.
+    eval_batched: bool = Field(True, description="batched evaluation (--no-eval-batched: one miner at a time)")
+    eval_models_per_pass: int = Field(0, ge=0, description="miners per forward pass (0: 16 on CUDA, 1 on CPU)")
+    eval_memory_gib: float = Field(0.0, ge=0, description="memory for evaluation passes, GiB (0: 2 GiB)")
+    eval_prepare_per_tick: int = Field(
+        8, ge=0, description="submitters whose θ_w losses are taken per tick before the window closes")
+    # Object storage (subnets with storage = "s3", node/storage.py). The write keys are read from
+    # the environment or --config only (ENV_ONLY), never from flags, which other users can see.
+    s3_endpoint: str | None = Field(None, description="S3 API endpoint URL the validator publishes to (AWS S3, R2, MinIO)")
+    s3_bucket: str | None = Field(None, description="bucket it publishes to")
+    s3_prefix: str | None = Field(None, description="key prefix in the bucket (default none: a bucket per validator and subnet)")
+    s3_region: str | None = Field(None, description="signing region (default us-east-1; R2: auto)")
+    s3_write_key_id: str | None = Field(None, description="write key id (default: the usual AWS variables)",
+                                        json_schema_extra=ENV_ONLY)
+    s3_write_secret: SecretStr | None = Field(None, description="write secret", json_schema_extra=ENV_ONLY)
+    s3_read_key_id: str | None = Field(
+        None, description="read-only key id, published on chain (default none: the bucket must be publicly readable)")
+    s3_read_secret: str | None = Field(None, description="read-only secret, published on chain")
+    s3_timeout_s: float = Field(60.0, gt=0, description="seconds allowed per object-store request")

@@ -85,6 +85,9 @@ class ValidatorTelemetry:
         self.ema = Gauge(p + "miner_ema", "a uid's moving-average score (what weights follow)", ["uid"], registry=r)
         self.received = Counter(p + "received_bytes", "submission body bytes received", registry=r)
         self.sent = Counter(p + "sent_bytes", "aggregate and checkpoint bytes served", registry=r)
+        self.sent_total = 0  # the same bytes, readable (metrics.jsonl's served_bytes, GET /status)
+        self.sent_answers = 0
+        self._traffic_mark = (0, 0)  # (served, uploaded) bytes at the last metrics line
         self.hash_age = HashAge(self.clock)
         age = Gauge(p + "model_hash_age_seconds", "seconds since the model hash last changed", registry=r)
         age.set_function(self.hash_age.age)
@@ -125,7 +128,18 @@ class ValidatorTelemetry:
         self.received.inc(nbytes)
 
     def on_sent(self, nbytes: int) -> None:
+        """One GET answer of an aggregate, checkpoint or manifest (what grows with the nodes that
+        read from this validator; zero where the subnet stores them in S3)."""
         self.sent.inc(nbytes)
+        self.sent_total += nbytes
+        self.sent_answers += 1
+
+    def traffic(self, uploaded_total: int) -> dict[str, int]:
+        """Bytes served in GET answers, and uploaded to the bucket (``uploaded_total`` so far),
+        since the last call: the ``served_bytes``/``uploaded_bytes`` of a metrics line."""
+        served_before, uploaded_before = self._traffic_mark
+        self._traffic_mark = (self.sent_total, uploaded_total)
+        return {"served_bytes": self.sent_total - served_before, "uploaded_bytes": uploaded_total - uploaded_before}
 
     def on_evaluated(self, seconds: float) -> None:
         self.evaluation_seconds.observe(seconds)

@@ -1,6 +1,6 @@
 """`swarmtrain local`: a devnet, validators and N miners on this machine, end to end.
 
-    swarmtrain local --miners 3 --windows 8 --preset tiny --out runs/local [--validators 2]
+    swarmtrain local --miners 3 --windows 8 --preset tiny --out runs/local [--validators 2] [--storage s3]
 
 Prints a per-window table (validation loss, contributors, per-miner scores) and the
 emission per uid; writes OUT/summary.json, OUT/logs/*.log and OUT/local.png.
@@ -54,7 +54,7 @@ def subnet_config(settings: LocalSettings) -> SubnetConfig:
         updates.update(dataset_name="builtin", dataset_hash=builtin_corpus().content_hash)
     if not path:
         updates["preset"] = settings.preset
-    for field in ("blocks_per_window", "inner_steps", "inner_lr"):
+    for field in ("blocks_per_window", "inner_steps", "inner_lr", "storage"):
         if getattr(settings, field) is not None:
             updates[field] = getattr(settings, field)
     return SubnetConfig.model_validate({**base.model_dump(), **updates})
