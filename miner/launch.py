@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch.distributed
 
@@ -71,9 +72,15 @@ def subnet_config(s: MinerSettings) -> SubnetConfig:
 
 
 async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
-    """Wire chain, wallet, data, trainer, state and HTTP client into a miner and run it.
+    """Wire chain, wallet, data, trainer (or teacher), state and HTTP client into a miner and run it.
     Under torchrun, ranks > 0 only train (rank 0's commands) and rank 0 is the miner."""
     cfg = subnet_config(s)
+    if cfg.task == "outputs":  # the teacher labels: no inner trainer, one process
+        from miner.teacher import OutputsMiner, build_labeler
+
+        cls = miner_cls if issubclass(miner_cls, OutputsMiner) else OutputsMiner
+        await run_miner(s, cfg, cls, {"labeler": build_labeler(cfg, s.device, s.teacher)}, {"device": s.device})
+        return
     trainer, env = build_trainer(s, cfg)
     if env is not None and env.rank != 0:
         try:
@@ -82,22 +89,28 @@ async def launch(s: MinerSettings, miner_cls: type[Miner] = Miner) -> None:
             torch.distributed.destroy_process_group()
         return
     try:
-        await run_miner(s, cfg, trainer, miner_cls)
+        await run_miner(s, cfg, miner_cls, {"trainer": trainer}, trainer_fields(trainer))
     finally:
         if env is not None:
             trainer.shutdown()  # type: ignore[attr-defined]
             torch.distributed.destroy_process_group()
 
 
-async def run_miner(s: MinerSettings, cfg: SubnetConfig, trainer: InnerTrainer, miner_cls: type[Miner]) -> None:
-    """Rank 0 (or the only process): chain, wallet, data, state, metrics and HTTP around ``trainer``."""
+def trainer_fields(trainer: InnerTrainer) -> dict[str, object]:
+    """What the start-up log line says of the trainer."""
+    return {"device": trainer.device, "precision": trainer.precision,
+            "checkpointing": "on" if trainer.checkpointing else "off", "micro_batch": trainer.micro_batch}
+
+
+async def run_miner(s: MinerSettings, cfg: SubnetConfig, miner_cls: type[Miner], work: dict[str, Any],
+                    fields: dict[str, object]) -> None:
+    """Rank 0 (or the only process): chain, wallet, data, state, metrics and HTTP around the window's
+    work (``work``: the inner ``trainer``, or the teacher's ``labeler`` in outputs mode)."""
     wallet = load_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
     dataset = subnet_dataset(cfg)
     directory = s.state_path
     log.info(progress_line("miner", wallet=s.wallet.name, network=s.subtensor.endpoint, netuid=cfg.netuid,
-                           device=trainer.device, precision=trainer.precision,
-                           checkpointing="on" if trainer.checkpointing else "off", micro_batch=trainer.micro_batch,
-                           state=directory))
+                           task=cfg.task, **fields, state=directory))
     telemetry = MinerTelemetry()
     server = None
     if s.metrics:
@@ -106,7 +119,7 @@ async def run_miner(s: MinerSettings, cfg: SubnetConfig, trainer: InnerTrainer, 
     client = CountingClient(SignedClient(wallet, timeout=s.http_timeout_s), telemetry)
     try:
         miner = miner_cls(
-            chain=chain, wallet=wallet, cfg=cfg, dataset=dataset, trainer=trainer,
+            chain=chain, wallet=wallet, cfg=cfg, dataset=dataset, **work,
             store=MinerStateStore(directory), client=client,
             metrics=ObservedMetricsWriter(directory / "metrics.jsonl", telemetry.on_record), options=s.options,
         )

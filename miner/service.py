@@ -84,6 +84,7 @@ class WindowReport:
     timings: dict[str, float] = field(default_factory=dict)
     model_hash: str = ""  # θ_{w+1}, after applying Aggregate(w)
     shards_fetched: list[str] = field(default_factory=list)  # shard files this window waited for
+    details: dict[str, Any] = field(default_factory=dict)  # task-specific figures (outputs mode: samples, tokens/s)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -105,6 +106,7 @@ class WindowReport:
                 if not o.accepted
             ],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            **self.details,
         }
 
 
@@ -253,14 +255,20 @@ class Miner:
         indices = self.assigned_indices(window)
         await self.fetch_data(indices, report)
         self.start_prefetch(window + 1)
-        result = await self.train(window, indices, report)
-        payload = self.timed(report, "compress", lambda: self.encode_update(result.delta))
+        payload, delivered = await self.make_payload(window, indices, report)
         report.payload_bytes = len(payload)
         if await self.clock.window() != window:
             log.warning(progress_line("window ended during training: late submission skipped", w=window))
             return report
-        await self.submit(report, indices, payload)
+        await self.submit(report, delivered, payload)
         return report
+
+    async def make_payload(self, window: int, indices: list[int], report: WindowReport) -> tuple[bytes, list[int]]:
+        """The window's work: train and compress (returns the payload and the samples it covers).
+        Outputs-mode miners override it (``miner.teacher.OutputsMiner``)."""
+        result = await self.train(window, indices, report)
+        payload = self.timed(report, "compress", lambda: self.encode_update(result.delta))
+        return payload, indices
 
     async def finish_window(self, report: WindowReport) -> None:
         """Steps 5–8: wait for the next window, apply Aggregate(w), checkpoint, metrics."""

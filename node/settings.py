@@ -79,6 +79,9 @@ class NodeSettings(BaseModel):
         json_schema_extra={"flags": ["--state"]},
     )
     max_windows: int | None = Field(None, ge=1, description="stop after this many windows (default: run on)")
+    teacher: Path | None = Field(
+        None, description="outputs mode: this node's copy of the subnet's teacher (default: the config's path)"
+    )
     log_level: LogLevel = Field("INFO", description="log level")
 
     @property

@@ -18,6 +18,8 @@ Naming:
     characters an underscore: ``--wallet.name`` → ``SWARMTRAIN_VALIDATOR_WALLET_NAME``;
   - TOML (``--config FILE``): the field names, nested models as tables
     (``port = 8443`` / ``[wallet]`` ``name = "v"``);
+  - a list field is a repeatable flag (``--cheat a --cheat b``), a comma-separated env var
+    (``a,b``) and a TOML array;
   - ``json_schema_extra=ENV_ONLY``: a secret — an env var and a TOML key, no flag (a process's
     arguments are visible to every user of the machine).
 
@@ -137,6 +139,8 @@ def argparse_kwargs(spec: FlagSpec) -> dict[str, Any]:
     if kind is bool:
         del kwargs["metavar"]
         kwargs["action"] = argparse.BooleanOptionalAction
+    elif get_origin(kind) is list:  # repeatable: --cheat a --cheat b
+        kwargs["action"] = "append"
     elif get_origin(kind) is Literal:
         kwargs["metavar"] = "{" + ",".join(str(c) for c in get_args(kind)) + "}"
     elif kind in (int, float, Path):
@@ -201,7 +205,8 @@ def env_values(specs: Sequence[FlagSpec], prefix: str, environ: Mapping[str, str
     for spec in specs:
         value = environ.get(spec.env_var(prefix), "")
         if value != "":
-            _put(data, spec.path, value)
+            is_list = get_origin(_value_type(spec.field.annotation)) is list
+            _put(data, spec.path, [v.strip() for v in value.split(",") if v.strip()] if is_list else value)
     return data
 
 

@@ -39,6 +39,15 @@ PRESET_DEFAULTS: dict[str, dict[str, int | float]] = {
 DEFAULT_INNER_STEPS = 20
 DEFAULT_INNER_LR = 3e-3
 
+# Outputs mode (docs/outputs.md): the student update the lead publishes is the whole step
+# (θ_{w+1} = θ_w − Δ), so the outer SGD step defaults to lr 1 there (explicit values win).
+TASK_DEFAULTS: dict[str, dict[str, int | float]] = {"outputs": {"outer_lr": 1.0}}
+# The outputs-mode block of fields: at their defaults they are left out of config_hash, so
+# the hash of every gradient-mode config is what it was before outputs mode existed.
+OUTPUTS_FIELDS = ("task", "teacher", "teacher_hash", "outputs_topk", "outputs_value_bits",
+                  "outputs_spot_checks", "outputs_tolerance", "outputs_median_tolerance", "outputs_samples",
+                  "distill_hard_weight")
+
 
 class SubnetConfig(BaseModel):
     """Training hyperparameters every node of a subnet must agree on."""
@@ -75,13 +84,29 @@ class SubnetConfig(BaseModel):
     tokenizer_hash: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="sha256 of the tokenizer file; empty with 'bytes' (or on devnets)")
     vocab_size: int = Field(264, ge=2, le=1_000_000, description="model vocabulary: 264 for 'bytes', the tokenizer's size rounded up to 64 otherwise")
 
+    # Outputs mode (docs/outputs.md): miners return a pinned teacher's top-k outputs on their
+    # assigned samples, validators verify them by recomputation, and the network's model
+    # (`preset`) is the student distilled from them. Ignored by gradient-mode subnets.
+    task: Literal["gradients", "outputs"] = Field("gradients", description="what miners return: 'gradients' (pseudo-gradients of the shared model) or 'outputs' (a teacher's top-k outputs; `preset` is then the student)")
+    teacher: str = Field("", max_length=1024, description="outputs: the teacher, a swarmtrain checkpoint (.safetensors) or a Hugging Face causal-LM directory (nodes may keep it elsewhere: --teacher)")
+    teacher_hash: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="outputs: model hash (sha256 over names, shapes and fp32 weights) of the teacher; nodes refuse another")
+    outputs_topk: int = Field(16, ge=1, le=1024, description="outputs: log-probabilities sent per position (the teacher's top k, plus the remaining mass)")
+    outputs_value_bits: int = Field(8, ge=2, le=12, description="outputs: bits per log-probability: steps of 16/2**bits nats over [-16, 0]")
+    outputs_spot_checks: int = Field(48, ge=1, le=4096, description="outputs: positions a validator recomputes per submission; one failed check zeroes it")
+    outputs_tolerance: float = Field(0.6, gt=0, le=4.0, description="outputs: nats one checked position may deviate from the recomputation (beyond quantization); one beyond zeroes the submission (measured: docs/benchmarks.md)")
+    outputs_median_tolerance: float = Field(0.05, gt=0, le=1.0, description="outputs: nats the median deviation of a submission's checks may reach (catches another teacher or a cheaper precision; measured: docs/benchmarks.md)")
+    outputs_samples: int = Field(1024, ge=1, le=65_536, description="outputs: samples assigned per miner per window (a miner labels as many of them as it can, in order)")
+    distill_hard_weight: float = Field(0.0, ge=0, le=1.0, description="outputs: weight of the hard-label loss mixed into the student's KL loss")
+
     @model_validator(mode="before")
     @classmethod
     def _preset_defaults(cls, data: object) -> object:
         """Fields left out take the preset's measured defaults (explicit values win)."""
         if isinstance(data, dict):
             preset = data.get("preset", cls.model_fields["preset"].default)
-            defaults = PRESET_DEFAULTS.get(preset, {}) if isinstance(preset, str) else {}
+            defaults = dict(PRESET_DEFAULTS.get(preset, {})) if isinstance(preset, str) else {}
+            task = data.get("task")
+            defaults.update(TASK_DEFAULTS.get(task, {}) if isinstance(task, str) else {})
             return {**{k: v for k, v in defaults.items() if k not in data}, **data}
         return data
 
@@ -89,6 +114,12 @@ class SubnetConfig(BaseModel):
     def _check_outer(self) -> SubnetConfig:
         if self.outer_nesterov and self.outer_momentum == 0:
             raise ValueError("outer_nesterov needs outer_momentum > 0")
+        if self.task == "outputs":
+            if not self.teacher or not self.teacher_hash:
+                raise ValueError("task 'outputs' needs the teacher and its teacher_hash: `swarmtrain subnet init "
+                                 "--set task=outputs --set teacher=PATH` computes the hash")
+            if self.outputs_topk >= self.vocab_size:
+                raise ValueError(f"outputs_topk {self.outputs_topk} must be below vocab_size {self.vocab_size}")
         return self
 
     @property
@@ -97,6 +128,9 @@ class SubnetConfig(BaseModel):
 
     @property
     def samples_per_window(self) -> int:
+        """Samples assigned to each uid per window: H × batch (gradients), ``outputs_samples`` (outputs)."""
+        if self.task == "outputs":
+            return self.outputs_samples
         return self.inner_steps * self.batch_size
 
     def codec_config(self) -> CodecConfig:
@@ -106,8 +140,13 @@ class SubnetConfig(BaseModel):
         return CodecConfig(chunk=self.codec_chunk, topk=self.codec_topk, bits=self.codec_bits)
 
     def config_hash(self) -> str:
-        """sha256 over the canonical JSON of every field."""
-        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        """sha256 over the canonical JSON of every field (outputs-mode fields only where they
+        differ from their defaults: a gradient-mode config hashes as it always did)."""
+        fields = self.model_dump()
+        for name in OUTPUTS_FIELDS:
+            if fields[name] == SubnetConfig.model_fields[name].default:
+                del fields[name]
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @classmethod

@@ -56,6 +56,19 @@ class LocalSettings(LocalRunSettings):
         None, description="where aggregates and checkpoints live: on the validator (default) or in an "
         "S3-compatible store (a local S3 server is started for the run)")
     log_level: LogLevel = Field("INFO", description="log level of this process (the nodes log at INFO)")
+    task: Literal["gradients", "outputs"] = Field(
+        "gradients", description="what miners return: gradients or a teacher's outputs (preset = the student)"
+    )
+    teacher: Path | None = Field(
+        None, description="outputs: teacher model file or Hugging Face directory (default: a 0.8 M-parameter model trained "
+        "briefly on the built-in corpus, cached)",
+    )
+    teacher_steps: int = Field(1500, ge=1, description="outputs: training steps of the default teacher")
+    outputs_samples: int = Field(32, ge=1, description="outputs: samples per miner per window (32: a CPU demo)")
+    cheat: list[str] = Field(
+        [], description="outputs: add a miner that cheats (random, constant, student, layers, lowbit, other_uid, "
+        "stale, partial, wrong_teacher); repeat the flag for more",
+    )
 
     def run_settings(self) -> dict[str, object]:
         """The fields ``LocalNetConfig`` shares with this command, by name."""

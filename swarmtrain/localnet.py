@@ -324,7 +324,9 @@ class LocalNet:
     def node_port(self, name: str) -> int:
         """The port a node keeps across restarts: a validator's HTTPS port, a miner's metrics port."""
         if name not in self.ports:
-            self.ports[name] = free_port()
+            taken = {self.port, *self.ports.values()}
+            # a port closed a moment ago may be handed out again: never give two nodes one port
+            self.ports[name] = next(p for p in (free_port() for _ in range(1000)) if p not in taken)
         return self.ports[name]
 
     def dashboard_url(self, name: str = VALIDATOR) -> str:

@@ -75,6 +75,8 @@ def sample(spec: FlagSpec) -> tuple[list[str], Any]:
         return [spec.flag, str(value)], value
     if kind is Path:
         return [spec.flag, f"/tmp/{spec.dest}"], Path(f"/tmp/{spec.dest}")
+    if get_origin(kind) is list:  # repeatable
+        return [spec.flag, "a", spec.flag, "b"], ["a", "b"]
     return [spec.flag, f"{spec.dest}-x"], f"{spec.dest}-x"
 
 
@@ -179,6 +181,17 @@ def test_the_argv_localnet_gives_its_children_parses(tmp_path: Path) -> None:
     assert miner.options == MinerOptions()
 
 
+def test_localnet_never_gives_two_nodes_one_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port closed a moment ago may be handed out again: the second miner must not get it."""
+    from swarmtrain import localnet
+
+    cfg = LocalNetConfig(out=tmp_path, miners=[MinerSpec("m1")], windows=1, subnet=SubnetConfig(), device="cpu")
+    net = LocalNet(cfg)
+    ports = iter([net.port, 5001, 5001, net.port, 5002])
+    monkeypatch.setattr(localnet, "free_port", lambda: next(ports))
+    assert [net.node_port(n) for n in ("m1", "m2", "m1")] == [5001, 5002, 5001]
+
+
 def test_nested_groups_keep_btcli_spelling() -> None:
     flags = {spec.flag for spec in flag_specs(ValidatorSettings)}
     assert {"--wallet.name", "--wallet.hotkey", "--wallet.path", "--subtensor.network",
@@ -199,6 +212,7 @@ def test_operator_flags_keep_their_names() -> None:
 
 
 def test_local_reads_its_environment() -> None:
-    env = {"SWARMTRAIN_LOCAL_OUT": "/tmp/elsewhere", "SWARMTRAIN_LOCAL_MINERS": "2", "SWARMTRAIN_LOCAL_TIMEOUT": "60"}
+    env = {"SWARMTRAIN_LOCAL_OUT": "/tmp/elsewhere", "SWARMTRAIN_LOCAL_MINERS": "2", "SWARMTRAIN_LOCAL_TIMEOUT": "60",
+           "SWARMTRAIN_LOCAL_CHEAT": "random, stale"}
     s = local_command.settings_from(_parse(["local", "--miners", "4"]), environ=env)
-    assert (s.out, s.miners, s.timeout_s) == (Path("/tmp/elsewhere"), 4, 60.0)
+    assert (s.out, s.miners, s.timeout_s, s.cheat) == (Path("/tmp/elsewhere"), 4, 60.0, ["random", "stale"])

@@ -122,7 +122,7 @@ class Evaluator:
         pooled with this window's by ``criteria.pooled_z``.
         """
         window, entropy = state.window, window_entropy(secret, state.window)
-        sketches = {s.uid: s.sketch for s in subs}
+        sketches = {s.uid: s.update_sketch() for s in subs}
         norms = {s.uid: s.norm for s in subs}
         out = WindowEvaluation(reference_norm=criteria.reference_norm(norms.values()))
         out.copies = self.find_copies(subs, sketches, state.spec)

@@ -36,7 +36,8 @@ from bittensor import http_auth
 
 from node.logs import progress_line
 from node.signed_http import RequestRefused, check_body, error_response, verify_headers
-from protocol import codec
+from protocol import codec, outputs_codec
+from protocol.distill import outputs_spec
 from protocol.messages import MessageError, Submission, SubmitAccepted, data_digest, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
@@ -99,6 +100,7 @@ class Intake:
         self.population = population
         self.spec = spec
         self.codec_cfg = cfg.codec_config()
+        self.outputs_spec = outputs_spec(cfg) if cfg.task == "outputs" else None
         self.nonce_store = nonce_store or http_auth.InMemoryNonceStore(retention=settings.nonce_retention_s)
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self._in_flight: set[str] = set()  # hotkeys with an upload being read or checked
@@ -198,7 +200,7 @@ class Intake:
         self._check_identity(header, signer)
         try:
             self._check_window(header)
-            self._check_content(header)
+            self._check_content(header, self._sample_count(payload))
             update = self._decode(payload)
         except RequestRefused as refused:
             refused.header = header  # the signer holds this uid: operators may see it per uid
@@ -244,7 +246,7 @@ class Intake:
                                  f"but names uid {header.uid} window {header.window}")
         if self.view.hotkeys:
             self._check_identity(header, header.hotkey)
-        self._check_content(header)
+        self._check_content(header, self._sample_count(payload))
         update = self._decode(payload)
         return StoredSubmission.summarize(header, payload, update, self.spec,
                                           received_at=record.received_at, arrival=record.arrival)
@@ -302,24 +304,38 @@ class Intake:
         if self.store.has(header.window, header.hotkey):
             raise RequestRefused(409, "duplicate", f"hotkey already submitted for window {header.window}")
 
-    def _check_content(self, header: Submission) -> None:
+    def _check_content(self, header: Submission, count: int) -> None:
         if header.base_model_hash != self.view.model_hash:
             raise RequestRefused(
                 422, "wrong_base_model",
                 f"base_model_hash {header.base_model_hash[:12]}… is not θ_{header.window} ({self.view.model_hash[:12]}…)",
             )
-        if header.data_digest != self._expected_digest(header.window, header.uid):
+        if header.data_digest != self._expected_digest(header.window, header.uid, count):
             raise RequestRefused(422, "wrong_data_digest", "data_digest does not match the samples assigned to this uid "
                                  "and window: is the miner's subnet config this validator's? (GET /subnet-config; "
                                  "`swarmtrain subnet fetch`)")
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 (bounded; lives as long as the intake)
-    def _expected_digest(self, window: int, uid: int) -> str:
+    def _expected_digest(self, window: int, uid: int, count: int) -> str:
+        """Digest of the first ``count`` samples assigned to ``uid`` in ``window``."""
         cfg = self.cfg
-        return data_digest(assigned_samples(cfg.seed_bytes, window, uid, cfg.samples_per_window, self.population))
+        return data_digest(assigned_samples(cfg.seed_bytes, window, uid, cfg.samples_per_window, self.population)[:count])
 
-    def _decode(self, payload: bytes) -> codec.SparseUpdate:
+    def _sample_count(self, payload: bytes) -> int:
+        """Samples the submission covers: the whole assignment (gradients), or the first n of it,
+        n read from the outputs payload's header (outputs mode)."""
+        if self.outputs_spec is None:
+            return self.cfg.samples_per_window
         try:
+            return outputs_codec.read_header(payload, self.outputs_spec)
+        except outputs_codec.OutputsCodecError as exc:
+            raise RequestRefused(422, "invalid_payload", str(exc)) from exc
+
+    def _decode(self, payload: bytes) -> codec.SparseUpdate | outputs_codec.TeacherOutputs:
+        """The decoded update (``codec.SparseUpdate``) or teacher outputs (``TeacherOutputs``)."""
+        try:
+            if self.outputs_spec is not None:
+                return outputs_codec.decode(payload, self.outputs_spec)
             return codec.decode(payload, self.spec, self.codec_cfg)
-        except codec.CodecError as exc:
+        except (codec.CodecError, outputs_codec.OutputsCodecError) as exc:
             raise RequestRefused(422, "invalid_payload", str(exc)) from exc

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chain.errors import ChainError, RateLimitedError
 from chain.http_server import ServerLimits
@@ -36,6 +36,7 @@ from node.subnet_check import check_against
 from node.validators import ValidatorEndpoint, lead_validator
 from protocol import criteria
 from protocol.data import Dataset
+from protocol.distill import criteria_hash_of
 from protocol.messages import Aggregate, pack_envelope, unpack_envelope
 from protocol.subnet import SubnetConfig
 from protocol.windows import window_of
@@ -51,6 +52,10 @@ from validator.settings import ValidatorSettings
 from validator.state import ValidatorState
 from validator.store import SubmissionJournal, SubmissionStore
 from validator.telemetry import ValidatorTelemetry, tail_records
+from validator.verify_outputs import OutputsEvaluation, OutputsTask
+
+if TYPE_CHECKING:
+    from node.teacher import Teacher
 
 log = logging.getLogger("swarmtrain.validator")
 
@@ -98,7 +103,7 @@ class Validator:
     def __init__(
         self, chain: ChainLike, wallet: Wallet, cfg: SubnetConfig, settings: ValidatorSettings,
         dataset: Dataset, *, params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS,
-        hotkey: str | None = None, clock: Callable[[], float] = time.time,
+        hotkey: str | None = None, clock: Callable[[], float] = time.time, teacher: Teacher | None = None,
     ) -> None:
         self.chain, self.wallet, self.cfg, self.settings = chain, wallet, cfg, settings
         self.dataset, self.params, self.clock = dataset, params, clock
@@ -114,6 +119,8 @@ class Validator:
             journal=SubmissionJournal(self.state.root / SUBMISSIONS_DIR),
         )
         self.evaluator = make_evaluator(cfg, dataset, settings, params)
+        self.outputs = None if cfg.task != "outputs" else OutputsTask.build(  # verification and the student
+            cfg, dataset, params, device=settings.device, teacher_path=settings.teacher, teacher=teacher)
         self.val_indices = validation_indices(dataset, cfg, cfg.eval_samples * settings.val_batches)
         self.intake = Intake(
             self.view, self.subs, cfg, settings, self_hotkey=self.hotkey,
@@ -176,7 +183,7 @@ class Validator:
 
     async def publish_endpoint(self) -> None:
         ip = self.settings.external_ip or self.settings.host
-        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria.criteria_hash(self.params),
+        commitment = ValidatorCommitment(fp=self.state.identity.fingerprint, crit=criteria_hash_of(self.cfg, self.params),
                                          cfg=self.cfg.config_hash(),
                                          st=self.mirror.read_location if self.mirror is not None else None)
         await self.chain.serve(self.wallet, self.cfg.netuid, ip, self.server.port)  # type: ignore[union-attr]
@@ -300,7 +307,7 @@ class Validator:
         header, payload = unpack_envelope(envelope, Aggregate)
         val_before = self.last_val_loss if self.last_val_loss is not None else await asyncio.to_thread(self._val_loss)
         self.state.model.apply_aggregate(header, payload)
-        if header.contributors:
+        if header.contributors and self.outputs is None:
             self.evaluator.note_aggregate(payload, self.state.model.spec)
         self.after_apply(window)
         val_after = val_before
@@ -328,8 +335,9 @@ class Validator:
             return cached
         if subs:
             started = time.monotonic()
+            judge = self.outputs.verifier.verify_window if self.outputs is not None else self.evaluator.evaluate_window
             result = await asyncio.to_thread(
-                self.evaluator.evaluate_window, self.state.model, subs,
+                judge, self.state.model, subs,
                 last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
                 recent_z=self.state.scores.recent_z(),
             )
@@ -352,9 +360,13 @@ class Validator:
         if not self.is_lead():
             return await self.fetch_from_lead(window)
         hotkeys = {**{e.uid: e.hotkey for e in result.evaluations.values()}, **self.view.hotkeys}
-        header, payload = await asyncio.to_thread(
-            build_aggregate, self.state.model, result.verdicts, result.dense, hotkeys, self.cfg
-        )
+        if self.outputs is not None and isinstance(result, OutputsEvaluation):
+            header, payload = await asyncio.to_thread(self.outputs.aggregate, self.state.model, result, hotkeys,
+                                                      self.cfg, self.dataset)
+        else:
+            header, payload = await asyncio.to_thread(
+                build_aggregate, self.state.model, result.verdicts, result.dense, hotkeys, self.cfg
+            )
         envelope = pack_envelope(header, payload)
         self.state.store.put_aggregate(window, envelope)  # publish before applying (crash-safe)
         return envelope
@@ -412,7 +424,7 @@ class Validator:
     def write_metrics(self, window: int, header: Aggregate, result: WindowEvaluation, subs: list,
                       val_before: float, val_after: float, seconds: float) -> None:
         ema = self.state.scores.ema()
-        record = {
+        record: dict[str, Any] = {
             "window": window,
             "val_loss_before": round(val_before, 6),
             "val_loss": round(val_after, 6),
@@ -432,6 +444,8 @@ class Validator:
             "block": self.block,
             "seconds": round(seconds, 3),
         }
+        if self.outputs is not None and isinstance(result, OutputsEvaluation):
+            record.update(self.outputs.metrics(result))
         self.state.metrics.write(record)
         self.telemetry.on_window(record)
         log.info(progress_line(
@@ -474,7 +488,8 @@ class Validator:
             "block": self.block,
             "model_hash": self.view.model_hash,
             "criteria_version": criteria.CRITERIA_VERSION,
-            "criteria_hash": criteria.criteria_hash(self.params),
+            "criteria_hash": criteria_hash_of(self.cfg, self.params),
+            "task": self.cfg.task,
             "subnet_config_hash": self.cfg.config_hash(),
             "hotkey": self.hotkey,
             "lead": self.is_lead(),

@@ -26,6 +26,7 @@ from node.logs import progress_line
 from protocol.codec import SparseUpdate
 from protocol.files import atomic_write
 from protocol.messages import Submission, pack_envelope
+from protocol.outputs_codec import TeacherOutputs
 from protocol.similarity import sketch, update_norm
 
 log = logging.getLogger("swarmtrain.validator.store")
@@ -62,9 +63,11 @@ _arrivals = _Arrivals()
 class StoredSubmission:
     """One accepted submission; ``arrival`` orders submissions (earlier wins copy disputes).
 
-    Held until its window closes, so it keeps only the received ``payload`` bytes and the
-    decoded update's summary (``sketch``: ``SKETCH_DIM`` float64, 32 KiB; ``norm``), never
-    the decoded update: the evaluator decodes the payload again when it needs the values.
+    Held until its window closes, so it keeps only the received ``payload`` bytes and, for a
+    sparse update (gradients), the decoded update's summary (``sketch``: ``SKETCH_DIM`` float64,
+    32 KiB; ``norm``), never the decoded update: the evaluator decodes the payload again when
+    it needs the values. Teacher outputs (outputs mode) keep no summary (``sketch`` is None):
+    the verifier decodes the payload of each submission it checks.
     """
 
     window: int
@@ -72,17 +75,25 @@ class StoredSubmission:
     hotkey: str
     header: Submission
     payload: bytes
-    sketch: np.ndarray
+    sketch: np.ndarray | None
     norm: float
     received_at: float = field(default_factory=time.time)
     arrival: int = field(default_factory=_arrivals.take)
 
     @classmethod
-    def summarize(cls, header: Submission, payload: bytes, update: SparseUpdate,
+    def summarize(cls, header: Submission, payload: bytes, update: SparseUpdate | TeacherOutputs,
                   spec: Mapping[str, tuple[int, ...]], **when: Any) -> StoredSubmission:
         """A submission of ``header`` whose ``payload`` decoded to ``update`` (then dropped)."""
+        if isinstance(update, TeacherOutputs):
+            return cls(header.window, header.uid, header.hotkey, header, payload, None, 0.0, **when)
         return cls(header.window, header.uid, header.hotkey, header, payload, sketch(update, spec),
                    update_norm(update), **when)
+
+    def update_sketch(self) -> np.ndarray:
+        """The sketch of a sparse update; teacher outputs have none (a bug to ask for it)."""
+        if self.sketch is None:
+            raise TypeError(f"submission of uid {self.uid} holds teacher outputs, not a sparse update")
+        return self.sketch
 
 
 def encode_record(sub: StoredSubmission) -> bytes:

@@ -1,6 +1,7 @@
 """`swarmtrain local`: a devnet, validators and N miners on this machine, end to end.
 
     swarmtrain local --miners 3 --windows 8 --preset tiny --out runs/local [--validators 2] [--storage s3]
+    swarmtrain local --task outputs --miners 3 --windows 4 [--cheat random]   (distillation, docs/outputs.md)
 
 Prints a per-window table (validation loss, contributors, per-miner scores) and the
 emission per uid; writes OUT/summary.json, OUT/logs/*.log and OUT/local.png.
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
     from protocol.subnet import SubnetConfig
     from swarmtrain.local_settings import LocalSettings
+    from swarmtrain.localnet import MinerSpec
 
 PLOT_SKIPPED = "plot: skipped (install matplotlib: pip install 'swarmtrain[plot]')"
 NAME = "local"
@@ -57,7 +59,36 @@ def subnet_config(settings: LocalSettings) -> SubnetConfig:
     for field in ("blocks_per_window", "inner_steps", "inner_lr", "storage"):
         if getattr(settings, field) is not None:
             updates[field] = getattr(settings, field)
+    if settings.task == "outputs" and base.task != "outputs":
+        from swarmtrain.local_teacher import outputs_fields
+
+        updates.update(outputs_fields(settings.teacher, settings.teacher_steps, settings.outputs_samples,
+                                      base.vocab_size))
     return SubnetConfig.model_validate({**base.model_dump(), **updates})
+
+
+def miners(settings: LocalSettings) -> list[MinerSpec]:
+    """The honest miners, then one cheating miner per --cheat (outputs mode)."""
+    import sys
+
+    from swarmtrain.localnet import MinerSpec, default_miners
+
+    cheats = [MinerSpec(f"cheat-{name}", honest=False,
+                        entry=(sys.executable, "-m", "swarmtrain.cheat_miner", "--cheat", name))
+              for name in settings.cheat]
+    return default_miners(settings.miners) + cheats
+
+
+def check_cheats(settings: LocalSettings) -> str | None:
+    """Why the --cheat flags cannot run (with the fix), or None."""
+    if not settings.cheat:
+        return None
+    if settings.task != "outputs":
+        return "--cheat adds an outputs-mode cheating miner: pass --task outputs"
+    from miner.cheats import CHEATS
+
+    unknown = [c for c in settings.cheat if c not in CHEATS]
+    return f"unknown --cheat {unknown}: choose from {', '.join(sorted(CHEATS))}" if unknown else None
 
 
 def _interrupt_on_sigterm() -> None:
@@ -79,13 +110,16 @@ def run(args: argparse.Namespace) -> int:
     from node.subnet_setup import subnet_dataset
     from protocol.data import DataError
     from swarmtrain.commands._chainargs import fail
-    from swarmtrain.localnet import LocalNet, LocalNetConfig, LocalNetError, default_miners
+    from swarmtrain.localnet import LocalNet, LocalNetConfig, LocalNetError
     from swarmtrain.localnet_report import build_summary, plot, render, write_summary
 
     try:
         settings = settings_from(args)
     except SettingsError as err:
         return fail(str(err))
+    problem = check_cheats(settings)
+    if problem:
+        return fail(problem)
     setup_logging(settings.log_level)
     _interrupt_on_sigterm()
     console = Console()
@@ -97,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     except (DataError, ValueError, OSError) as err:
         return fail(str(err))
     cfg = LocalNetConfig.model_validate(
-        {**settings.run_settings(), "miners": default_miners(settings.miners), "subnet": subnet}
+        {**settings.run_settings(), "miners": miners(settings), "subnet": subnet}
     )
     try:
         with LocalNet(cfg) as net:

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace, miner_cls: type[Miner] | None = None) -> int:
     from node.fetch import FetchError
     from node.logs import setup_logging
     from node.metrics import MetricsPortError
+    from node.teacher import TeacherError
     from protocol.data import DataError
 
     try:
@@ -130,6 +131,6 @@ def run(args: argparse.Namespace, miner_cls: type[Miner] | None = None) -> int:
             return launch_ranks(settings.memory.gpus)
         asyncio.run(launch(settings, miner_cls or Miner))
     except (ChainError, MinerError, MinerStateError, FetchError, DeviceUnavailableError, DataError, ValueError,
-            MetricsPortError) as err:
+            MetricsPortError, TeacherError) as err:
         return fail(f"{type(err).__name__}: {err}")
     return 0

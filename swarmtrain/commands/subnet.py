@@ -111,6 +111,10 @@ def _init(args: argparse.Namespace) -> int:
     if args.preset:
         fields["preset"] = args.preset
     fields.update(parse_sets(args.sets))
+    if fields.get("task") == "outputs" and fields.get("teacher") and not fields.get("teacher_hash"):
+        from node.teacher import teacher_hash_of
+
+        fields["teacher_hash"] = teacher_hash_of(fields["teacher"])  # pin the teacher by its weights
     cfg = SubnetConfig.model_validate(fields)
     from protocol.model import subnet_model_config
 
@@ -118,6 +122,8 @@ def _init(args: argparse.Namespace) -> int:
     write_documented(cfg, args.out)
     print(f"subnet config: {args.out} (netuid {cfg.netuid}, preset {cfg.preset}, dataset {cfg.dataset_name})")
     print(f"dataset_hash={cfg.dataset_hash}")
+    if cfg.task == "outputs":
+        print(f"teacher_hash={cfg.teacher_hash} (the model hash of {cfg.teacher})")
     print(f"config_hash={cfg.config_hash()}")
     print(f"every field is explained in the file under \"_doc\" and by `swarmtrain subnet show {args.out}`")
     return 0
