@@ -26,23 +26,32 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
 from pydantic import ValidationError
 
-from node.signed_http import NodeHttpError, is_transient, parse_error
+from node.signed_http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    NodeHttpError,
+    ResponseTooLarge,
+    is_transient,
+    parse_error,
+    read_bounded,
+)
 from node.storage import StoreGetter, StoreLocation, reader_for
 from node.subnet_file import SubnetConfigError
 from node.tls import pinned
 from node.validators import ValidatorEndpoint
+from protocol.limits import MAX_DOCUMENT_BYTES, response_limits
 from protocol.messages import Aggregate, CheckpointManifest, MessageError, unpack_envelope
 from protocol.retry import TRANSIENT_BACKOFF, Backoff, retry
 from protocol.subnet import SubnetConfig
 
 RETRY_S = 10.0  # how long one GET keeps trying through transient failures
 SUBNET_CONFIG_PATH = "/subnet-config"
-MAX_PUBLIC_BYTES = 8 << 20  # PinnedReader reads at most this much of an answer
+MAX_PUBLIC_BYTES = DEFAULT_MAX_RESPONSE_BYTES  # PinnedReader's bound when none is given
 
 
 class FetchError(RuntimeError):
@@ -61,7 +70,8 @@ class Getter(Protocol):
     """The part of ``node.signed_http.SignedClient`` the link needs."""
 
     async def get(
-        self, url: str, path: str, *, receiver_hotkey: str | None, pinned_fingerprint: str
+        self, url: str, path: str, *, receiver_hotkey: str | None, pinned_fingerprint: str,
+        max_bytes: int = ..., on_chunk: Callable[[bytes], None] | None = None,
     ) -> tuple[int, bytes]: ...
 
 
@@ -77,13 +87,14 @@ class PinnedReader:
         self._session: aiohttp.ClientSession | None = None
 
     async def get(self, url: str, path: str, *, receiver_hotkey: str | None = None,
-                  pinned_fingerprint: str) -> tuple[int, bytes]:
+                  pinned_fingerprint: str, max_bytes: int = MAX_PUBLIC_BYTES,
+                  on_chunk: Callable[[bytes], None] | None = None) -> tuple[int, bytes]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         target = url.rstrip("/") + path
         try:
             async with self._session.get(target, ssl=pinned(pinned_fingerprint)) as resp:
-                return resp.status, await resp.content.read(MAX_PUBLIC_BYTES)
+                return resp.status, await read_bounded(resp, max_bytes, on_chunk)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise NodeHttpError(f"GET {target} failed: {type(exc).__name__}: {exc}") from exc
 
@@ -100,21 +111,32 @@ class PinnedReader:
 
 
 async def get_published(client: Getter, endpoint: ValidatorEndpoint, path: str, *, retry_s: float = RETRY_S,
-                        backoff: Backoff = TRANSIENT_BACKOFF) -> tuple[int, bytes]:
+                        backoff: Backoff = TRANSIENT_BACKOFF, max_bytes: int = MAX_DOCUMENT_BYTES,
+                        hashing: Callable[[], Callable[[bytes], None]] | None = None) -> tuple[int, bytes]:
     """(status, body) of ``GET path`` at ``endpoint``, transient failures tried again for ``retry_s``
-    seconds; ``NodeHttpError`` when no answer came."""
-    return await retry(
-        lambda: client.get(endpoint.url, path, receiver_hotkey=endpoint.hotkey,
-                           pinned_fingerprint=endpoint.fingerprint),
-        timeout=retry_s, backoff=backoff, retry_on=(NodeHttpError,),
-        again=lambda answer: is_transient(answer[0]),
-    )
+    seconds; ``NodeHttpError`` when no answer came; ``FetchError`` when the answer is over
+    ``max_bytes`` (cut off there, not tried again). ``hashing`` gives each try a fresh
+    ``on_chunk`` (a hash updated while the body streams in)."""
+
+    async def once() -> tuple[int, bytes]:
+        return await client.get(endpoint.url, path, receiver_hotkey=endpoint.hotkey,
+                                pinned_fingerprint=endpoint.fingerprint, max_bytes=max_bytes,
+                                on_chunk=hashing() if hashing is not None else None)
+
+    try:
+        return await retry(once, timeout=retry_s, backoff=backoff, retry_on=(NodeHttpError,),
+                           again=lambda answer: is_transient(answer[0]))
+    except ResponseTooLarge as exc:
+        raise FetchError(f"validator uid {endpoint.uid}: {exc}") from exc
 
 
 async def fetch_subnet_config(client: Getter, endpoint: ValidatorEndpoint, *, retry_s: float = RETRY_S) -> SubnetConfig:
     """The config a validator serves, checked against the hash it committed on chain
     (``SubnetConfigError`` otherwise)."""
-    status, body = await get_published(client, endpoint, SUBNET_CONFIG_PATH, retry_s=retry_s)
+    try:
+        status, body = await get_published(client, endpoint, SUBNET_CONFIG_PATH, retry_s=retry_s)
+    except FetchError as exc:  # an answer past the document bound
+        raise SubnetConfigError(str(exc)) from exc
     if status != 200:
         code, reason = parse_error(body)
         raise SubnetConfigError(f"validator uid {endpoint.uid} answered GET {SUBNET_CONFIG_PATH} with "
@@ -131,6 +153,21 @@ async def fetch_subnet_config(client: Getter, endpoint: ValidatorEndpoint, *, re
     return cfg
 
 
+class _StreamHash:
+    """sha256 of a body as it streams in (the bytes are hashed once, while they arrive)."""
+
+    def __init__(self) -> None:
+        self.hash, self.size = hashlib.sha256(), 0
+
+    def update(self, chunk: bytes) -> None:
+        self.hash.update(chunk)
+        self.size += len(chunk)
+
+    def hexdigest(self, body: bytes) -> str:
+        """The streamed hash; a getter that did not stream (``on_chunk`` unused) hashes ``body``."""
+        return self.hash.hexdigest() if self.size == len(body) and self.size else hashlib.sha256(body).hexdigest()
+
+
 class ValidatorLink:
     """Reads what one validator publishes; holds no connection of its own (``client`` does)."""
 
@@ -141,14 +178,18 @@ class ValidatorLink:
         self.cfg = cfg
         self.retry_s = retry_s
         self.backoff = backoff
+        self.limits = response_limits(cfg)  # bytes read per answer, at most (derived from cfg)
 
-    async def _get(self, path: str) -> tuple[int, bytes]:
-        """(status, body); ``NodeHttpError`` when no answer came within ``retry_s``."""
-        return await get_published(self.client, self.endpoint, path, retry_s=self.retry_s, backoff=self.backoff)
+    async def _get(self, path: str, max_bytes: int = MAX_DOCUMENT_BYTES,
+                   hashing: Callable[[], Callable[[bytes], None]] | None = None) -> tuple[int, bytes]:
+        """(status, body); ``NodeHttpError`` when no answer came within ``retry_s``; ``FetchError``
+        past ``max_bytes``."""
+        return await get_published(self.client, self.endpoint, path, retry_s=self.retry_s, backoff=self.backoff,
+                                   max_bytes=max_bytes, hashing=hashing)
 
     async def aggregate_envelope(self, window: int) -> bytes:
         """The published ``Aggregate(window)`` envelope bytes, exactly as the validator stores them."""
-        status, body = await self._get(f"/aggregate/{window}")
+        status, body = await self._get(f"/aggregate/{window}", self.limits.aggregate)
         if status == 404:
             raise AggregateNotReady(window)
         if status != 200:
@@ -180,10 +221,21 @@ class ValidatorLink:
             raise FetchError(f"validator sent a malformed checkpoint manifest: {exc}") from exc
 
     async def checkpoint_bytes(self, manifest: CheckpointManifest) -> bytes:
-        status, body = await self._get(f"/checkpoint/{manifest.window}")
+        """The checkpoint file, read to at most ``manifest.file_size`` bytes (itself within the
+        config's checkpoint bound) and hashed as it streams in."""
+        if manifest.file_size > self.limits.checkpoint:
+            raise FetchError(f"checkpoint {manifest.window} manifest announces {manifest.file_size} bytes, over the "
+                             f"{self.limits.checkpoint}-byte bound of this subnet's model")
+        streams: list[_StreamHash] = []
+
+        def fresh() -> Callable[[bytes], None]:
+            streams.append(_StreamHash())
+            return streams[-1].update
+
+        status, body = await self._get(f"/checkpoint/{manifest.window}", manifest.file_size, fresh)
         if status != 200:
             raise FetchError(f"GET /checkpoint/{manifest.window}: {status} {parse_error(body)}")
-        digest = hashlib.sha256(body).hexdigest()
+        digest = streams[-1].hexdigest(body) if streams else hashlib.sha256(body).hexdigest()
         if digest != manifest.file_sha256 or len(body) != manifest.file_size:
             raise FetchError(f"checkpoint {manifest.window} bytes have sha256 {digest}, manifest says {manifest.file_sha256}")
         return body

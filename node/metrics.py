@@ -138,9 +138,9 @@ class CountingClient:
         return status, data
 
     async def get(self, url: str, path: str, *, receiver_hotkey: str | None,
-                  pinned_fingerprint: str) -> tuple[int, bytes]:
+                  pinned_fingerprint: str, **limits: Any) -> tuple[int, bytes]:
         status, data = await self.inner.get(url, path, receiver_hotkey=receiver_hotkey,
-                                            pinned_fingerprint=pinned_fingerprint)
+                                            pinned_fingerprint=pinned_fingerprint, **limits)
         self.telemetry.received.inc(len(data))
         return status, data
 

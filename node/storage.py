@@ -30,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from node.signed_http import NodeHttpError
+from node.signed_http import DEFAULT_MAX_RESPONSE_BYTES, NodeHttpError, ResponseTooLarge
 
 StorageKind = Literal["validator", "s3"]
 MULTIPART_PART_BYTES = 64 * 1024 * 1024  # objects above this go up in parts (S3 caps one PUT at 5 GB)
+READ_CHUNK = 1 << 16  # a bounded read takes the object's body this much at a time
 _ROUTE_AGGREGATE = re.compile(r"^/aggregate/([0-9]{1,18})$")
 _ROUTE_CHECKPOINT = re.compile(r"^/checkpoint/([0-9]{1,18})$")
 
@@ -206,19 +208,43 @@ class ObjectStore:
                 await self._call("abort_multipart_upload", key, Key=key, UploadId=upload_id)
             raise
 
-    async def get(self, key: str) -> bytes | None:
-        """The object's bytes, or None when it does not exist."""
+    async def get(self, key: str, *, max_bytes: int | None = None,
+                  on_chunk: Callable[[bytes], None] | None = None) -> bytes | None:
+        """The object's bytes, or None when it does not exist. ``max_bytes``: a larger object is
+        a ``ResponseTooLarge`` (its announced size is checked before the body is read, and the
+        read stops at the bound), as an HTTPS answer past ``node.signed_http.read_bounded``'s
+        bound is. ``on_chunk`` sees each chunk as it arrives (a hash while streaming)."""
         try:
             response = await self._call("get_object", key, Key=key)
         except KeyError:
             return None
+        where = f"S3 object {self.location.endpoint}/{self.location.bucket}/{key}"
+        declared = response.get("ContentLength")
         try:
             async with response["Body"] as stream:
-                data = await asyncio.wait_for(stream.read(), self.timeout_s * 4)
+                if max_bytes is not None and isinstance(declared, int) and declared > max_bytes:
+                    raise ResponseTooLarge(f"{where} has {declared} bytes, over the {max_bytes}-byte limit "
+                                           "for this answer")
+                data = await asyncio.wait_for(self._read(stream, where, max_bytes, on_chunk), self.timeout_s * 4)
+        except ResponseTooLarge:
+            raise
         except Exception as exc:  # noqa: BLE001 - a broken stream is a transient storage failure
             raise self._fail("get_object", key, exc) from exc
-        self.bytes_in += len(data)
-        return bytes(data)
+        return data
+
+    async def _read(self, stream: Any, where: str, max_bytes: int | None,
+                    on_chunk: Callable[[bytes], None] | None) -> bytes:
+        """The body chunk by chunk, cut off past ``max_bytes`` (a server may send more than it announced)."""
+        body = bytearray()
+        while chunk := await stream.read(READ_CHUNK):
+            if max_bytes is not None and len(body) + len(chunk) > max_bytes:
+                raise ResponseTooLarge(f"{where} sent more than the {max_bytes}-byte limit for this answer; "
+                                       "cut off there")
+            if on_chunk is not None:
+                on_chunk(bytes(chunk))
+            body += chunk
+            self.bytes_in += len(chunk)
+        return bytes(body)
 
     async def exists(self, key: str) -> bool:
         try:
@@ -251,7 +277,8 @@ class ObjectStore:
 class StoreGetter:
     """Answers the validator GET routes a ``node.fetch.ValidatorLink`` asks for from a
     published bucket: ``(200, bytes)`` or ``(404, b"")``. Same interface as
-    ``SignedClient.get``, so the links' checks run unchanged."""
+    ``SignedClient.get``, so the links' checks run unchanged, the response bounds included
+    (``max_bytes``: ``ResponseTooLarge`` past it; ``on_chunk``: the streamed hash)."""
 
     def __init__(self, location: StoreLocation, *, timeout_s: float = 60.0) -> None:
         anonymous = location.key_id is None
@@ -263,11 +290,12 @@ class StoreGetter:
         return self.store.location
 
     async def get(self, url: str, path: str, *, receiver_hotkey: str | None = None,
-                  pinned_fingerprint: str = "") -> tuple[int, bytes]:
+                  pinned_fingerprint: str = "", max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+                  on_chunk: Callable[[bytes], None] | None = None) -> tuple[int, bytes]:
         name = route_object(path)
         if name is None:
             return 404, b""
-        data = await self.store.get(self.location.key(name))
+        data = await self.store.get(self.location.key(name), max_bytes=max_bytes, on_chunk=on_chunk)
         return (404, b"") if data is None else (200, data)
 
     async def close(self) -> None:

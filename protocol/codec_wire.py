@@ -201,6 +201,22 @@ def _records(update: Mapping[str, SparseTensor], cfg: CodecConfig) -> tuple[byte
     return _header(cfg, spec), [_encode_tensor(name, st, cfg) for name, st in update.items()]
 
 
+_TENSOR_HEAD_BYTES = 32 + 4 * (1 << 7)  # varints, orientation, Rice parameter, a value table of <= 128 levels
+_POSITION_BITS = 40  # per kept value, at most: a Rice-coded gap costs 1 + k + gap >> k bits (k <= 32)
+
+
+def max_encoded_bytes(spec: Mapping[str, tuple[int, ...]], cfg: CodecConfig) -> int:
+    """An upper bound on ``len(encode(u, cfg))`` for any update ``u`` of ``spec``: every
+    block at its quota, each value at ``cfg.bits`` and ``_POSITION_BITS``, each line's count
+    at 5 bytes. Linear in the parameter count; receivers cut off longer answers with it."""
+    total = len(MAGIC) + 14 + 8
+    for shape in spec.values():
+        lay = layout(shape_of(shape), cfg.chunk, cfg.topk)
+        bits = lay.capacity * (cfg.bits + _POSITION_BITS) + 8 * 5 * (lay.rows + lay.cols)
+        total += _TENSOR_HEAD_BYTES + (bits + 7) // 8
+    return total
+
+
 def encode(update: Mapping[str, SparseTensor], cfg: CodecConfig) -> bytes:
     """Serialize ``update``: every tensor of the model, in the model's parameter order."""
     header, records = _records(update, cfg)

@@ -216,12 +216,12 @@ def find_copies(
     with an update that arrived earlier (ties: lower uid first); chains credit the first."""
     order = sorted(arrivals, key=lambda uid: (arrivals[uid], uid))
     sims = similarity_matrix([sketches[u] for u in order], [sketches[u] for u in order])
+    alike = np.tril(sims >= params.copy_similarity, k=-1)  # [k, j]: k is alike to an earlier j
+    firsts = alike.argmax(axis=1)
     copies: dict[int, int] = {}
-    for k, uid in enumerate(order):
-        for j in range(k):
-            if sims[k, j] >= params.copy_similarity:
-                copies[uid] = copies.get(order[j], order[j])
-                break
+    for k in np.flatnonzero(alike.any(axis=1)).tolist():
+        j = int(firsts[k])
+        copies[order[k]] = copies.get(order[j], order[j])
     return copies
 
 

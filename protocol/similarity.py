@@ -83,10 +83,11 @@ def similarity_matrix(rows: Sequence[np.ndarray], cols: Sequence[np.ndarray]) ->
         return np.zeros((len(rows), len(cols)))
 
     def unit(vectors: Sequence[np.ndarray]) -> np.ndarray:
-        m = np.stack(vectors)
+        m = np.stack(vectors)  # one copy of the sketches, normalised in place
         norms = np.linalg.norm(m, axis=1, keepdims=True)
-        units: np.ndarray = np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
-        return units
+        np.divide(m, norms, out=m, where=norms > 0)
+        m[(norms == 0).ravel()] = 0.0
+        return m
 
     cosines: np.ndarray = unit(rows) @ unit(cols).T
     return cosines

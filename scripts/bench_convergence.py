@@ -186,8 +186,7 @@ class SimMiner:
                                 base_model_hash=state.hash(), indices=indices, payload=payload)
         header, received = unpack_envelope(body, Submission)
         update = codec.decode(received, state.spec, ccfg)
-        return StoredSubmission(window=state.window, uid=self.uid, hotkey=self.hotkey,
-                                header=header, payload=received, update=update)
+        return StoredSubmission.summarize(header, received, update, state.spec)
 
 
 def assigned(ds: TokenDataset, s: SubnetConfig, window: int, uid: int) -> list[int]:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def verify(body: bytes, cfg: SubnetConfig, spec: dict, population: int) -> Store
     if header.data_digest != data_digest(indices):
         raise ValueError("data digest mismatch")
     update = codec.decode(payload, spec, cfg.codec_config())
-    return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
+    return StoredSubmission.summarize(header, payload, update, spec)
 
 
 def measure(cfg: SubnetConfig, ds: TokenDataset, k: int, repeats: int, device: torch.device) -> Costs:
@@ -129,12 +129,13 @@ def measure(cfg: SubnetConfig, ds: TokenDataset, k: int, repeats: int, device: t
     t1 = bc.median_seconds(lambda: evaluate(1), repeats=repeats, device=device)
     tk = bc.median_seconds(lambda: evaluate(k), repeats=repeats, device=device)
     per_miner = (tk - t1) / (k - 1)
-    result = evaluate(k)
+    evaluate(k)
     g = min(cfg.top_g, k)
     # random updates score 0: force G contributors
     verdicts = {s.uid: criteria.Verdict(s.uid, 1.0, "ok", None, 0.0, 0.0) for s in subs[:g]}
     hotkeys = {s.uid: s.hotkey for s in subs}
-    t_agg = bc.median_seconds(lambda: build_aggregate(state, verdicts, result.dense, hotkeys, cfg),
+    dense = {s.uid: codec.decompress(judge.decode(s, state.spec), state.spec) for s in subs[:g]}
+    t_agg = bc.median_seconds(lambda: build_aggregate(state, verdicts, dense, hotkeys, cfg),
                               repeats=repeats)
     return Costs(inner_step=inner_step_seconds(cfg, ds, repeats, device), verify=t_verify,
                  evaluate_per_miner=per_miner, evaluate_fixed=max(t1 - per_miner, 0.0),
@@ -195,7 +196,7 @@ def window_subs(cfg: SubnetConfig, ds: TokenDataset, state: ModelState, n: int, 
         body = build_submission(cfg, window=state.window, uid=uid, hotkey=bc.fake_hotkey(uid),
                                 base_model_hash=base_hash, indices=indices, payload=payload)
         s = verify(body, cfg, state.spec, population)
-        subs.append(StoredSubmission(s.window, s.uid, s.hotkey, s.header, s.payload, s.update, arrival=uid))
+        subs.append(replace(s, arrival=uid))
     return subs
 
 
@@ -208,7 +209,8 @@ def throughput(args: argparse.Namespace, cfg: SubnetConfig, ds: TokenDataset, de
     verify_s = bc.median_seconds(lambda: verify(body, cfg, state.spec, population), repeats=args.repeats)
     g = min(cfg.top_g, len(subs))
     verdicts = {s.uid: criteria.Verdict(s.uid, 1.0, "ok", None, 0.0, 0.0) for s in subs[:g]}
-    dense = {s.uid: codec.decompress(s.sparse, state.spec) for s in subs[:g]}
+    dense = {s.uid: codec.decompress(codec.decode(s.payload, state.spec, cfg.codec_config()), state.spec)
+             for s in subs[:g]}
     agg_s = bc.median_seconds(lambda: build_aggregate(state, verdicts, dense, {s.uid: s.hotkey for s in subs}, cfg),
                               repeats=args.repeats)
     e, last = min(args.evaluate or cfg.max_evaluations, len(subs)), et.population(subs, args.honest)

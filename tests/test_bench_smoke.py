@@ -36,8 +36,7 @@ def toy_dataset():
 
 
 @pytest.mark.parametrize("script", ["bench_convergence.py", "bench_window.py", "bench_validator.py", "bench_incentives.py",
-                                    "bench_chaos.py",
-                                    "bench_gpu.py", "bench_storage.py"])
+                                    "bench_chaos.py", "bench_intake.py", "bench_gpu.py", "bench_storage.py"])
 def test_help_runs_from_a_fresh_checkout(script: str, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)

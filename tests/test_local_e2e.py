@@ -79,7 +79,7 @@ def test_dashboard_renders_loss_chart_and_every_miner_row_in_a_browser(network, 
         " refusals: Array.from(document.querySelectorAll('#refusals tbody tr')).map(r => r.dataset.code),"
         " windows: document.querySelectorAll('#windows tbody tr').length})"
     )
-    ready = f"document.body.dataset.loaded === '1' && document.querySelectorAll('#miners tbody tr').length >= {len(miners)}"
+    ready = f"document.body !== null && document.body.dataset.loaded === '1' && document.querySelectorAll('#miners tbody tr').length >= {len(miners)}"
     with Chromium(binary, tmp_path) as browser:
         seen = asyncio.run(browser.read(net.dashboard_url(), facts, until=ready, timeout=45))
     assert seen["points"] >= WINDOWS and len(seen["line"].split()) == seen["points"], seen

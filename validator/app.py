@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chain.http_server import GuardedServer, ServerLimits, json_errors
 from node.checkpoints import CheckpointStore
 from node.logs import progress_line
 from node.signed_http import error_response
@@ -91,9 +92,10 @@ class Routes:
 def build_app(intake: Intake, store: CheckpointStore, status: Callable[[], dict[str, Any]],
               *, max_body_bytes: int, on_sent: Callable[[int], None] | None = None,
               extra: Callable[[web.Application], None] | None = None) -> web.Application:
-    """The aiohttp application; ``client_max_size`` bounds every request body. ``extra`` adds
-    routes (the operator routes of ``validator.dashboard``)."""
-    app = web.Application(client_max_size=max_body_bytes)
+    """The aiohttp application; ``client_max_size`` bounds every request body, and every
+    refusal (aiohttp's own included) answers in the JSON error shape. ``extra`` adds routes
+    (the operator routes of ``validator.dashboard``)."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors(error_response)])
     routes = Routes(store, status, on_sent)
     app.router.add_post(SUBMIT_PATH, intake.handle)
     app.router.add_get("/aggregate/{window}", routes.aggregate)
@@ -106,21 +108,25 @@ def build_app(intake: Intake, store: CheckpointStore, status: Callable[[], dict[
 
 
 class HttpsServer:
-    """A running aiohttp site over TLS; ``stop()`` releases the port."""
+    """A running HTTPS site with connection limits (``node.http_server``); ``stop()`` releases the port."""
 
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
-        self.runner = runner
-        self.port = port
+    def __init__(self, server: GuardedServer) -> None:
+        self.server = server
+        self.port = server.port
 
     @classmethod
-    async def start(cls, app: web.Application, identity: TlsIdentity, host: str, port: int) -> HttpsServer:
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=server_context(identity))
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info(progress_line("HTTPS API", host=host, port=bound, certificate_sha256=identity.fingerprint))
-        return cls(runner, bound)
+    async def start(cls, app: web.Application, identity: TlsIdentity, host: str, port: int,
+                    limits: ServerLimits | None = None) -> HttpsServer:
+        server = await GuardedServer.start(app, server_context(identity), host, port, limits or ServerLimits(),
+                                          error_response)
+        log.info(progress_line("HTTPS API", host=host, port=server.port, certificate_sha256=identity.fingerprint))
+        return cls(server)
+
+    def connection_stats(self) -> dict[str, int]:
+        """Open connections and what the limits closed, for /status."""
+        stats = self.server.stats
+        return {"open": self.server.open_connections, "evicted_idle": stats.evicted_idle,
+                "refused_at_cap": stats.refused_at_cap, "bad_http": stats.bad_http}
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        await self.server.stop()

@@ -14,8 +14,11 @@ same verdicts) with less waiting:
   ``torch.func.functional_call`` + ``vmap`` over the K stacked parameter sets (K > 1 on
   CUDA; on a CPU one model per pass is as fast, so K = 1 there), rows per pass bounded by
   ``memory_bytes``;
-* **memory**: updates stay sparse until their group is measured; only the top-G
-  contributors' dense updates are kept for the aggregate.
+* **memory**: a stored submission holds its payload bytes, never its update
+  (``validator.store.StoredSubmission``); a group of K is decoded from its payloads when
+  it is measured (K sparse updates), its K parameter sets are built on the device one
+  tensor at a time, and all of it is dropped before the next group. After the verdicts
+  only the top-G contributors are decoded densely for the aggregate (``Evaluator``).
 
 Example:
     >>> ev = BatchedEvaluator(cfg, dataset, device="cuda", memory_bytes=8 << 30)
@@ -131,16 +134,6 @@ class BatchedEvaluator(Evaluator):
 
     # ---- at the close -------------------------------------------------------------------
 
-    def dense_for_measuring(self, by_uid: Mapping[int, StoredSubmission], chosen: Sequence[int],
-                            spec: Mapping[str, tuple[int, ...]]) -> dict[int, dict[str, Tensor]]:
-        return {}  # decoded group by group in measure_all
-
-    def dense_for_aggregating(self, out: WindowEvaluation, by_uid: Mapping[int, StoredSubmission],
-                              spec: Mapping[str, tuple[int, ...]]) -> dict[int, dict[str, Tensor]]:
-        """Only the contributors the aggregate will take (bounded by top_g, not by the miners)."""
-        top = criteria.top_contributors(out.verdicts, self.cfg.top_g)
-        return {uid: codec.decompress(by_uid[uid].sparse, spec) for uid in top}
-
     @torch.no_grad()
     def measure_all(self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
                     norms: Mapping[int, float], entropy: bytes) -> dict[int, criteria.Evaluation]:
@@ -171,13 +164,14 @@ class BatchedEvaluator(Evaluator):
                       ref_norm: float, rand: _RandomBatch, spec: Mapping[str, tuple[int, ...]]) -> list[tuple[Tensor, Tensor]]:
         """θ_w − Δ·scale's losses on (own, random) rows for each miner of the group."""
         base = dict(prep.base.named_parameters())
-        deltas = [codec.decompress(s.sparse, spec) for s in group]
+        updates = [self.decode(s, spec) for s in group]  # K sparse updates, decoded from the stored payloads
         scales = [ref_norm / norms[s.uid] for s in group]
         rows = [torch.cat([prep.own_batches[s.uid], rand.batch]) for s in group]
         if len(group) == 1:
-            losses = [self._single(prep, base, deltas[0], scales[0], rows[0])]
+            delta = codec.decompress(updates[0], spec, device=self.device)
+            losses = [self._single(prep, base, delta, scales[0], rows[0])]
         else:
-            losses = list(self._stacked(prep, base, deltas, scales, torch.stack(rows)))
+            losses = list(self._stacked(prep, base, updates, scales, torch.stack(rows), spec))
         n_own = [prep.own_batches[s.uid].shape[0] for s in group]
         return [(loss[:n], loss[n:]) for loss, n in zip(losses, n_own, strict=True)]
 
@@ -188,15 +182,18 @@ class BatchedEvaluator(Evaluator):
         return torch.cat([_functional_losses(prep.base, params, rows[i : i + step])
                           for i in range(0, rows.shape[0], step)])
 
-    def _stacked(self, prep: _Prepared, base: Mapping[str, Tensor], deltas: Sequence[Mapping[str, Tensor]],
-                 scales: Sequence[float], rows: Tensor) -> Tensor:
-        """(K, N) losses of K perturbed models, one vmap'd forward per slice of rows."""
-        k = len(deltas)
+    def _stacked(self, prep: _Prepared, base: Mapping[str, Tensor], updates: Sequence[codec.SparseUpdate],
+                 scales: Sequence[float], rows: Tensor, spec: Mapping[str, tuple[int, ...]]) -> Tensor:
+        """(K, N) losses of K perturbed models, one vmap'd forward per slice of rows. The K
+        parameter sets are built one tensor at a time from the sparse updates, so no full
+        dense update exists besides them."""
+        k = len(updates)
         scale = torch.tensor(scales, dtype=torch.float32, device=self.device)
         params = {}
         for name, q in base.items():
-            stacked = torch.stack([d[name].to(self.device) for d in deltas])
+            stacked = torch.stack([_dense_tensor(u, name, spec[name], self.device) for u in updates])
             params[name] = q.unsqueeze(0) - stacked * scale.view(k, *([1] * q.dim()))
+            del stacked
         step = self.rows_per_pass(prep.base, k)
         run = torch.func.vmap(lambda p, x: _functional_losses(prep.base, p, x), in_dims=(0, 0))
         with warnings.catch_warnings():  # CPU attention has no vmap rule (a loop): why K = 1 on CPU
@@ -211,6 +208,12 @@ class BatchedEvaluator(Evaluator):
                                     (rand.before - rand_after).double().cpu().tolist())
         return criteria.Evaluation(s.uid, s.hotkey, gain=gain, own_z=own_z, norm=norm,
                                    base_hash_ok=s.header.base_model_hash == base_hash)
+
+
+def _dense_tensor(update: codec.SparseUpdate, name: str, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """One tensor of ``update`` made dense, exactly as ``codec.decompress`` makes it."""
+    part = {name: update[name]} if name in update else {}
+    return codec.decompress(part, {name: shape}, device=device)[name]
 
 
 def _functional_losses(model: Transformer, params: Mapping[str, Tensor], batch: Tensor) -> Tensor:

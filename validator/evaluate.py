@@ -1,9 +1,14 @@
 """Evaluation of one window's submissions against the published criteria (v3).
 
-Every submission is summarised cheaply (its norm and its similarity sketch) to find copies
-of earlier arrivals, of earlier windows' updates and of the last aggregate; then the chosen
-ones (``criteria.select_for_evaluation``, at most ``SubnetConfig.max_evaluations``) are
-decoded and measured: the update, rescaled to the window's reference norm, is applied to
+Every submission was summarised at intake (its norm and its similarity sketch); the
+summaries find copies of earlier arrivals and of earlier windows' updates, and one
+submission at a time is decoded (sparse) to test it against the last aggregate. Then the
+chosen ones (``criteria.select_for_evaluation``, at most ``SubnetConfig.max_evaluations``)
+are decoded and measured one at a time (one dense update alive at once), and after the
+verdicts only the top-G contributors are decoded again, densely, for the aggregate.
+Memory at close: the stored payloads and sketches, plus one sparse and one dense update,
+plus ``top_g`` dense updates (docs/validator.md states the bound).
+For each measured one: the update, rescaled to the window's reference norm, is applied to
 θ_w, and the per-sample losses before and after are taken on a secret subset of the
 miner's own assigned samples and on one batch of samples nobody was assigned this window
 (drawn with the validator's per-window secret, shared by every evaluated miner).
@@ -33,7 +38,6 @@ from protocol.aggregate_payload import decode_aggregate_sparse
 from protocol.codec import decompress
 from protocol.data import Dataset
 from protocol.model import Transformer, lm_loss, sample_losses
-from protocol.similarity import sketch, update_norm
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples, unassigned_samples
 from validator.store import StoredSubmission
@@ -46,7 +50,7 @@ class WindowEvaluation:
     evaluations: dict[int, criteria.Evaluation] = field(default_factory=dict)
     verdicts: dict[int, criteria.Verdict] = field(default_factory=dict)
     copies: dict[int, int] = field(default_factory=dict)  # copier -> original (EARLIER: past/aggregate)
-    dense: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # decoded Δ (CPU) of evaluated uids
+    dense: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # decoded Δ (CPU) of the top-G contributors
     bar: criteria.EvidenceBar | None = None
     reference_norm: float = 1.0
 
@@ -118,43 +122,45 @@ class Evaluator:
         pooled with this window's by ``criteria.pooled_z``.
         """
         window, entropy = state.window, window_entropy(secret, state.window)
-        sketches = {s.uid: sketch(s.sparse, state.spec) for s in subs}
-        norms = {s.uid: update_norm(s.sparse) for s in subs}
+        sketches = {s.uid: s.update_sketch() for s in subs}
+        norms = {s.uid: s.norm for s in subs}
         out = WindowEvaluation(reference_norm=criteria.reference_norm(norms.values()))
-        out.copies = self.find_copies(subs, sketches)
+        out.copies = self.find_copies(subs, sketches, state.spec)
         chosen = criteria.select_for_evaluation(
             [s.uid for s in subs], last_evaluated, self.cfg.max_evaluations, window, entropy, self.params
         )
         by_uid = {s.uid: s for s in subs}
-        out.dense = self.dense_for_measuring(by_uid, chosen, state.spec)
         measured = self.measure_all(state, [by_uid[u] for u in chosen], out, norms, entropy)
         out.evaluations = {u: replace(e, pooled_z=criteria.pooled_z((recent_z or {}).get(u, ()), e.own_z, self.params))
                            for u, e in measured.items()}
         out.verdicts = criteria.judge_window(out.evaluations, out.copies, self.params)
-        out.dense = self.dense_for_aggregating(out, by_uid, state.spec)
         out.bar = criteria.evidence_bar(out.evaluations, self.params)
+        top = criteria.top_contributors(out.verdicts, self.cfg.top_g)
+        out.dense = {uid: decompress(self.decode(by_uid[uid], state.spec), state.spec) for uid in top}
         self.history.append(list(sketches.values()))
         return out
 
-    def dense_for_measuring(self, by_uid: Mapping[int, StoredSubmission], chosen: Sequence[int],
-                            spec: Mapping[str, tuple[int, ...]]) -> dict[int, dict[str, Tensor]]:
-        """The chosen updates decoded to dense tensors (``measure`` reads them from ``out.dense``)."""
-        return {uid: decompress(by_uid[uid].sparse, spec) for uid in chosen}
+    def decode(self, sub: StoredSubmission, spec: Mapping[str, tuple[int, ...]]) -> codec.SparseUpdate:
+        """The update of a stored submission (its payload passed this decode at intake)."""
+        return codec.decode(sub.payload, spec, self.cfg.codec_config())
 
-    def dense_for_aggregating(self, out: WindowEvaluation, by_uid: Mapping[int, StoredSubmission],
-                              spec: Mapping[str, tuple[int, ...]]) -> dict[int, dict[str, Tensor]]:
-        """What ``out.dense`` keeps for the aggregate (here: every evaluated update, as decoded)."""
-        return out.dense
-
-    def find_copies(self, subs: Sequence[StoredSubmission], sketches: Mapping[int, np.ndarray]) -> dict[int, int]:
+    def find_copies(self, subs: Sequence[StoredSubmission], sketches: Mapping[int, np.ndarray],
+                    spec: Mapping[str, tuple[int, ...]]) -> dict[int, int]:
         """copier -> original over every submission of the window (sketches: cheap)."""
         arrivals = {s.uid: float(s.arrival) for s in subs}
         copies = criteria.find_copies(arrivals, sketches, self.params)
         earlier = criteria.matches_earlier(sketches, self.earlier(), self.params)
-        resent = criteria.resends_aggregate({s.uid: s.sparse for s in subs}, self.last_aggregate, self.params)
+        resent = self.resent_aggregate(subs, spec)
         for uid in sorted(earlier | resent):
             copies.setdefault(uid, criteria.EARLIER)
         return copies
+
+    def resent_aggregate(self, subs: Sequence[StoredSubmission], spec: Mapping[str, tuple[int, ...]]) -> set[int]:
+        """uids whose update resends the last aggregate; one decoded (sparse) update alive at a time."""
+        if not self.last_aggregate:
+            return set()
+        return {s.uid for s in subs
+                if criteria.resends_aggregate({s.uid: self.decode(s, spec)}, self.last_aggregate, self.params)}
 
     def measure_all(
         self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
@@ -166,9 +172,9 @@ class Evaluator:
         base, work = self._models(state)
         rand = self.random_batch(base, state.window, entropy, max(s.uid for s in chosen))
         base_hash = state.hash()
-        return {
-            s.uid: self.measure(base, work, s, out.dense[s.uid], norms[s.uid], out.reference_norm,
-                                state.window, entropy, rand, base_hash)
+        return {  # one dense update alive at a time
+            s.uid: self.measure(base, work, s, decompress(self.decode(s, state.spec), state.spec), norms[s.uid],
+                                out.reference_norm, state.window, entropy, rand, base_hash)
             for s in chosen
         }
 

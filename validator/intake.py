@@ -1,15 +1,21 @@
 """``POST /submit``: every check a submission must pass before it is stored.
 
-Order of checks (the first failure answers, with an ``ErrorResponse`` reason):
-size (413) → btauth signature, receiver, freshness, replay (401) → envelope and strict
+Order of checks (the first failure answers, with an ``ErrorResponse`` reason). From the
+headers alone, before a slot is taken or a byte of the body read: Content-Type, no
+Content-Encoding (415) →
+btauth signature over the declared body sha256, receiver, freshness, replay (401) → signer
+registered (403) → no other upload of this hotkey in flight (429 ``in_flight``) →
+Content-Length (411) and size (413) → a free slot (429 ``busy``). Then the body, read at a minimum
+rate under a deadline (408) → its sha256 is the signed one (401) → envelope and strict
 schema (400) → subnet (400) → signer is the claimed hotkey (403) → hotkey registered
 at the claimed uid (403) → window open (410 closed / 425 not yet) → one per
 (window, hotkey) (409) → base model is θ_w (422) → data digest of the assignment
 (422) → payload decodes to the model's exact shapes, all finite (422). An accepted
 submission is written to the state directory before the 200 answer (503 ``storage`` if
 that fails), and ``restore`` re-validates what a restart reads back the same way.
-Nothing stored is touched by a refusal. Concurrency is bounded and each body read has a timeout, so
-one slow or bad client cannot stall the others.
+Nothing stored is touched by a refusal. An unsigned or unregistered client never holds a
+slot, a registered one holds at most one, and a slow body is cut off, so no client can
+stall the others.
 
 Example:
     >>> intake = Intake(view, store, cfg, settings, self_hotkey=hk, population=n)
@@ -24,11 +30,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import aiohttp
 from aiohttp import web
 from bittensor import http_auth
 
 from node.logs import progress_line
-from node.signed_http import RequestRefused, error_response, verify_request
+from node.signed_http import RequestRefused, check_body, error_response, verify_headers
 from protocol import codec, outputs_codec
 from protocol.distill import outputs_spec
 from protocol.messages import MessageError, Submission, SubmitAccepted, data_digest, unpack_envelope
@@ -47,7 +54,9 @@ from validator.store import (
 log = logging.getLogger("swarmtrain.validator.intake")
 
 SUBMIT_PATH = "/submit"
+CONTENT_TYPE = "application/octet-stream"
 ACQUIRE_TIMEOUT_S = 5.0
+READ_CHUNK = 1 << 16
 
 
 @dataclass
@@ -95,6 +104,7 @@ class Intake:
         self.outputs_spec = outputs_spec(cfg) if cfg.task == "outputs" else None
         self.nonce_store = nonce_store or http_auth.InMemoryNonceStore(retention=settings.nonce_retention_s)
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+        self._in_flight: set[str] = set()  # hotkeys with an upload being read or checked
         self.refusals: dict[str, int] = {}  # code -> count, for /status
         self.observer: IntakeObserver = observer or _Nobody()
         where = str(store.journal.root) if store.journal is not None else "the submission journal"
@@ -102,33 +112,69 @@ class Intake:
                            hint="each upload is answered 503 storage and the miner retries")
 
     async def handle(self, request: web.Request) -> web.Response:
+        """Headers first (signature, registration, one upload per hotkey), then a slot, then the body."""
+        try:
+            signer, declared = self._check_headers(request)
+        except RequestRefused as refused:  # nothing read: close rather than drain an unwanted body
+            return self._refuse(refused, close=True)
+        if self.view.uid_of(signer) is None:
+            return self._refuse(RequestRefused(403, "not_registered", f"hotkey {signer} is not registered on "
+                                               f"netuid {self.cfg.netuid}"), signer, close=True)
+        if signer in self._in_flight:
+            return self._refuse(RequestRefused(429, "in_flight", "this hotkey already has an upload in "
+                                               "progress; wait for its answer"), signer, close=True)
+        self._in_flight.add(signer)
+        try:
+            return await self._with_slot(request, signer, declared)
+        finally:
+            self._in_flight.discard(signer)
+
+    def _check_headers(self, request: web.Request) -> tuple[str, str]:
+        """(signer, declared body sha256): the btauth signature from the headers; raises ``RequestRefused``."""
+        if request.content_type != CONTENT_TYPE:
+            raise RequestRefused(415, "unsupported_media_type", f"Content-Type must be {CONTENT_TYPE}")
+        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise RequestRefused(415, "unsupported_media_type", "Content-Encoding is not accepted (no compressed "
+                                 "bodies: the payload is already compressed)")
+        return verify_headers(request, self.self_hotkey, self.nonce_store)
+
+    def _check_length(self, request: web.Request) -> None:
+        limit, length = self.settings.max_body_bytes, request.content_length
+        if length is None:
+            raise RequestRefused(411, "length_required", "a Content-Length header is required")
+        if length > limit:
+            raise RequestRefused(413, "too_large", f"body of {length} bytes exceeds {limit}")
+
+    async def _with_slot(self, request: web.Request, signer: str, declared: str) -> web.Response:
+        try:
+            self._check_length(request)
+        except RequestRefused as refused:
+            return self._refuse(refused, signer, close=True)
         try:
             await asyncio.wait_for(self._slots.acquire(), ACQUIRE_TIMEOUT_S)
         except asyncio.TimeoutError:
-            return self._refuse(RequestRefused(429, "busy", "too many submissions in flight; retry shortly"))
+            return self._refuse(RequestRefused(429, "busy", "too many submissions in flight; retry shortly"),
+                                signer, close=True)
         try:
-            return await self._handle(request)
-        except RequestRefused as refused:  # before the signature held: no signer to name
-            return self._refuse(refused)
+            body = await self._read_body(request)
+            self.observer.on_received(len(body))
+            check_body(body, declared)
+            return await self._accept(body, signer)
+        except RequestRefused as refused:
+            return self._refuse(refused, signer, close=refused.status in (408, 411, 413))
         finally:
             self._slots.release()
 
-    def _refuse(self, refused: RequestRefused, hotkey: str | None = None) -> web.Response:
+    def _refuse(self, refused: RequestRefused, hotkey: str | None = None, *, close: bool = False) -> web.Response:
         """Count and log one refusal (with the signer's uid and hotkey once the signature held)."""
         self.refusals[refused.code] = self.refusals.get(refused.code, 0) + 1
         self.observer.on_outcome(refused.header, refused.code, self._expected_hash(refused.header))
         log.info(progress_line("refused", uid=self.view.uid_of(hotkey), hotkey=hotkey, status=refused.status,
                                code=refused.code, reason=refused.reason))
-        return error_response(refused.status, refused.code, refused.reason)
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await self._read_body(request)
-        self.observer.on_received(len(body))
-        caller = verify_request(request, body, self.self_hotkey, self.nonce_store)
-        try:
-            return await self._accept(body, caller.hotkey_ss58)
-        except RequestRefused as refused:
-            return self._refuse(refused, caller.hotkey_ss58)
+        response = error_response(refused.status, refused.code, refused.reason)
+        if close:
+            response.force_close()
+        return response
 
     async def _accept(self, body: bytes, signer: str) -> web.Response:
         sub = await asyncio.to_thread(self.admit, body, signer)
@@ -164,7 +210,7 @@ class Intake:
         except RequestRefused as refused:
             refused.header = header  # the signer holds this uid: operators may see it per uid
             raise
-        return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update)
+        return StoredSubmission.summarize(header, payload, update, self.spec)
 
     def _expected_hash(self, header: Submission | None) -> str | None:
         """θ_w's hash when ``header`` is for the open window (its base model must be that)."""
@@ -207,22 +253,32 @@ class Intake:
             self._check_identity(header, header.hotkey)
         self._check_content(header, self._sample_count(payload))
         update = self._decode(payload)
-        return StoredSubmission(header.window, header.uid, header.hotkey, header, payload, update,
-                                received_at=record.received_at, arrival=record.arrival)
+        return StoredSubmission.summarize(header, payload, update, self.spec,
+                                          received_at=record.received_at, arrival=record.arrival)
 
     async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise RequestRefused(413, "too_large", f"body of {request.content_length} bytes exceeds {limit}")
-        try:
-            body = await asyncio.wait_for(request.read(), self.settings.request_timeout_s)
-        except web.HTTPRequestEntityTooLarge as exc:
-            raise RequestRefused(413, "too_large", f"body exceeds {limit} bytes") from exc
-        except asyncio.TimeoutError as exc:
-            raise RequestRefused(408, "timeout", "request body not received in time") from exc
-        if len(body) > limit:
-            raise RequestRefused(413, "too_large", f"body of {len(body)} bytes exceeds {limit}")
-        return body
+        """The body, of its declared length, at no less than ``min_body_rate`` after a grace
+        period and within ``request_timeout_s``; a slower client is cut off (408)."""
+        self._check_length(request)
+        length = request.content_length or 0
+        body = bytearray()
+        loop = asyncio.get_running_loop()
+        start, deadline = loop.time(), loop.time() + self.settings.request_timeout_s
+        while len(body) < length:
+            # The next bytes are due when the mean rate would fall below the minimum.
+            due = min(deadline, start + self.settings.body_grace_s + len(body) / self.settings.min_body_rate)
+            try:
+                chunk = await asyncio.wait_for(request.content.read(READ_CHUNK), max(due - loop.time(), 0.0))
+            except aiohttp.ClientPayloadError as exc:
+                raise RequestRefused(400, "malformed", f"body ended after {len(body)} of {length} bytes") from exc
+            except asyncio.TimeoutError as exc:
+                raise RequestRefused(408, "timeout", f"body too slow: {len(body)} of {length} bytes after "
+                                     f"{loop.time() - start:.1f}s (at least {self.settings.min_body_rate} "
+                                     f"bytes/s, {self.settings.request_timeout_s:g}s in all)") from exc
+            if not chunk:
+                raise RequestRefused(400, "malformed", f"body ended after {len(body)} of {length} bytes")
+            body += chunk
+        return bytes(body)
 
     def _parse(self, body: bytes) -> tuple[Submission, bytes]:
         try:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chain.errors import ChainConnectionError, ChainError, ChainTimeoutError
+from chain.http_server import ServerLimits
 from chain.types import Metagraph, SubnetHyperparams
 from chain.wallets import Wallet, hotkey_address
 from node.commitment import ValidatorCommitment
@@ -158,7 +159,9 @@ class Validator:
         self.restore_submissions()
         app = build_app(self.intake, self.state.store, self.status, max_body_bytes=self.settings.max_body_bytes,
                         on_sent=self.telemetry.on_sent, extra=lambda a: add_operator_routes(a, self))
-        self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port)
+        limits = ServerLimits(max_connections=self.settings.max_connections,
+                              keepalive_timeout_s=self.settings.keepalive_timeout_s)
+        self.server = await HttpsServer.start(app, self.state.identity, self.settings.host, self.settings.port, limits)
         if self.mirror is not None:
             self.mirror.start()
             self.mirror.resync(self.state.store)  # what a crash kept from reaching the bucket
@@ -474,6 +477,7 @@ class Validator:
             "netuid": self.cfg.netuid,
             "block_time": block_time if isinstance(block_time, (int, float)) else None,
             "refusals": dict(self.intake.refusals),
+            "connections": self.server.connection_stats() if self.server is not None else {},
             "miners": self.telemetry.miner_rows(self.metagraph, model_hash=self.view.model_hash,
                                                 open_window=self.state.model.window, ema=self.state.scores.ema()),
         }

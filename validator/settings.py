@@ -31,6 +31,14 @@ class ValidatorSettings(NodeSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest accepted POST body, bytes")
     max_concurrent_requests: int = Field(16, ge=1, description="submissions verified at once")
     request_timeout_s: float = Field(30.0, gt=0, description="seconds allowed to read one request body")
+    min_body_rate: int = Field(
+        64 * 1024, ge=1, description="bytes/s a submission body must average after body_grace_s, else it is cut off"
+    )
+    body_grace_s: float = Field(2.0, ge=0, description="seconds before min_body_rate applies to a body")
+    max_connections: int = Field(
+        1024, ge=1, description="open HTTPS connections at most (at the cap the oldest idle one is closed)"
+    )
+    keepalive_timeout_s: float = Field(15.0, gt=0, description="seconds an idle connection is kept open")
     max_submissions_per_window: int = Field(1024, ge=1, description="submissions stored per window, at most")
     lead_timeout_s: float = Field(30.0, gt=0, description="seconds allowed per request to the lead validator")
     poll_interval_s: float = Field(1.0, gt=0, description="chain block polling period, seconds")

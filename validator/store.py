@@ -15,15 +15,19 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from node.logs import progress_line
 from protocol.codec import SparseUpdate
 from protocol.files import atomic_write
 from protocol.messages import Submission, pack_envelope
 from protocol.outputs_codec import TeacherOutputs
+from protocol.similarity import sketch, update_norm
 
 log = logging.getLogger("swarmtrain.validator.store")
 
@@ -59,8 +63,11 @@ _arrivals = _Arrivals()
 class StoredSubmission:
     """One accepted submission; ``arrival`` orders submissions (earlier wins copy disputes).
 
-    ``update`` is the decoded payload: a sparse update (gradients) or teacher outputs (outputs
-    mode); ``sparse`` and ``outputs`` read it as the kind the subnet's task sends.
+    Held until its window closes, so it keeps only the received ``payload`` bytes and, for a
+    sparse update (gradients), the decoded update's summary (``sketch``: ``SKETCH_DIM`` float64,
+    32 KiB; ``norm``), never the decoded update: the evaluator decodes the payload again when
+    it needs the values. Teacher outputs (outputs mode) keep no summary (``sketch`` is None):
+    the verifier decodes the payload of each submission it checks.
     """
 
     window: int
@@ -68,21 +75,25 @@ class StoredSubmission:
     hotkey: str
     header: Submission
     payload: bytes
-    update: SparseUpdate | TeacherOutputs
+    sketch: np.ndarray | None
+    norm: float
     received_at: float = field(default_factory=time.time)
     arrival: int = field(default_factory=_arrivals.take)
 
-    @property
-    def sparse(self) -> SparseUpdate:
-        if isinstance(self.update, TeacherOutputs):
-            raise TypeError(f"submission of uid {self.uid} holds teacher outputs, not a sparse update")
-        return self.update
+    @classmethod
+    def summarize(cls, header: Submission, payload: bytes, update: SparseUpdate | TeacherOutputs,
+                  spec: Mapping[str, tuple[int, ...]], **when: Any) -> StoredSubmission:
+        """A submission of ``header`` whose ``payload`` decoded to ``update`` (then dropped)."""
+        if isinstance(update, TeacherOutputs):
+            return cls(header.window, header.uid, header.hotkey, header, payload, None, 0.0, **when)
+        return cls(header.window, header.uid, header.hotkey, header, payload, sketch(update, spec),
+                   update_norm(update), **when)
 
-    @property
-    def outputs(self) -> TeacherOutputs:
-        if not isinstance(self.update, TeacherOutputs):
-            raise TypeError(f"submission of uid {self.uid} holds a sparse update, not teacher outputs")
-        return self.update
+    def update_sketch(self) -> np.ndarray:
+        """The sketch of a sparse update; teacher outputs have none (a bug to ask for it)."""
+        if self.sketch is None:
+            raise TypeError(f"submission of uid {self.uid} holds teacher outputs, not a sparse update")
+        return self.sketch
 
 
 def encode_record(sub: StoredSubmission) -> bytes:

@@ -38,10 +38,11 @@ from protocol.distill import (
     check_positions,
     draw_checks,
     judge_outputs,
+    outputs_spec,
     summarize_checks,
 )
 from protocol.messages import Aggregate
-from protocol.outputs_codec import TeacherOutputs
+from protocol.outputs_codec import TeacherOutputs, decode
 from protocol.subnet import SubnetConfig
 from protocol.windows import assigned_samples
 from validator.evaluate import WindowEvaluation, window_entropy
@@ -92,6 +93,7 @@ class OutputsVerifier:
                  params: criteria.CriteriaParams = criteria.DEFAULT_PARAMS) -> None:
         self.cfg, self.dataset, self.teacher, self.params = cfg, dataset, teacher, params
         self.population = dataset.num_samples(cfg.seq_len)
+        self.spec = outputs_spec(cfg)
 
     def verify_window(self, state: ModelState, subs: Sequence[StoredSubmission], *,
                       last_evaluated: Mapping[int, int], secret: bytes, **_: object) -> OutputsEvaluation:
@@ -104,27 +106,32 @@ class OutputsVerifier:
         max_positions = self.cfg.samples_per_window * self.cfg.seq_len
         for uid in chosen:
             sub = by_uid[uid]
-            indices = self.delivered_indices(window, sub)
-            check, result = self.verify(sub, indices, entropy)
+            outputs = self.decode(sub)
+            indices = self.delivered_indices(window, sub, outputs)
+            check, result = self.verify(sub, outputs, indices, entropy)
             out.checks[uid] = check
             summary = summarize_checks(result.deviation, self.cfg.outputs_tolerance)
             out.verdicts[uid] = judge_outputs(uid, check.positions, max_positions, summary,
                                               self.cfg.outputs_median_tolerance)
             out.evaluations[uid] = criteria.Evaluation(uid, sub.hotkey, gain=out.verdicts[uid].gain, own_z=0.0)
             if out.verdicts[uid].score > 0:
-                out.accepted[uid] = (indices, sub.outputs)
+                out.accepted[uid] = (indices, outputs)
         return out
 
-    def delivered_indices(self, window: int, sub: StoredSubmission) -> list[int]:
+    def decode(self, sub: StoredSubmission) -> TeacherOutputs:
+        """The teacher outputs of a stored submission (its payload passed this decode at intake)."""
+        return decode(sub.payload, self.spec)
+
+    def delivered_indices(self, window: int, sub: StoredSubmission, outputs: TeacherOutputs) -> list[int]:
         """The samples the submission labels: the first n of the uid's assignment."""
         cfg = self.cfg
         assigned = assigned_samples(cfg.seed_bytes, window, sub.uid, cfg.samples_per_window, self.population)
-        return assigned[: sub.outputs.n_samples]
+        return assigned[: outputs.n_samples]
 
-    def verify(self, sub: StoredSubmission, indices: Sequence[int], entropy: bytes) -> tuple[OutputsCheck, CheckResult]:
+    def verify(self, sub: StoredSubmission, outputs: TeacherOutputs, indices: Sequence[int],
+               entropy: bytes) -> tuple[OutputsCheck, CheckResult]:
         """Recompute the drawn positions of one submission and apply the rule."""
         started = time.monotonic()
-        outputs = sub.outputs
         k = self.cfg.outputs_topk
         flat = np.asarray(draw_checks(entropy, sub.uid, sub.header.payload_sha256, outputs.positions,
                                       self.cfg.outputs_spot_checks), dtype=np.int64)

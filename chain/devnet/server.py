@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sqlite3
@@ -28,7 +27,16 @@ from pydantic import ValidationError
 from chain.devnet.blockchain import BlockReport, Devnet, PoolRejection
 from chain.devnet.params import EXISTENTIAL_DEPOSIT_RAO
 from chain.devnet.storage_queries import ReadError
-from chain.devnet.wire import MAX_BODY_BYTES, METHODS, WIRE_VERSION, Extrinsic, RpcRequest
+from chain.devnet.wire import (
+    MAX_BODY_BYTES,
+    METHODS,
+    WIRE_VERSION,
+    Extrinsic,
+    RpcRequest,
+    WireError,
+    parse_json,
+)
+from chain.http_server import GuardedServer, ServerLimits, json_errors
 
 log = logging.getLogger("swarmtrain.devnet")  # under the project root: one logging set-up
 SUBMIT_WAIT_BLOCKS = 50  # a submitter waits at most this many block times for inclusion
@@ -57,6 +65,11 @@ def _param(params: dict[str, Any], name: str, kind: type | tuple, default: Any =
     return value
 
 
+def error_body(status: int, code: str, message: str) -> web.Response:
+    """The devnet's refusal shape, ``{"id": 0, "error": {"code", "message"}}`` (aiohttp's own too)."""
+    return web.json_response({"id": 0, "error": {"code": code, "message": message}}, status=status)
+
+
 class DevnetServer:
     """Serves one :class:`Devnet` over HTTP and drives its blocks."""
 
@@ -77,7 +90,7 @@ class DevnetServer:
     # App ----------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors(error_body)])
         app.router.add_post("/rpc", self.handle_rpc)
         app.router.add_get("/health", self.handle_health)
         app.on_startup.append(self._start_producer)
@@ -97,9 +110,9 @@ class DevnetServer:
         except RpcFailure as failure:
             body = {"id": req_id, "error": {"code": failure.code, "message": failure.message}}
             return web.json_response(body, status=failure.status)
-        except Exception as bug:  # a devnet bug: report it to the caller and in the log
+        except Exception:  # a devnet bug: the traceback in the log, no exception text to the caller
             log.exception("RPC failed path=%r", request.path)  # %r: the path came from the network
-            body = {"id": req_id, "error": {"code": "Internal", "message": repr(bug)}}
+            body = {"id": req_id, "error": {"code": "Internal", "message": "the devnet failed; see its log"}}
             return web.json_response(body, status=500)
         return web.json_response({"id": req_id, "result": result})
 
@@ -111,9 +124,9 @@ class DevnetServer:
         except web.HTTPRequestEntityTooLarge:
             raise RpcFailure("TooLarge", f"body over {MAX_BODY_BYTES} bytes", 413) from None
         try:
-            return RpcRequest.model_validate(json.loads(raw))
-        except json.JSONDecodeError as error:
-            raise RpcFailure("ParseError", f"body is not JSON: {error}", 400) from None
+            return RpcRequest.model_validate(parse_json(raw))
+        except WireError as error:
+            raise RpcFailure("ParseError", str(error), 400) from None
         except ValidationError as error:
             raise RpcFailure("InvalidRequest", f"not an RPC request: {error.errors()[0]['msg']}",
                              400) from None
@@ -264,15 +277,14 @@ async def serve(devnet: Devnet, *, host: str, port: int,
                 on_ready: Callable[[str], Awaitable[None] | None] | None = None) -> None:
     """Run until SIGTERM/SIGINT, then stop producing, close the server and the state."""
     server = DevnetServer(devnet, on_block=on_block)
-    runner = web.AppRunner(server.app(), handle_signals=False, access_log=None)
-    await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    site: GuardedServer | None = None
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+        site = await GuardedServer.start(server.app(), None, host, port, ServerLimits(), error_body,
+                                         reuse_address=True)
         if on_ready is not None:
             maybe = on_ready(f"devnet://{host}:{port}")
             if asyncio.iscoroutine(maybe):
@@ -281,5 +293,6 @@ async def serve(devnet: Devnet, *, host: str, port: int,
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        if site is not None:
+            await site.stop()
         devnet.close()

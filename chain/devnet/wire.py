@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 WIRE_VERSION = 1
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: the biggest extrinsic we accept is a weights vector
 SIGNING_DOMAIN = b"swarmtrain-devnet/extrinsic/v1:"
+
+MAX_JSON_DEPTH = 32  # nesting of arrays/objects in a request (no call needs more than a few)
+MAX_INT = (1 << 63) - 1  # every integer must fit the state's SQLite INTEGER (signed 64-bit)
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
 
 METHODS = frozenset(
     {
@@ -44,6 +50,51 @@ METHODS = frozenset(
         "find_extrinsic",
     }
 )
+
+
+class WireError(ValueError):
+    """A request body that is not acceptable JSON (syntax, nesting, integer range)."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19 or abs(int(text)) > MAX_INT:
+        raise WireError(f"integer {text[:24]}{'…' if len(text) > 24 else ''} is outside the signed 64-bit range")
+    return int(text)
+
+
+def _reject_constant(name: str) -> float:
+    raise WireError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise WireError(f"number {text[:24]} is out of range")
+    return value
+
+
+def json_depth(raw: bytes) -> int:
+    """Deepest nesting of arrays/objects in ``raw`` (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(_STRINGS.sub(b'""', raw)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, or ``WireError``: at most ``MAX_JSON_DEPTH`` deep, every integer
+    within ``MAX_INT``, no NaN/Infinity; the message never holds the body beyond a short prefix."""
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise WireError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(raw, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_reject_constant)
+    except WireError:
+        raise
+    except json.JSONDecodeError as error:
+        raise WireError(f"body is not JSON: {error.msg} at offset {error.pos}") from None
+    except (ValueError, RecursionError) as error:  # bad UTF-8
+        raise WireError(f"body is not JSON: {type(error).__name__}") from None
 
 
 class RpcErrorBody(BaseModel):

@@ -63,7 +63,7 @@ class FakeValidator:
             file_size=len(data), created_at=time.time(),
         )
 
-    async def get(self, url: str, path: str, *, receiver_hotkey: str | None, pinned_fingerprint: str) -> tuple[int, bytes]:
+    async def get(self, url: str, path: str, *, receiver_hotkey: str | None, pinned_fingerprint: str, **limits: object) -> tuple[int, bytes]:
         assert receiver_hotkey == HOTKEY and pinned_fingerprint == ENDPOINT.fingerprint
         self.requests.append(path)
         parts = path.strip("/").split("/")

@@ -103,7 +103,7 @@ class DeadLead(Client):
         self.dead = dead
         self.served_by: list[str] = []
 
-    async def get(self, url, path, *, receiver_hotkey, pinned_fingerprint):
+    async def get(self, url, path, *, receiver_hotkey, pinned_fingerprint, **limits):
         if url == ENDPOINT.url and (self.dead is None or self.dead > 0):
             self.dead = None if self.dead is None else self.dead - 1
             raise NodeHttpError(f"GET {url}{path} failed: ClientConnectorError: Connection refused")
@@ -260,7 +260,7 @@ class LazyLead(Client):
         super().__init__(CFG, windows=0)
         self.state, self.gen = ModelState.initial(CFG), torch.Generator().manual_seed(7)
 
-    async def get(self, url, path, *, receiver_hotkey, pinned_fingerprint):
+    async def get(self, url, path, *, receiver_hotkey, pinned_fingerprint, **limits):
         parts = path.strip("/").split("/")
         if parts[0] == "aggregate":
             while len(self.aggregates) <= int(parts[1]):

@@ -17,14 +17,14 @@ class Flaky:
     def __init__(self, inner, failures) -> None:
         self.inner, self.failures, self.calls = inner, list(failures), 0
 
-    async def get(self, url, path, *, receiver_hotkey, pinned_fingerprint):
+    async def get(self, url, path, *, receiver_hotkey, pinned_fingerprint, **limits):
         self.calls += 1
         if self.failures:
             failure = self.failures.pop(0)
             if isinstance(failure, Exception):
                 raise failure
             return failure, b'{"code":"busy","reason":"later"}'
-        return await self.inner.get(url, path, receiver_hotkey=receiver_hotkey, pinned_fingerprint=pinned_fingerprint)
+        return await self.inner.get(url, path, receiver_hotkey=receiver_hotkey, pinned_fingerprint=pinned_fingerprint, **limits)
 
 
 async def test_transient_failures_are_retried_then_the_aggregate_is_checked():

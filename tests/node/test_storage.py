@@ -12,10 +12,15 @@ import pytest
 from node import storage
 from node.checkpoints import CheckpointStore
 from node.commitment import MAX_COMMITMENT_BYTES, ValidatorCommitment, parse_commitment
+from node.fetch import FetchError, Links
 from node.s3_local import READ_KEY, WRITE_KEY, moto_available, running_local_s3
+from node.signed_http import ResponseTooLarge
 from node.storage import ObjectStore, StorageError, StoreGetter, StoreLocation, reader_for
+from node.validators import ValidatorEndpoint
+from protocol.limits import response_limits
 from protocol.messages import CheckpointManifest
 from protocol.retry import poll_until
+from protocol.subnet import SubnetConfig
 from validator.mirror import Mirror, make_mirror
 from validator.settings import ValidatorSettings
 
@@ -94,6 +99,56 @@ async def test_getter_answers_the_validator_routes(s3):
     finally:
         await store.close()
         await getter.close()
+
+
+async def test_bucket_answers_have_the_same_bounds_as_the_validators(s3):
+    """A bucket is read with the bounds of an HTTPS answer: an object over the subnet's
+    aggregate bound, or bigger than its manifest says, is refused without being read whole;
+    checkpoint bytes are hashed as they stream in."""
+    cfg = SubnetConfig(preset="tiny", dataset_hash="", storage="s3")
+    limits = response_limits(cfg)
+    store = writer(s3, "bounds")
+    endpoint = ValidatorEndpoint(uid=3, hotkey="hk", url="https://127.0.0.1:9", fingerprint="00" * 32, stake=1.0,
+                                 storage=s3.location("bounds"))
+    links = Links(client=None, cfg=cfg, retry_s=1.0)  # s3: HTTPS is never used
+    good = b"ckpt" * 1000
+    try:
+        await store.put("bounds/aggregates/00000001.bin", b"\0" * (limits.aggregate + 1))
+        await store.put("bounds/checkpoints/00000002.safetensors", good)
+        link = links.to(endpoint)
+        with pytest.raises(FetchError, match=f"validator uid 3: .*{limits.aggregate}-byte limit"):
+            await link.aggregate_envelope(1)
+        assert links.bytes_read == 0  # refused on the announced size: nothing read
+        assert await link.checkpoint_bytes(_manifest(2, good)) == good
+        short = _manifest(2, good[:-1])  # the bucket holds one byte more than the manifest says
+        with pytest.raises(FetchError, match=f"{len(good) - 1}-byte limit"):
+            await link.checkpoint_bytes(short)
+        seen: list[bytes] = []
+        assert await store.get("bounds/checkpoints/00000002.safetensors", max_bytes=len(good),
+                               on_chunk=seen.append) == good
+        assert b"".join(seen) == good
+    finally:
+        await store.close()
+        await links.close()
+
+
+class _Endless:
+    """A body stream that sends more than its object announced (a hostile store)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def read(self, amt: int) -> bytes:
+        self.reads += 1
+        return b"\0" * amt
+
+
+async def test_a_bucket_body_past_the_bound_is_cut_off_there():
+    store = ObjectStore(StoreLocation(endpoint="http://127.0.0.1:9", bucket="abc"), anonymous=True)
+    stream = _Endless()
+    with pytest.raises(ResponseTooLarge, match="cut off"):
+        await store._read(stream, "s3 object", 3 * storage.READ_CHUNK + 1, None)
+    assert stream.reads == 4 and store.bytes_in == 3 * storage.READ_CHUNK  # stopped at the bound
 
 
 def test_commitment_carries_the_read_location_within_the_chain_bound():

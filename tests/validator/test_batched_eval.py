@@ -25,9 +25,10 @@ def window():
     state = ModelState.initial(CFG)
 
     def stored(uid: int, payload: bytes, base_hash: str | None = None) -> StoredSubmission:
-        header = type("H", (), {"base_model_hash": base_hash or state.hash()})()
-        return StoredSubmission(state.window, uid, KEYS[uid].ss58_address, header, payload,
-                                codec.decode(payload, state.spec, CFG.codec_config()), arrival=uid)
+        header = type("H", (), {"base_model_hash": base_hash or state.hash(), "window": state.window, "uid": uid,
+                                "hotkey": KEYS[uid].ss58_address})()
+        update = codec.decode(payload, state.spec, CFG.codec_config())
+        return StoredSubmission.summarize(header, payload, update, state.spec, arrival=uid)
 
     honest = {uid: encode_delta(honest_delta(state, ds, uid)) for uid in (1, 2, 3)}
     zero = encode_delta({n: 0 * p for n, p in state.params().items()})

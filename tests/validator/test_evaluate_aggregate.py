@@ -8,8 +8,9 @@ import pytest
 from bittensor.sp_core import Keypair
 
 from node.model_state import ModelState
-from protocol import codec
+from protocol import codec, criteria
 from protocol.messages import Aggregate, pack_envelope, unpack_envelope
+from protocol.similarity import SKETCH_DIM
 from validator.aggregation import build_aggregate
 from validator.evaluate import (
     Evaluator,
@@ -31,9 +32,10 @@ def ds():
 
 
 def _stored(state: ModelState, uid: int, payload: bytes) -> StoredSubmission:
-    header = type("H", (), {"base_model_hash": state.hash()})()
+    header = type("H", (), {"base_model_hash": state.hash(), "window": state.window, "uid": uid,
+                            "hotkey": KEYS[uid].ss58_address})()
     update = codec.decode(payload, state.spec, CFG.codec_config())
-    return StoredSubmission(state.window, uid, KEYS[uid].ss58_address, header, payload, update)
+    return StoredSubmission.summarize(header, payload, update, state.spec)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,15 @@ def test_honest_positive_garbage_and_copy_zero(window_result):
     honest = result.evaluations[1]
     assert honest.gain > 0 and honest.own_z > 2.5  # lowered the loss, most on its own samples
     assert result.verdicts[3].reason == "no_gain" and result.verdicts[4].reason == "copy"
+
+
+def test_close_keeps_summaries_and_decodes_only_the_contributors_densely(window_result):
+    """Bounded memory at close: stored submissions hold payload + sketch + norm (no decoded
+    update), and only the top-G contributors come back as dense tensors."""
+    _, subs, result = window_result
+    assert not any(hasattr(s, "update") for s in subs)
+    assert all(s.sketch.shape == (SKETCH_DIM,) and s.norm > 0 for s in subs)
+    assert set(result.dense) == set(criteria.top_contributors(result.verdicts, CFG.top_g)) == {1, 2}
 
 
 def test_aggregate_is_reproducible_by_every_node(window_result):

@@ -11,7 +11,7 @@ from bittensor import http_auth
 from bittensor.sp_core import Keypair
 
 from node.model_state import ModelState
-from node.signed_http import SignedClient, parse_error
+from node.signed_http import SignedClient, parse_error, sign_headers
 from node.tls import pinned
 from protocol import codec
 from validator.service import Validator
@@ -62,6 +62,7 @@ async def _post(v: Validator, kp: Keypair, body: bytes) -> tuple[int, str]:
 
 
 async def _raw(v: Validator, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+    headers = {"Content-Type": "application/octet-stream", **headers}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s, s.post(
         _url(v) + "/submit", data=body, headers=headers, ssl=pinned(v.state.identity.fingerprint)
     ) as resp:
@@ -123,14 +124,14 @@ async def test_replayed_and_forged_refused(node, ds):
     state = v.state.model
     m1, m2 = MINERS[1], MINERS[2]
     body = submission_body(m1, 2, 0, _payload(state), base_hash=state.hash(), ds=ds)
-    headers = http_auth.sign(m1, method="POST", path="/submit", body=body, receiver_ss58=VAL.ss58_address)
+    headers = sign_headers(m1, "POST", "/submit", body, VAL.ss58_address)
     assert await _raw(v, headers, body) == (200, "ok")
     assert await _raw(v, headers, body) == (401, "auth_replayed")
     body2 = submission_body(m2, 3, 0, _payload(state), base_hash=state.hash(), ds=ds)
-    forged = http_auth.sign(STRANGER, method="POST", path="/submit", body=body2, receiver_ss58=VAL.ss58_address)
+    forged = sign_headers(STRANGER, "POST", "/submit", body2, VAL.ss58_address)
     forged[http_auth.HEADER_HOTKEY] = m2.ss58_address  # claims to be m2, signed by someone else
     assert await _raw(v, forged, body2) == (401, "auth_bad_signature")
-    wrong_receiver = http_auth.sign(m2, method="POST", path="/submit", body=body2, receiver_ss58=m1.ss58_address)
+    wrong_receiver = sign_headers(m2, "POST", "/submit", body2, m1.ss58_address)
     assert await _raw(v, wrong_receiver, body2) == (401, "auth_wrong_receiver")
     assert v.subs.count(0) == 1 and v.intake.refusals["auth_replayed"] == 1
 
