@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib.util
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -26,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from node.storage import ObjectStore, StorageError, StoreLocation
+from protocol.ports import free_port
 from protocol.retry import Backoff, Waiter
 
 BUCKET = "swarmtrain-local"
@@ -40,11 +40,6 @@ class LocalS3Error(RuntimeError):
 def moto_available() -> bool:
     return importlib.util.find_spec("moto") is not None and importlib.util.find_spec("flask") is not None
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -60,12 +59,6 @@ def die_with_parent() -> None:
 def _preexec() -> Callable[[], None] | None:
     return die_with_parent if _PRCTL is not None else None
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ManagedProcess:

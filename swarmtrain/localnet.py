@@ -38,9 +38,10 @@ from chain.errors import ChainConnectionError
 from chain.types import Metagraph
 from chain.wallets import create_wallet, hotkey_address, wallet_exists
 from node.logs import progress_line, read_metrics
+from protocol.ports import free_port
 from protocol.retry import Backoff, poll_until, retry
 from protocol.subnet import SubnetConfig
-from swarmtrain.local_process import ManagedProcess, free_port
+from swarmtrain.local_process import ManagedProcess
 from swarmtrain.local_settings import LocalRunSettings
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from chain.devnet.testing import free_port
+from protocol.ports import free_port
 from protocol.retry import Backoff, Waiter
 from tests.localnet_fixtures import CACHE
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -23,16 +22,12 @@ from typing import Any
 
 from chain.devnet.substrate import DevnetSubstrate
 from chain.devnet.wire import Extrinsic, signing_payload, to_jsonable
+from protocol.ports import free_port
 from protocol.retry import Backoff, Waiter
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class DevnetProcess:

@@ -14,6 +14,7 @@ import torch
 from miner.distributed import dist_env, to_indexed, to_named, torchrun_argv
 from miner.trainer import InnerTrainer
 from protocol.model import build_model, preset
+from protocol.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LR = 3e-3
@@ -32,13 +33,6 @@ def single_process(micro_batch: int | None) -> tuple[list, list]:
     runs = [trainer.train(base, window_batches(w)) for w in (0, 1)]
     return [r.delta for r in runs], [r.losses for r in runs]
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

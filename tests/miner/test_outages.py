@@ -17,11 +17,12 @@ from miner.state import MinerStateStore
 from miner.trainer import InnerTrainer
 from node.commitment import ValidatorCommitment
 from node.logs import MetricsWriter, read_metrics
-from node.s3_local import WRITE_KEY, free_port, moto_available, running_local_s3
+from node.s3_local import WRITE_KEY, moto_available, running_local_s3
 from node.signed_http import NodeHttpError
 from node.storage import ObjectStore, StoreLocation, aggregate_name
 from protocol import files
 from protocol.model import preset
+from protocol.ports import free_port
 from protocol.retry import Backoff
 from tests.miner.fakes import ENDPOINT, HOTKEY
 from tests.miner.test_service import CFG, MINER_HOTKEY, Client, FakeMetagraph, StillChain, _dataset

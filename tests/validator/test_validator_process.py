@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from chain.client import Chain
-from chain.devnet.testing import free_port, run_devnet
+from chain.devnet.testing import run_devnet
 from chain.wallets import create_wallet
 from node.logs import read_metrics
 from node.signed_http import NodeHttpError, SignedClient
 from node.validators import find_validators
+from protocol.ports import free_port
 from protocol.retry import Backoff, Waiter, retry
 from protocol.subnet import SubnetConfig
 
