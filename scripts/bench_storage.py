@@ -26,7 +26,6 @@ import logging
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ bc.ensure_repo_on_path()
 
 import torch  # noqa: E402
 
-from chain.types import Metagraph, SubnetHyperparams  # noqa: E402
+from chain.in_memory import TickingChain  # noqa: E402
 from chain.wallets import create_wallet  # noqa: E402
 from miner.service import Miner, MinerOptions  # noqa: E402
 from miner.state import MinerStateStore  # noqa: E402
@@ -49,49 +48,9 @@ from node.signed_http import SignedClient  # noqa: E402
 from node.storage import StorageKind  # noqa: E402
 from protocol.data import builtin_corpus  # noqa: E402
 from protocol.model import preset  # noqa: E402
-from protocol.retry import poll_until  # noqa: E402
 from protocol.subnet import SubnetConfig  # noqa: E402
 from validator.service import Validator  # noqa: E402
 from validator.settings import ValidatorSettings  # noqa: E402
-
-
-class TickingChain:
-    """Blocks every ``block_time`` s; uid 0 is the validator; serve/commit/metagraph in memory."""
-
-    def __init__(self, hotkeys: list[str], block_time: float) -> None:
-        self.hotkeys, self.block_time = hotkeys, block_time
-        self.start = time.monotonic()
-        self.axons: dict[str, str] = {}
-        self.commitments: dict[str, str] = {}
-
-    async def block(self) -> int:
-        return int((time.monotonic() - self.start) / self.block_time)
-
-    async def wait_for_block(self, block: int, *, timeout: float) -> int:
-        return await poll_until(self.block, lambda b: b >= block, timeout=timeout, interval=self.block_time / 4,
-                                on_timeout=lambda b: TimeoutError(f"block {block} not reached (at {b})"))
-
-    async def metagraph(self, netuid: int) -> Metagraph:
-        n = len(self.hotkeys)
-        return Metagraph(
-            netuid=netuid, block=await self.block(), uids=list(range(n)), hotkeys=self.hotkeys,
-            coldkeys=self.hotkeys, stake=[1000.0] + [0.0] * (n - 1), validator_permit=[True] + [False] * (n - 1),
-            axons=[self.axons.get(h) for h in self.hotkeys], last_update=[0] * n, incentive=[0.0] * n,
-            dividends=[0.0] * n, emission=[0.0] * n, consensus=[0.0] * n, commitments=dict(self.commitments))
-
-    async def hyperparameters(self, netuid: int) -> SubnetHyperparams:
-        return SubnetHyperparams(netuid=netuid, tempo=1000, weights_rate_limit=0, commit_reveal_enabled=False,
-                                 min_allowed_weights=0, max_weights_limit=65535, activity_cutoff=5000,
-                                 immunity_period=0, max_allowed_uids=256, max_allowed_validators=64, burn=0.0)
-
-    async def serve(self, wallet: Any, netuid: int, ip: str, port: int) -> None:
-        self.axons[wallet.hotkey.ss58_address] = f"{ip}:{port}"
-
-    async def commit(self, wallet: Any, netuid: int, data: str) -> None:
-        self.commitments[wallet.hotkey.ss58_address] = data
-
-    async def set_weights(self, wallet: Any, netuid: int, weights: dict[int, float]) -> None:
-        return None
 
 
 def subnet(storage: StorageKind) -> SubnetConfig:
@@ -105,7 +64,7 @@ async def run_network(root: Path, storage: StorageKind, n: int, windows: int, s3
     """Run 1 validator + ``n`` miners until every miner finished ``windows`` windows."""
     cfg, ds = subnet(storage), builtin_corpus()
     wallets = [create_wallet(f"node{i}", "default", root / "wallets") for i in range(n + 1)]
-    chain = TickingChain([w.hotkey.ss58_address for w in wallets], block_time)
+    chain = TickingChain([w.hotkey.ss58_address for w in wallets], block_time, tempo=1000)
     extra = {} if s3 is None else dict(
         s3_endpoint=s3.endpoint, s3_bucket=s3.bucket, s3_prefix=f"bench-{n}", s3_write_key_id=WRITE_KEY[0],
         s3_write_secret=WRITE_KEY[1], s3_read_key_id=READ_KEY[0], s3_read_secret=READ_KEY[1])

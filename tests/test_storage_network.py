@@ -11,6 +11,7 @@ import dataclasses
 
 import pytest
 
+from chain.in_memory import TickingChain
 from chain.wallets import create_wallet
 from miner.service import Miner, MinerOptions
 from miner.state import MinerStateStore
@@ -20,7 +21,7 @@ from node.s3_local import READ_KEY, WRITE_KEY, moto_available, running_local_s3
 from node.signed_http import SignedClient
 from protocol.model import preset
 from protocol.retry import poll_until
-from tests.miner.test_with_validator import CFG, TickingChain, _dataset
+from tests.miner.test_with_validator import CFG, _dataset
 from validator.service import Validator
 from validator.settings import ValidatorSettings
 

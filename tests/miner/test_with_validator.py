@@ -5,11 +5,10 @@ so this checks the miner/validator wire agreement in a few seconds without the d
 """
 
 import asyncio
-from types import SimpleNamespace
 
 import numpy as np
 
-from chain.types import Metagraph
+from chain.in_memory import TickingChain
 from chain.wallets import create_wallet
 from miner.service import Miner, MinerOptions
 from miner.state import MinerStateStore
@@ -24,47 +23,6 @@ from validator.settings import ValidatorSettings
 
 CFG = SubnetConfig(preset="tiny", dataset_hash="", seq_len=32, batch_size=4, inner_steps=4,
                    blocks_per_window=10, eval_samples=4, checkpoint_every=2)
-
-
-class TickingChain:
-    """Blocks advance every ``block_time`` seconds; neurons serve, commit and are listed."""
-
-    def __init__(self, hotkeys: list[str], block_time: float = 0.2) -> None:
-        self.hotkeys = hotkeys
-        self.block_time = block_time
-        self.start = asyncio.get_running_loop().time()
-        self.axons: dict[str, str] = {}
-        self.commitments: dict[str, str] = {}
-        self.weights: list[dict[int, float]] = []
-
-    async def block(self) -> int:
-        return int((asyncio.get_running_loop().time() - self.start) / self.block_time)
-
-    async def wait_for_block(self, block: int, *, timeout: float) -> int:
-        while (current := await self.block()) < block:
-            await asyncio.sleep(self.block_time / 2)
-        return current
-
-    async def metagraph(self, netuid: int) -> Metagraph:
-        n = len(self.hotkeys)
-        return Metagraph(
-            netuid=netuid, block=await self.block(), uids=list(range(n)), hotkeys=self.hotkeys,
-            coldkeys=self.hotkeys, stake=[1000.0] + [0.0] * (n - 1), validator_permit=[True] + [False] * (n - 1),
-            axons=[self.axons.get(h) for h in self.hotkeys], last_update=[0] * n, incentive=[0.0] * n,
-            dividends=[0.0] * n, emission=[0.0] * n, consensus=[0.0] * n, commitments=dict(self.commitments),
-        )
-
-    async def hyperparameters(self, netuid: int) -> SimpleNamespace:
-        return SimpleNamespace(tempo=20)
-
-    async def serve(self, wallet, netuid: int, ip: str, port: int) -> None:
-        self.axons[wallet.hotkey.ss58_address] = f"{ip}:{port}"
-
-    async def commit(self, wallet, netuid: int, data: str) -> None:
-        self.commitments[wallet.hotkey.ss58_address] = data
-
-    async def set_weights(self, wallet, netuid: int, weights: dict[int, float]) -> None:
-        self.weights.append(dict(weights))
 
 
 def _dataset() -> TokenDataset:
