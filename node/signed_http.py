@@ -2,8 +2,10 @@
 
 Client side, ``SignedClient`` signs each request with the wallet's hotkey for a
 receiving hotkey and connects only to a server whose certificate has the pinned
-fingerprint. Server side, ``verify_request`` checks the signature, receiver,
-freshness and replay, and turns each failure into a 401 with its reason.
+fingerprint; it also sends the body's sha256 in ``HEADER_BODY_SHA256``. Server side,
+``verify_headers`` checks the signature, receiver, freshness and replay from the headers
+alone (before the body is read; ``check_body`` then checks the body against the declared
+hash), and turns each failure into a 401 with its reason.
 
 Example:
     >>> async with SignedClient(wallet, timeout=30) as client:
@@ -29,15 +31,6 @@ from bittensor.wallets import CRYPTO_TYPE_NAMES, parse_crypto_type
 from chain.wallets import Wallet
 from node.tls import pinned
 from protocol.messages import Submission
-
-AUTH_CODES: dict[type[http_auth.AuthError], str] = {
-    http_auth.MalformedAuth: "auth_malformed",
-    http_auth.WrongReceiver: "auth_wrong_receiver",
-    http_auth.StaleRequest: "auth_stale",
-    http_auth.ReplayedRequest: "auth_replayed",
-    http_auth.BadSignature: "auth_bad_signature",
-}
-
 
 # The body's sha256, declared by the client so the btauth signature (whose payload holds that
 # hash) can be checked from the headers alone, before the body is read (``verify_headers``).
@@ -115,33 +108,9 @@ def parse_error(body: bytes) -> tuple[str, str]:
         return "unknown", body[:200].decode("utf-8", "replace")
 
 
-def _request_target(request: web.Request) -> str:
-    # btauth signs the path plus query exactly as sent.
+def request_target(request: web.Request) -> str:
+    """The path plus query exactly as sent: what btauth/1 signs."""
     return request.rel_url.raw_path_qs if request.rel_url.raw_query_string else request.rel_url.raw_path
-
-
-def verify_request(
-    request: web.Request,
-    body: bytes,
-    self_hotkey: str,
-    nonce_store: http_auth.NonceStore,
-    *,
-    max_age: float = http_auth.DEFAULT_MAX_AGE,
-) -> http_auth.Caller:
-    """Authenticate a received request; raises ``RequestRefused`` (401 + reason) on failure."""
-    try:
-        return http_auth.verify(
-            request.headers,
-            body,
-            method=request.method,
-            path=_request_target(request),
-            self_hotkey_ss58=self_hotkey,
-            max_age=max_age,
-            nonce_store=nonce_store,
-        )
-    except http_auth.AuthError as exc:
-        code = next((c for t, c in AUTH_CODES.items() if isinstance(exc, t)), "auth_failed")
-        raise RequestRefused(401, code, str(exc) or type(exc).__name__) from exc
 
 
 def _header(lowered: dict[str, str], name: str) -> str:
@@ -204,7 +173,7 @@ def _signed_payload(crypto: int, request: web.Request, body_sha256: str, nonce: 
                     receiver: str) -> bytes:
     """The btauth/1 payload (``http_auth.build_payload``) with the declared body hash in its line."""
     lines = http_auth.build_payload(scheme=CRYPTO_TYPE_NAMES[crypto], method=request.method,
-                                    path=_request_target(request), body=b"", nonce_ns=nonce,
+                                    path=request_target(request), body=b"", nonce_ns=nonce,
                                     sender_ss58=sender, receiver_ss58=receiver).split(b"\n")
     lines[4] = body_sha256.encode()  # the body-hash line of the payload
     return b"\n".join(lines)

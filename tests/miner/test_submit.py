@@ -14,13 +14,13 @@ from node.signed_http import (
     SignedClient,
     error_response,
     is_transient,
-    verify_request,
 )
 from node.tls import ensure_identity, server_context
 from node.validators import ValidatorEndpoint
 from protocol.messages import Submission, data_digest, unpack_envelope
 from protocol.retry import Backoff
 from protocol.subnet import SubnetConfig
+from tests.btauth import verify_request
 
 CFG = SubnetConfig(preset="tiny", dataset_hash="")
 BASE = "ab" * 32

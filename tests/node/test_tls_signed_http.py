@@ -14,7 +14,6 @@ from node.signed_http import (
     RequestRefused,
     SignedClient,
     parse_error,
-    verify_request,
 )
 from node.tls import (
     TlsError,
@@ -24,6 +23,7 @@ from node.tls import (
     pinned,
     server_context,
 )
+from tests.btauth import verify_request
 
 SERVER = Keypair.create_from_uri("//Server")
 CLIENT = Keypair.create_from_uri("//Client")
