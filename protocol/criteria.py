@@ -1,4 +1,4 @@
-"""The published scoring rules (criteria v3): how a validator turns measurements into pay.
+"""The published scoring rules (criteria v4): how a validator turns measurements into pay.
 
 Pure functions over plain data, so miners can read, run and check them; docs/criteria.md
 explains them in words and a test keeps its parameter table equal to ``CriteriaParams``.
@@ -9,7 +9,8 @@ One window, for a validator:
 1. ``select_for_evaluation`` picks whom to evaluate (least recently evaluated first, part at
    random with the validator's secret).
 2. The validator measures each pick into an ``Evaluation``: the update, rescaled to the
-   window's ``reference_norm`` (so scale never matters), is applied to θ_w; ``gain`` is the
+   ``reference_norm`` (the median norm of the validator's previous window) (so scale never matters, and each
+   update can be measured as it arrives), is applied to θ_w; ``gain`` is the
    relative loss gain on random samples nobody could predict, ``own_z`` the Welch t of the
    per-sample gains on the miner's own assigned samples against the random ones
    (``own_data_z``): evidence it trained on its own data.
@@ -45,7 +46,7 @@ import numpy as np
 from protocol.similarity import similarity_matrix, support_similarity
 from protocol.sparse import SparseTensor
 
-CRITERIA_VERSION = 3
+CRITERIA_VERSION = 4
 
 # Why a window scores 0 (or "ok"), in the order judge_window checks them.
 REASONS = ("wrong_base_model", "empty", "not_finite", "copy", "no_gain", "no_own_data", "ok")
@@ -173,11 +174,28 @@ def relative_gain(before: float, after: float) -> float:
     return (before - after) / before
 
 
-def reference_norm(norms: Iterable[float]) -> float:
-    """The norm every update is rescaled to before it is measured: the median of the
-    window's non-zero finite update norms (1.0 if there are none)."""
+def median_norm(norms: Iterable[float]) -> float | None:
+    """The median of a window's non-zero finite update norms (None if there are none)."""
     usable = [n for n in norms if math.isfinite(n) and n > 0]
-    return statistics.median(usable) if usable else 1.0
+    return statistics.median(usable) if usable else None
+
+
+def reference_norm(previous: float | None, norms: Iterable[float]) -> float:
+    """The norm every update of a window is rescaled to before it is measured.
+
+    ``previous``: the ``median_norm`` of the last earlier window in which the validator
+    received usable updates, so every update can be measured as soon as it arrives. In a
+    validator's first such window (None) it is this window's own ``median_norm(norms)``,
+    known only at its close; 1.0 if there is none either.
+
+    Example:
+        >>> reference_norm(2.0, [1.0, 5.0]), reference_norm(None, [1.0, 5.0]), reference_norm(None, [])
+        (2.0, 3.0, 1.0)
+    """
+    if previous is not None and math.isfinite(previous) and previous > 0:
+        return previous
+    own = median_norm(norms)
+    return 1.0 if own is None else own
 
 
 def own_data_z(own_gains: Sequence[float], random_gains: Sequence[float]) -> float:
@@ -456,10 +474,30 @@ def select_for_evaluation(
         return []
     by_hash = {uid: _tiebreak(seed, window, uid) for uid in pool}
     random_slots = min(int(budget * params.random_eval_share), budget - 1)
-    stale_first = sorted(pool, key=lambda uid: (last_evaluated.get(uid, -1), by_hash[uid]))
-    chosen = stale_first[: budget - random_slots]
+    chosen = stale_first(pool, last_evaluated, window, seed)[: budget - random_slots]
     rest = sorted(set(pool) - set(chosen), key=lambda uid: by_hash[uid])
     return sorted(chosen + rest[:random_slots])
+
+
+def reserved_uids(submitted: Iterable[int], registered: int) -> int:
+    """How many uids (0 … n−1) the window's random batch keeps clear of: every uid registered
+    when the validator last read the metagraph and every uid that submitted, so the batch
+    holds no sample anyone who could submit was assigned, and it is fixed before the close.
+
+    Example:
+        >>> reserved_uids([3, 7], registered=6), reserved_uids([], registered=0)
+        (8, 1)
+    """
+    return max([registered, 1, *(uid + 1 for uid in submitted)])
+
+
+def stale_first(candidates: Iterable[int], last_evaluated: Mapping[int, int], window: int,
+                seed: bytes) -> list[int]:
+    """``candidates`` least recently evaluated first (never = first), ties in
+    sha256(seed, window, uid) order: the order ``select_for_evaluation`` fills most of its
+    budget in (and a validator measures arrivals in)."""
+    pool = set(candidates)
+    return sorted(pool, key=lambda uid: (last_evaluated.get(uid, -1), _tiebreak(seed, window, uid)))
 
 
 def weights_from_scores(scores: Mapping[int, MinerScore]) -> dict[int, float]:
@@ -476,5 +514,6 @@ __all__ = [
     "CRITERIA_VERSION", "CriteriaParams", "DEFAULT_PARAMS", "EARLIER", "Evaluation", "EvidenceBar",
     "MinerScore", "REASONS", "Verdict", "criteria_hash", "dump_scores", "evidence_bar", "find_copies",
     "gain_bar", "judge_window", "load_scores", "matches_earlier", "own_data_z", "pooled_z", "reference_norm", "resends_aggregate",
+    "median_norm", "reserved_uids", "stale_first",
     "relative_gain", "select_for_evaluation", "top_contributors", "update_scores", "weights_from_scores",
 ]

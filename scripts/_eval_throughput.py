@@ -5,9 +5,13 @@ assignment with the miner's trainer), a copy of one of them, and random updates 
 rest (the cost of evaluating does not depend on the content). Both evaluators choose the
 same E of them (``select_for_evaluation``; the honest ones first) and are timed at E/2
 and E evaluated miners: the slope is the cost per miner at the window's close, the rest
-the close's fixed cost. The batched evaluator's ``prepare`` (θ_w's losses on the own
-samples, done while submissions arrive) is timed separately. Both results must agree:
-the same verdicts and Evaluations within fp tolerance.
+the close's fixed cost. The batched evaluator's ``prepare`` (done while submissions
+arrive: the chosen miners measured whole, every submission checked against the last
+aggregate) is timed separately. Both evaluators rescale to the same previous-window norm
+(criteria v4; a steady state: the median norm of this window's updates) and know the last
+aggregate (an earlier window's: random updates), so both pay for the resent-aggregate
+check, one at a time at the close. Both results must agree: the same verdicts and
+Evaluations within fp tolerance.
 
 Accounting, identical for both: at the close the validator evaluates and builds the
 aggregate while miners wait (the validation loss it logs runs after publishing, so it is
@@ -71,30 +75,46 @@ def population(subs: list[StoredSubmission], honest: int) -> dict[int, int]:
     return {s.uid: 0 for s in subs[honest + 1:]}
 
 
-def evaluate(make: Callable[[int], Evaluator], state: ModelState, subs: list[StoredSubmission], e: int,
-             last: dict[int, int], prepare: bool) -> tuple[WindowEvaluation, float, float]:
+@dataclass(frozen=True)
+class Window:
+    """What both evaluators are given: the window, the previous window's norm, the last aggregate."""
+
+    state: ModelState
+    subs: list[StoredSubmission]
+    last: dict[int, int]  # last_evaluated
+    previous_norm: float
+    aggregate: bytes
+
+
+def evaluate(make: Callable[[int], Evaluator], win: Window, e: int,
+             prepare: bool) -> tuple[WindowEvaluation, float, float]:
     """(result, seconds at the close, seconds of prepare) for E evaluated of the window."""
-    ev = make(e)
-    chosen = set(criteria.select_for_evaluation([s.uid for s in subs], last, e, state.window,
+    ev, state, subs = make(e), win.state, win.subs
+    ev.note_aggregate(win.aggregate, state.spec)
+    norm, registered = win.previous_norm, len(subs)
+    chosen = set(criteria.select_for_evaluation([s.uid for s in subs], win.last, e, state.window,
                                                 window_entropy(SECRET, state.window), ev.params))
     prep_s = 0.0
     if prepare and isinstance(ev, BatchedEvaluator):
         started = time.perf_counter()
-        ev.prepare(state, [s for s in subs if s.uid in chosen], secret=SECRET)
+        ev.prepare(state, [s for s in subs if s.uid in chosen], secret=SECRET,  # measured whole
+                   previous_norm=norm, registered=registered)
+        ev.prepare(state, subs, secret=SECRET, limit=0,  # the others: the resent-aggregate check
+                   previous_norm=norm, registered=registered)
         prep_s = time.perf_counter() - started
     started = time.perf_counter()
-    result = ev.evaluate_window(state, subs, last_evaluated=last, secret=SECRET)
+    result = ev.evaluate_window(state, subs, last_evaluated=win.last, secret=SECRET, previous_norm=norm,
+                                registered=registered)
     return result, time.perf_counter() - started, prep_s
 
 
-def time_method(name: str, make: Callable[[int], Evaluator], state: ModelState, subs: list[StoredSubmission],
-                e: int, last: dict[int, int], verify_s: float, aggregate_s: float,
-                prepare: bool, repeats: int = 1) -> tuple[Method, WindowEvaluation]:
+def time_method(name: str, make: Callable[[int], Evaluator], win: Window, e: int, verify_s: float,
+                aggregate_s: float, prepare: bool, repeats: int = 1) -> tuple[Method, WindowEvaluation]:
     """Close cost at E/2 and E evaluated miners (slope = per miner); prepare cost per miner.
     Each the best of ``repeats`` runs (other jobs on a shared machine only ever add time)."""
     half = max(1, e // 2)
-    t_half = min(evaluate(make, state, subs, half, last, prepare)[1] for _ in range(repeats))
-    runs = [evaluate(make, state, subs, e, last, prepare) for _ in range(repeats)]
+    t_half = min(evaluate(make, win, half, prepare)[1] for _ in range(repeats))
+    runs = [evaluate(make, win, e, prepare) for _ in range(repeats)]
     result = runs[0][0]
     t_full, prep_s = min(r[1] for r in runs), min(r[2] for r in runs)
     per_miner = (t_full - t_half) / (e - half) if e > half else t_full

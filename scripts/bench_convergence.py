@@ -226,6 +226,7 @@ def run_network(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> tuple[C
     curve, started = Curve(), time.perf_counter()
     curve.add(0, _eval_global(evaluator, state.model, val, device))
     last_evaluated: dict[int, int] = {}
+    previous_norm: float | None = None  # the validator's ScoreBook.previous_norm
     for w in range(exp.windows):
         base = {k: v.clone() for k, v in state.params().items()}
         subs = []
@@ -233,8 +234,10 @@ def run_network(exp: Experiment, ds: TokenDataset, val: list[Tensor]) -> tuple[C
             delta = m.pseudo_gradient(base, miner_batches(ds, s, w, m.uid))
             subs.append(m.submission(s, state, delta, assigned(ds, s, w, m.uid)))
             traffic.upload_bytes.append(len(subs[-1].payload))
-        result = judge.evaluate_window(state, subs, last_evaluated=last_evaluated, secret=b"bench")
+        result = judge.evaluate_window(state, subs, last_evaluated=last_evaluated, secret=b"bench",
+                                       previous_norm=previous_norm, registered=len(miners))
         last_evaluated.update({uid: w for uid in result.evaluations})
+        previous_norm = result.median_norm or previous_norm
         count_zero_scores(result, traffic)
         verdicts = result.verdicts
         if exp.aggregate_all:

@@ -166,8 +166,9 @@ def evaluate(v: BenchValidator, world: World, w: int, hotkeys: dict[int, str]) -
     assert v.store is not None and v.evaluator is not None and v.book is not None
     subs = v.store.for_window(w)
     result = v.evaluator.evaluate_window(world.state, subs, last_evaluated=v.book.last_evaluated(),
-                                         secret=v.secret, recent_z=v.book.recent_z())
-    v.book.update(w, result.verdicts, [s.uid for s in subs], hotkeys)
+                                         secret=v.secret, recent_z=v.book.recent_z(),
+                                         previous_norm=v.book.previous_norm(w), registered=max(hotkeys) + 1)
+    v.book.update(w, result.verdicts, [s.uid for s in subs], hotkeys, median_norm=result.median_norm)
     v.store.drop_through(w)
     v.results.append(result)
     return result

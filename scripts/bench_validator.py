@@ -200,6 +200,16 @@ def window_subs(cfg: SubnetConfig, ds: TokenDataset, state: ModelState, n: int, 
     return subs
 
 
+def earlier_aggregate(cfg: SubnetConfig, state: ModelState, hotkeys: dict[int, str]) -> bytes:
+    """The last published aggregate as the window's evaluators know it: top-G random updates
+    (an earlier window's, which no submission of this one resends)."""
+    gen = torch.Generator().manual_seed(2)
+    uids = sorted(hotkeys)[: cfg.top_g]
+    dense = {uid: random_delta(state.spec, gen, 1e-3) for uid in uids}
+    verdicts = {uid: criteria.Verdict(uid, 1.0, "ok", None, 0.0, 0.0) for uid in uids}
+    return build_aggregate(state, verdicts, dense, hotkeys, cfg)[1]
+
+
 def throughput(args: argparse.Namespace, cfg: SubnetConfig, ds: TokenDataset, device: torch.device) -> int:
     """``--miners N``: one at a time against batched, same window, same chosen miners."""
     state = ModelState.initial(cfg)
@@ -215,10 +225,12 @@ def throughput(args: argparse.Namespace, cfg: SubnetConfig, ds: TokenDataset, de
                               repeats=args.repeats)
     e, last = min(args.evaluate or cfg.max_evaluations, len(subs)), et.population(subs, args.honest)
     memory = int(args.eval_memory_gib * (1 << 30))
-    one, one_result = et.time_method("one at a time", et.one_at_a_time_factory(cfg, ds, device), state, subs, e,
-                                     last, verify_s, agg_s, prepare=False, repeats=args.repeats)
+    win = et.Window(state, subs, last, previous_norm=criteria.median_norm(s.norm for s in subs) or 1.0,
+                    aggregate=earlier_aggregate(cfg, state, hotkeys={s.uid: s.hotkey for s in subs}))
+    one, one_result = et.time_method("one at a time", et.one_at_a_time_factory(cfg, ds, device), win, e,
+                                     verify_s, agg_s, prepare=False, repeats=args.repeats)
     many, many_result = et.time_method("batched", et.batched_factory(cfg, ds, device, args.models_per_pass, memory),
-                                       state, subs, e, last, verify_s, agg_s, prepare=True, repeats=args.repeats)
+                                       win, e, verify_s, agg_s, prepare=True, repeats=args.repeats)
     window_s = cfg.blocks_per_window * CHAIN_BLOCK_S
     close_s, arrival_s = window_s * (1 - args.train_share), window_s * args.train_share
     caps = {m.name: m.capacity(close_s, arrival_s) for m in (one, many)}

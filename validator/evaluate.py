@@ -8,15 +8,19 @@ are decoded and measured one at a time (one dense update alive at once), and aft
 verdicts only the top-G contributors are decoded again, densely, for the aggregate.
 Memory at close: the stored payloads and sketches, plus one sparse and one dense update,
 plus ``top_g`` dense updates (docs/validator.md states the bound).
-For each measured one: the update, rescaled to the window's reference norm, is applied to
-θ_w, and the per-sample losses before and after are taken on a secret subset of the
-miner's own assigned samples and on one batch of samples nobody was assigned this window
-(drawn with the validator's per-window secret, shared by every evaluated miner).
+For each measured one: the update, rescaled to the reference norm (``criteria.reference_norm``:
+the median update norm of the validator's previous window, ``previous_norm``), is applied
+to θ_w, and the per-sample losses before and after are taken on a secret subset of the
+miner's own assigned samples and on one batch of samples no registered or submitting uid
+was assigned this window (drawn with the validator's per-window secret, shared by every
+evaluated miner). Nothing of a measurement depends on the window's other submissions, so
+``validator.batched_eval`` takes them as submissions arrive.
 ``criteria.judge_window`` turns the measurements into verdicts.
 
 Example:
     >>> ev = Evaluator(cfg, dataset, device="cpu")
-    >>> result = ev.evaluate_window(state, submissions, last_evaluated={}, secret=b"...")
+    >>> result = ev.evaluate_window(state, submissions, last_evaluated={}, secret=b"...",
+    ...                             previous_norm=book.previous_norm(state.window), registered=n)
     >>> result.scores                       # uid -> 1.0 or 0.0
 """
 
@@ -52,7 +56,8 @@ class WindowEvaluation:
     copies: dict[int, int] = field(default_factory=dict)  # copier -> original (EARLIER: past/aggregate)
     dense: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # decoded Δ (CPU) of the top-G contributors
     bar: criteria.EvidenceBar | None = None
-    reference_norm: float = 1.0
+    reference_norm: float = 1.0  # what every measured update was rescaled to
+    median_norm: float | None = None  # of this window's updates: the next window's reference
 
     @property
     def scores(self) -> dict[int, float]:
@@ -115,22 +120,28 @@ class Evaluator:
     def evaluate_window(
         self, state: ModelState, subs: Sequence[StoredSubmission], *,
         last_evaluated: Mapping[int, int], secret: bytes, recent_z: Mapping[int, Sequence[float]] | None = None,
+        previous_norm: float | None = None, registered: int = 0,
     ) -> WindowEvaluation:
         """Find copies, select, decode, measure and judge the submissions of ``state.window``.
 
         ``recent_z``: each uid's own-data z of its last evaluations (``MinerScore.recent_z``),
-        pooled with this window's by ``criteria.pooled_z``.
+        pooled with this window's by ``criteria.pooled_z``. ``previous_norm``: the median
+        update norm of the validator's last earlier window with updates
+        (``ScoreBook.previous_norm``; None: this window's own). ``registered``: uids in the
+        validator's last metagraph read (the random batch keeps clear of all of them).
         """
         window, entropy = state.window, window_entropy(secret, state.window)
         sketches = {s.uid: s.update_sketch() for s in subs}
         norms = {s.uid: s.norm for s in subs}
-        out = WindowEvaluation(reference_norm=criteria.reference_norm(norms.values()))
+        out = WindowEvaluation(reference_norm=criteria.reference_norm(previous_norm, norms.values()),
+                               median_norm=criteria.median_norm(norms.values()))
         out.copies = self.find_copies(subs, sketches, state.spec)
         chosen = criteria.select_for_evaluation(
             [s.uid for s in subs], last_evaluated, self.cfg.max_evaluations, window, entropy, self.params
         )
         by_uid = {s.uid: s for s in subs}
-        measured = self.measure_all(state, [by_uid[u] for u in chosen], out, norms, entropy)
+        reserved = criteria.reserved_uids(by_uid, registered)
+        measured = self.measure_all(state, [by_uid[u] for u in chosen], out, norms, entropy, reserved)
         out.evaluations = {u: replace(e, pooled_z=criteria.pooled_z((recent_z or {}).get(u, ()), e.own_z, self.params))
                            for u, e in measured.items()}
         out.verdicts = criteria.judge_window(out.evaluations, out.copies, self.params)
@@ -159,18 +170,21 @@ class Evaluator:
         """uids whose update resends the last aggregate; one decoded (sparse) update alive at a time."""
         if not self.last_aggregate:
             return set()
-        return {s.uid for s in subs
-                if criteria.resends_aggregate({s.uid: self.decode(s, spec)}, self.last_aggregate, self.params)}
+        return {s.uid for s in subs if self.resends(s, spec)}
+
+    def resends(self, sub: StoredSubmission, spec: Mapping[str, tuple[int, ...]]) -> bool:
+        """Whether ``sub``'s update resends the last aggregate (``criteria.resends_aggregate``)."""
+        return bool(criteria.resends_aggregate({sub.uid: self.decode(sub, spec)}, self.last_aggregate, self.params))
 
     def measure_all(
         self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
-        norms: Mapping[int, float], entropy: bytes,
+        norms: Mapping[int, float], entropy: bytes, reserved: int,
     ) -> dict[int, criteria.Evaluation]:
-        """An ``Evaluation`` per chosen submission."""
+        """An ``Evaluation`` per chosen submission (``reserved``: ``criteria.reserved_uids``)."""
         if not chosen:
             return {}
         base, work = self._models(state)
-        rand = self.random_batch(base, state.window, entropy, max(s.uid for s in chosen))
+        rand = self.random_batch(base, state.window, entropy, reserved)
         base_hash = state.hash()
         return {  # one dense update alive at a time
             s.uid: self.measure(base, work, s, decompress(self.decode(s, state.spec), state.spec), norms[s.uid],
@@ -183,12 +197,12 @@ class Evaluator:
         work = state.clone_model().to(self.device).eval()
         return base, work
 
-    def random_batch(self, base: Transformer, window: int, entropy: bytes, max_uid: int) -> _RandomBatch:
-        """The shared random samples: none is assigned to a uid up to ``max_uid`` this window."""
+    def random_batch(self, base: Transformer, window: int, entropy: bytes, reserved: int) -> _RandomBatch:
+        """The shared random samples: none is assigned to a uid below ``reserved`` this window."""
         cfg = self.cfg
         count = min(self.params.random_eval_samples, self.population)
         indices = unassigned_samples(cfg.seed_bytes, window, count, self.population, entropy,
-                                     reserved_slots=(max_uid + 1) * cfg.samples_per_window)
+                                     reserved_slots=reserved * cfg.samples_per_window)
         batch = self._batch(indices)
         return _RandomBatch(batch, self.losses(base, batch))
 

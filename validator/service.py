@@ -144,6 +144,7 @@ class Validator:
         self.last_val_loss: float | None = None
         self.windows_closed = 0
         self._evaluated: dict[int, WindowEvaluation] = {}
+        self._registered: dict[int, int] = {}  # window -> uids registered when its evaluation began
         self.waiting_for_lead = False
         # Outages are one status line a minute, not one warning per tick.
         self.chain_outage = Outage("the chain", str(getattr(chain, "url", "the configured endpoint")), log,
@@ -322,16 +323,27 @@ class Validator:
         return True
 
     async def prepare_evaluation(self) -> None:
-        """While the window's submissions arrive: θ_w's part of their evaluation (a few per
-        tick, in a thread, so intake keeps flowing and a due close waits little)."""
-        if not isinstance(self.evaluator, BatchedEvaluator) or self.settings.eval_prepare_per_tick <= 0:
+        """While the window's submissions arrive: measure them (a few per tick, in a thread,
+        so intake keeps flowing and a due close waits little)."""
+        if not isinstance(self.evaluator, BatchedEvaluator) or self.settings.eval_prepare_s <= 0:
             return
         if not self.view.ready:  # the window is closing (or a follower waits): nothing to prepare
             return
-        subs = self.subs.for_window(self.state.model.window)
+        window, scores = self.state.model.window, self.state.scores
+        subs = self.subs.for_window(window)
         if subs:
             await asyncio.to_thread(self.evaluator.prepare, self.state.model, subs, secret=self.state.secret,
-                                    limit=self.settings.eval_prepare_per_tick)
+                                    budget_s=self.settings.eval_prepare_s,
+                                    previous_norm=scores.previous_norm(window),
+                                    last_evaluated=scores.last_evaluated(), registered=self.registered(window))
+
+    def registered(self, window: int) -> int:
+        """Uids registered when ``window``'s evaluation began (the metagraph then), fixed for
+        the window so the random batch measured on arrival is the one used at the close."""
+        if window not in self._registered and self.metagraph is not None:
+            self._registered = {w: n for w, n in self._registered.items() if w >= window}
+            self._registered[window] = len(self.metagraph.uids)
+        return self._registered.get(window, 0)
 
     async def evaluate(self, window: int, subs: list) -> WindowEvaluation:
         """Evaluate and score a window once (cached while a follower waits for the lead)."""
@@ -344,7 +356,8 @@ class Validator:
             result = await asyncio.to_thread(
                 judge, self.state.model, subs,
                 last_evaluated=self.state.scores.last_evaluated(), secret=self.state.secret,
-                recent_z=self.state.scores.recent_z(),
+                recent_z=self.state.scores.recent_z(), previous_norm=self.state.scores.previous_norm(window),
+                registered=self.registered(window),
             )
             self.telemetry.on_evaluated(time.monotonic() - started)
         else:
@@ -355,7 +368,7 @@ class Validator:
 
     def update_scores(self, window: int, result: WindowEvaluation, submitted: list[int]) -> None:
         hotkeys = self.view.hotkeys or {s: h for s, h in ((e.uid, e.hotkey) for e in result.evaluations.values())}
-        self.state.scores.update(window, result.verdicts, submitted, hotkeys)
+        self.state.scores.update(window, result.verdicts, submitted, hotkeys, median_norm=result.median_norm)
 
     async def aggregate_for(self, window: int, result: WindowEvaluation) -> bytes | None:
         """The envelope of Aggregate(window): stored already, built (lead), or fetched (follower)."""

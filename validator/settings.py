@@ -53,8 +53,9 @@ class ValidatorSettings(NodeSettings):
     eval_batched: bool = Field(True, description="batched evaluation (--no-eval-batched: one miner at a time)")
     eval_models_per_pass: int = Field(0, ge=0, description="miners per forward pass (0: 16 on CUDA, 1 on CPU)")
     eval_memory_gib: float = Field(0.0, ge=0, description="memory for evaluation passes, GiB (0: 2 GiB)")
-    eval_prepare_per_tick: int = Field(
-        8, ge=0, description="submitters whose θ_w losses are taken per tick before the window closes")
+    eval_prepare_s: float = Field(
+        2.0, ge=0, description="seconds per tick spent measuring arrived submissions before the window "
+                               "closes (0: all at the close)")
     # Object storage (subnets with storage = "s3", node/storage.py). The write keys are read from
     # the environment or --config only (ENV_ONLY), never from flags, which other users can see.
     s3_endpoint: str | None = Field(None, description="S3 API endpoint URL the validator publishes to (AWS S3, R2, MinIO)")

@@ -1,4 +1,4 @@
-"""The published scoring rules (criteria v3), one table per rule. All fast (< 2 s)."""
+"""The published scoring rules (criteria v4), one table per rule. All fast (< 2 s)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from protocol.criteria import (
     CRITERIA_VERSION,
+    DEFAULT_PARAMS,
     EARLIER,
     CriteriaParams,
     Evaluation,
@@ -27,12 +28,15 @@ from protocol.criteria import (
     judge_window,
     load_scores,
     matches_earlier,
+    median_norm,
     own_data_z,
     pooled_z,
     reference_norm,
     relative_gain,
     resends_aggregate,
+    reserved_uids,
     select_for_evaluation,
+    stale_first,
     top_contributors,
     update_scores,
     weights_from_scores,
@@ -68,9 +72,31 @@ def test_relative_gain_table(before, after, expected) -> None:
     assert relative_gain(before, after) == pytest.approx(expected)
 
 
-def test_reference_norm_is_the_median_of_usable_norms() -> None:
-    assert reference_norm([1.0, 2.0, 10.0, 0.0, NAN, INF]) == 2.0
-    assert reference_norm([]) == 1.0 and reference_norm([0.0]) == 1.0
+def test_median_norm_ignores_unusable_norms() -> None:
+    assert median_norm([1.0, 2.0, 10.0, 0.0, NAN, INF]) == 2.0
+    assert median_norm([]) is None and median_norm([0.0, NAN]) is None
+
+
+def test_reference_norm_is_the_previous_windows_median_when_known() -> None:
+    assert reference_norm(3.5, [1.0, 2.0, 10.0]) == 3.5  # this window's norms do not move it
+    for unknown in (None, 0.0, -1.0, NAN, INF):  # first window (or a damaged value): its own median
+        assert reference_norm(unknown, [1.0, 2.0, 10.0, 0.0, NAN, INF]) == 2.0
+    assert reference_norm(None, []) == 1.0 and reference_norm(None, [0.0]) == 1.0
+
+
+def test_reserved_uids_cover_registered_and_submitting_uids() -> None:
+    assert reserved_uids([0, 3], registered=10) == 10
+    assert reserved_uids([0, 12], registered=10) == 13  # registered after the metagraph read
+    assert reserved_uids([], registered=0) == 1
+
+
+def test_stale_first_is_the_order_selection_fills_its_budget_in() -> None:
+    last = {u: u % 3 for u in range(12)} | {5: -1}
+    order = stale_first(range(12), last, 4, b"s")
+    assert order[0] == 5 and [last.get(u, -1) for u in order] == sorted(last.get(u, -1) for u in order)
+    budget = 8
+    stale = budget - int(budget * DEFAULT_PARAMS.random_eval_share)
+    assert set(order[:stale]) <= set(select_for_evaluation(range(12), last, budget, 4, b"s"))
 
 
 def test_own_data_z_is_welch_t() -> None:
@@ -322,7 +348,7 @@ def test_criteria_hash_is_version_and_canonical_params() -> None:
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     assert criteria_hash() == hashlib.sha256(canonical).hexdigest()
     assert criteria_hash(CriteriaParams(score_alpha=0.3)) != criteria_hash()
-    assert CRITERIA_VERSION == 3
+    assert CRITERIA_VERSION == 4
 
 
 @pytest.mark.parametrize(

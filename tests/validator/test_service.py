@@ -9,6 +9,7 @@ from bittensor.sp_core import Keypair
 from node.logs import read_metrics
 from node.model_state import ModelState
 from node.signed_http import SignedClient
+from protocol import criteria
 from protocol.messages import Aggregate, CheckpointManifest, unpack_envelope
 from validator.service import Validator, should_checkpoint, should_close_window, should_set_weights
 from validator.settings import ValidatorSettings
@@ -82,8 +83,16 @@ async def test_windows_scores_weights_and_restart(tmp_path, ds):
             assert await _submit(v, MINERS[0], 1, encode_delta(honest_delta(state, ds, 1)), ds) == 200
             assert await _submit(v, MINERS[1], 2, encode_delta(honest_delta(state, ds, 2)), ds) == 200
             assert await _submit(v, MINERS[2], 3, encode_delta(garbage_delta(state, w)), ds) == 200
+            await v.prepare_evaluation()  # as on every tick while the window is open
+            prepared = v.evaluator._prepared
+            if w == 0:  # no earlier window's norm yet: θ_w's losses only, measured at the close
+                assert prepared.measured == {} and set(prepared.own_before) == {1, 2, 3}
+            else:  # rescaled to window 0's median norm: measured on arrival
+                assert prepared.ref_norm == v.state.scores.median_norms[0] and set(prepared.measured) == {1, 2, 3}
+            norms = [s.norm for s in v.subs.for_window(w)]
             chain.block_now = (w + 1) * CFG.blocks_per_window
             await v.tick()
+            assert v.state.scores.previous_norm(w + 1) == criteria.median_norm(norms)  # kept in scores.json
             status, envelope = await _fetch(v, f"/aggregate/{w}")
             assert status == 200
             header, payload = unpack_envelope(envelope, Aggregate)
@@ -111,6 +120,7 @@ async def test_windows_scores_weights_and_restart(tmp_path, ds):
     await v2.start()
     try:
         assert v2.state.scores.ema() == ema_before and ema_before[1] > 0 and ema_before[3] == 0
+        assert v2.state.scores.median_norms == v.state.scores.median_norms  # window 2's reference survives
         assert v2.state.model.hash() == follower.hash() and v2.state.model.window == 2
         assert v2.state.identity.fingerprint == fingerprint
         status, body = await _fetch(v2, "/checkpoint/latest")
