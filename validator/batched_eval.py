@@ -75,7 +75,7 @@ class _Prepared:
     random: _RandomBatch | None = None
     ref_norm: float | None = None  # the reference norm ``measured`` used
     measured: dict[int, criteria.Evaluation] = field(default_factory=dict)  # before pooling
-    resends: dict[int, bool] = field(default_factory=dict)  # uid -> resends the last aggregate
+    resends: dict[tuple[int, str], bool] = field(default_factory=dict)  # (uid, hotkey) -> resends the last aggregate
 
 
 def activation_bytes_per_row(cfg: SubnetConfig, model: Transformer) -> int:
@@ -141,7 +141,7 @@ class BatchedEvaluator(Evaluator):
             previous_norm = None  # as criteria.reference_norm reads it: the window's own median, at the close
         rand = self._random_for(prep, criteria.reserved_uids([s.uid for s in subs], registered))
         done = prep.own_before if previous_norm is None else self._measured_for(prep, criteria.reference_norm(previous_norm, ()))
-        by_uid = {s.uid: s for s in subs if s.uid not in done}
+        by_uid = {s.uid: s for s in subs if not _holds(done, s)}
         todo = criteria.stale_first(by_uid, last_evaluated or {}, state.window, entropy)[:limit]
 
         def time_left() -> bool:
@@ -155,7 +155,7 @@ class BatchedEvaluator(Evaluator):
             else:
                 prep.measured.update(self._measure(prep, state, [by_uid[u] for u in group], prep.ref_norm or 1.0, rand))
             taken += len(group)
-        for sub in (s for s in subs if s.uid not in prep.resends):
+        for sub in (s for s in subs if (s.uid, s.hotkey) not in prep.resends):
             if not time_left():
                 break
             self._check_resends(prep, [sub], state.spec)
@@ -165,12 +165,12 @@ class BatchedEvaluator(Evaluator):
                        spec: Mapping[str, tuple[int, ...]]) -> None:
         """The copy check against the last aggregate, which decodes every update: on arrival."""
         if self.last_aggregate:
-            prep.resends.update({s.uid: Evaluator.resends(self, s, spec) for s in subs})
+            prep.resends.update({(s.uid, s.hotkey): Evaluator.resends(self, s, spec) for s in subs})
 
     def resends(self, sub: StoredSubmission, spec: Mapping[str, tuple[int, ...]]) -> bool:
         prep = self._prepared
-        if prep is not None and prep.window == sub.window and sub.uid in prep.resends:
-            return prep.resends[sub.uid]
+        if prep is not None and prep.window == sub.window and (sub.uid, sub.hotkey) in prep.resends:
+            return prep.resends[sub.uid, sub.hotkey]
         return super().resends(sub, spec)
 
     def note_aggregate(self, payload: bytes, spec: Mapping[str, tuple[int, ...]]) -> None:
@@ -211,7 +211,7 @@ class BatchedEvaluator(Evaluator):
         prep = self._for_window(state, entropy)
         rand = self._random_for(prep, reserved)
         measured = self._measured_for(prep, out.reference_norm)
-        missing = [s for s in chosen if s.uid not in measured]
+        missing = [s for s in chosen if not _holds(measured, s)]
         if missing:
             log.debug("measuring %d of %d chosen at the close", len(missing), len(chosen))
         measured.update(self._measure(prep, state, missing, out.reference_norm, rand))
@@ -286,6 +286,13 @@ class BatchedEvaluator(Evaluator):
                                     (rand.before - rand_after).double().cpu().tolist())
         return criteria.Evaluation(s.uid, s.hotkey, gain=gain, own_z=own_z, norm=s.norm,
                                    base_hash_ok=s.header.base_model_hash == base_hash)
+
+
+def _holds(done: Mapping[int, object], sub: StoredSubmission) -> bool:
+    """Whether ``done`` has ``sub``'s uid from ``sub`` itself (a uid re-registered within the
+    window to another hotkey is another submission)."""
+    entry = done.get(sub.uid)
+    return entry is not None and getattr(entry, "hotkey", sub.hotkey) == sub.hotkey
 
 
 def _dense_tensor(update: codec.SparseUpdate, name: str, shape: tuple[int, ...], device: torch.device) -> Tensor:

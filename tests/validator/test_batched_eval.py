@@ -152,7 +152,7 @@ def test_resending_the_last_aggregate_is_checked_on_arrival(window, monkeypatch)
     ev = BatchedEvaluator(CFG, ds)
     ev.note_aggregate(payload, state.spec)
     ev.prepare(state, window_subs, secret=SECRET, previous_norm=PREVIOUS_NORM, registered=8)
-    assert ev._prepared.resends == {s.uid: s.uid == 0 for s in window_subs}
+    assert ev._prepared.resends == {(s.uid, s.hotkey): s.uid == 0 for s in window_subs}
     decoded = []
     monkeypatch.setattr(Evaluator, "resends", lambda self, sub, spec: decoded.append(sub.uid))
     got = ev.evaluate_window(state, window_subs, **kwargs)
