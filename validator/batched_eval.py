@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import warnings
@@ -54,8 +53,6 @@ from protocol.subnet import SubnetConfig
 from validator.evaluate import Evaluator, WindowEvaluation, _RandomBatch, window_entropy
 from validator.settings import ValidatorSettings
 from validator.store import StoredSubmission
-
-log = logging.getLogger("swarmtrain.validator.batched_eval")
 
 DEFAULT_MEMORY_BYTES = 2 << 30
 MAX_MODELS_PER_PASS = 16
@@ -212,8 +209,7 @@ class BatchedEvaluator(Evaluator):
         rand = self._random_for(prep, reserved)
         measured = self._measured_for(prep, out.reference_norm)
         missing = [s for s in chosen if not _holds(measured, s)]
-        if missing:
-            log.debug("measuring %d of %d chosen at the close", len(missing), len(chosen))
+        out.measured_at_close = len(missing)
         measured.update(self._measure(prep, state, missing, out.reference_norm, rand))
         return {s.uid: measured[s.uid] for s in chosen}
 

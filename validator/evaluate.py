@@ -58,6 +58,7 @@ class WindowEvaluation:
     bar: criteria.EvidenceBar | None = None
     reference_norm: float = 1.0  # what every measured update was rescaled to
     median_norm: float | None = None  # of this window's updates: the next window's reference
+    measured_at_close: int = 0  # chosen submissions measured at the close (the rest on arrival)
 
     @property
     def scores(self) -> dict[int, float]:
@@ -183,6 +184,7 @@ class Evaluator:
         """An ``Evaluation`` per chosen submission (``reserved``: ``criteria.reserved_uids``)."""
         if not chosen:
             return {}
+        out.measured_at_close = len(chosen)
         base, work = self._models(state)
         rand = self.random_batch(base, state.window, entropy, reserved)
         base_hash = state.hash()

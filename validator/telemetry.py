@@ -81,6 +81,8 @@ def window_record(window: int, header: Aggregate, result: WindowEvaluation, subm
         "copies": {str(k): v for k, v in result.copies.items()},
         "scores": {str(k): round(v, 6) for k, v in result.scores.items()},
         "verdicts": {str(k): _verdict_record(v) for k, v in result.verdicts.items()},
+        "reference_norm": result.reference_norm,
+        "measured_at_close": result.measured_at_close,
         "own_data_test": None if result.bar is None else {
             "informative": result.bar.informative, "z_top": round(result.bar.z_top, 3),
             "z_pass": round(result.bar.z_pass, 3)},

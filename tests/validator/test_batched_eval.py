@@ -105,7 +105,7 @@ def test_measured_on_arrival_equals_one_at_a_time_at_the_close(window, monkeypat
     monkeypatch.setattr(BatchedEvaluator, "_measure", lambda self, prep, st, todo, *a: (
         measured_at_close.extend(todo), original(self, prep, st, todo, *a))[1])
     many = ev.evaluate_window(state, subs, **kwargs)
-    assert measured_at_close == []
+    assert measured_at_close == [] and many.measured_at_close == 0 and one.measured_at_close == len(subs)
     assert {u: (v.score, v.reason) for u, v in many.verdicts.items()} == \
            {u: (v.score, v.reason) for u, v in one.verdicts.items()}
     for uid, e in one.evaluations.items():

@@ -103,6 +103,9 @@ async def test_windows_scores_weights_and_restart(tmp_path, ds):
         assert metrics[-1]["val_loss"] < metrics[0]["val_loss_before"]
         assert metrics[-1]["scores"]["3"] == 0.0 and metrics[-1]["scores"]["1"] > 0
         assert metrics[-1]["model_hash"] == follower.hash()
+        # window 0 measured at its close (no earlier norm), window 1 on arrival at window 0's median
+        assert [m["measured_at_close"] for m in metrics] == [3, 0]
+        assert metrics[1]["reference_norm"] == v.state.scores.median_norms[0]
         assert chain.weights and set(chain.weights[-1][1]) <= {1, 2} and chain.weights[-1][1]
         assert chain.commitments[VAL.ss58_address] and chain.axons[VAL.ss58_address].startswith("127.0.0.1:")
         status, manifest_body = await _fetch(v, "/checkpoint/latest")
