@@ -9,8 +9,8 @@ One window, for a validator:
 1. ``select_for_evaluation`` picks whom to evaluate (least recently evaluated first, part at
    random with the validator's secret).
 2. The validator measures each pick into an ``Evaluation``: the update, rescaled to the
-   ``reference_norm`` (the median norm of the validator's previous window) (so scale never matters, and each
-   update can be measured as it arrives), is applied to θ_w; ``gain`` is the
+   ``reference_norm`` (the median update norm of the validator's previous window, so scale
+   never matters and each update can be measured as it arrives), is applied to θ_w; ``gain`` is the
    relative loss gain on random samples nobody could predict, ``own_z`` the Welch t of the
    per-sample gains on the miner's own assigned samples against the random ones
    (``own_data_z``): evidence it trained on its own data.
@@ -513,7 +513,7 @@ def weights_from_scores(scores: Mapping[int, MinerScore]) -> dict[int, float]:
 __all__ = [
     "CRITERIA_VERSION", "CriteriaParams", "DEFAULT_PARAMS", "EARLIER", "Evaluation", "EvidenceBar",
     "MinerScore", "REASONS", "Verdict", "criteria_hash", "dump_scores", "evidence_bar", "find_copies",
-    "gain_bar", "judge_window", "load_scores", "matches_earlier", "own_data_z", "pooled_z", "reference_norm", "resends_aggregate",
-    "median_norm", "reserved_uids", "stale_first",
-    "relative_gain", "select_for_evaluation", "top_contributors", "update_scores", "weights_from_scores",
+    "gain_bar", "judge_window", "load_scores", "matches_earlier", "median_norm", "own_data_z", "pooled_z",
+    "reference_norm", "relative_gain", "resends_aggregate", "reserved_uids", "select_for_evaluation", "stale_first",
+    "top_contributors", "update_scores", "weights_from_scores",
 ]
