@@ -86,6 +86,11 @@ class Costs:
         return self.evaluate_fixed + self.aggregate + self.val_loss
 
 
+def passing(uids: Sequence[int]) -> dict[int, criteria.Verdict]:
+    """Verdicts that make ``uids`` the aggregate's contributors (random updates would score 0)."""
+    return {uid: criteria.Verdict(uid, 1.0, "ok", None, 0.0, 0.0) for uid in uids}
+
+
 def random_delta(spec: dict[str, tuple[int, ...]], gen: torch.Generator, scale: float) -> dict[str, Tensor]:
     """A pseudo-gradient of the right shapes; evaluation cost does not depend on its content."""
     return {name: torch.randn(shape, generator=gen) * scale for name, shape in spec.items()}
@@ -131,8 +136,7 @@ def measure(cfg: SubnetConfig, ds: TokenDataset, k: int, repeats: int, device: t
     per_miner = (tk - t1) / (k - 1)
     evaluate(k)
     g = min(cfg.top_g, k)
-    # random updates score 0: force G contributors
-    verdicts = {s.uid: criteria.Verdict(s.uid, 1.0, "ok", None, 0.0, 0.0) for s in subs[:g]}
+    verdicts = passing([s.uid for s in subs[:g]])
     hotkeys = {s.uid: s.hotkey for s in subs}
     dense = {s.uid: codec.decompress(judge.decode(s, state.spec), state.spec) for s in subs[:g]}
     t_agg = bc.median_seconds(lambda: build_aggregate(state, verdicts, dense, hotkeys, cfg),
@@ -206,7 +210,7 @@ def earlier_aggregate(cfg: SubnetConfig, state: ModelState, hotkeys: dict[int, s
     gen = torch.Generator().manual_seed(2)
     uids = sorted(hotkeys)[: cfg.top_g]
     dense = {uid: random_delta(state.spec, gen, 1e-3) for uid in uids}
-    verdicts = {uid: criteria.Verdict(uid, 1.0, "ok", None, 0.0, 0.0) for uid in uids}
+    verdicts = passing(uids)
     return build_aggregate(state, verdicts, dense, hotkeys, cfg)[1]
 
 
@@ -218,7 +222,7 @@ def throughput(args: argparse.Namespace, cfg: SubnetConfig, ds: TokenDataset, de
     body = make_bodies(cfg, state, population, 1)[0]
     verify_s = bc.median_seconds(lambda: verify(body, cfg, state.spec, population), repeats=args.repeats)
     g = min(cfg.top_g, len(subs))
-    verdicts = {s.uid: criteria.Verdict(s.uid, 1.0, "ok", None, 0.0, 0.0) for s in subs[:g]}
+    verdicts = passing([s.uid for s in subs[:g]])
     dense = {s.uid: codec.decompress(codec.decode(s.payload, state.spec, cfg.codec_config()), state.spec)
              for s in subs[:g]}
     agg_s = bc.median_seconds(lambda: build_aggregate(state, verdicts, dense, {s.uid: s.hotkey for s in subs}, cfg),

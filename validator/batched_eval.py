@@ -137,8 +137,11 @@ class BatchedEvaluator(Evaluator):
         if previous_norm is not None and not (math.isfinite(previous_norm) and previous_norm > 0):
             previous_norm = None  # as criteria.reference_norm reads it: the window's own median, at the close
         rand = self._random_for(prep, criteria.reserved_uids([s.uid for s in subs], registered))
-        done = prep.own_before if previous_norm is None else self._measured_for(prep, criteria.reference_norm(previous_norm, ()))
-        by_uid = {s.uid: s for s in subs if not _holds(done, s)}
+        if previous_norm is None:
+            by_uid = {s.uid: s for s in subs if s.uid not in prep.own_before}
+        else:
+            measured = self._measured_for(prep, criteria.reference_norm(previous_norm, ()))
+            by_uid = {s.uid: s for s in subs if not _measured(measured, s)}
         todo = criteria.stale_first(by_uid, last_evaluated or {}, state.window, entropy)[:limit]
 
         def time_left() -> bool:
@@ -202,13 +205,13 @@ class BatchedEvaluator(Evaluator):
 
     @torch.no_grad()
     def measure_all(self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
-                    norms: Mapping[int, float], entropy: bytes, reserved: int) -> dict[int, criteria.Evaluation]:
+                    entropy: bytes, reserved: int) -> dict[int, criteria.Evaluation]:
         if not chosen:
             return {}
         prep = self._for_window(state, entropy)
         rand = self._random_for(prep, reserved)
         measured = self._measured_for(prep, out.reference_norm)
-        missing = [s for s in chosen if not _holds(measured, s)]
+        missing = [s for s in chosen if not _measured(measured, s)]
         out.measured_at_close = len(missing)
         measured.update(self._measure(prep, state, missing, out.reference_norm, rand))
         return {s.uid: measured[s.uid] for s in chosen}
@@ -284,11 +287,11 @@ class BatchedEvaluator(Evaluator):
                                    base_hash_ok=s.header.base_model_hash == base_hash)
 
 
-def _holds(done: Mapping[int, object], sub: StoredSubmission) -> bool:
-    """Whether ``done`` has ``sub``'s uid from ``sub`` itself (a uid re-registered within the
-    window to another hotkey is another submission)."""
-    entry = done.get(sub.uid)
-    return entry is not None and getattr(entry, "hotkey", sub.hotkey) == sub.hotkey
+def _measured(measured: Mapping[int, criteria.Evaluation], sub: StoredSubmission) -> bool:
+    """Whether ``sub`` itself was measured (a uid re-registered within the window to another
+    hotkey is another submission)."""
+    entry = measured.get(sub.uid)
+    return entry is not None and entry.hotkey == sub.hotkey
 
 
 def _dense_tensor(update: codec.SparseUpdate, name: str, shape: tuple[int, ...], device: torch.device) -> Tensor:

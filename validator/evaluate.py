@@ -142,7 +142,7 @@ class Evaluator:
         )
         by_uid = {s.uid: s for s in subs}
         reserved = criteria.reserved_uids(by_uid, registered)
-        measured = self.measure_all(state, [by_uid[u] for u in chosen], out, norms, entropy, reserved)
+        measured = self.measure_all(state, [by_uid[u] for u in chosen], out, entropy, reserved)
         out.evaluations = {u: replace(e, pooled_z=criteria.pooled_z((recent_z or {}).get(u, ()), e.own_z, self.params))
                            for u, e in measured.items()}
         out.verdicts = criteria.judge_window(out.evaluations, out.copies, self.params)
@@ -179,7 +179,7 @@ class Evaluator:
 
     def measure_all(
         self, state: ModelState, chosen: Sequence[StoredSubmission], out: WindowEvaluation,
-        norms: Mapping[int, float], entropy: bytes, reserved: int,
+        entropy: bytes, reserved: int,
     ) -> dict[int, criteria.Evaluation]:
         """An ``Evaluation`` per chosen submission (``reserved``: ``criteria.reserved_uids``)."""
         if not chosen:
@@ -189,7 +189,7 @@ class Evaluator:
         rand = self.random_batch(base, state.window, entropy, reserved)
         base_hash = state.hash()
         return {  # one dense update alive at a time
-            s.uid: self.measure(base, work, s, decompress(self.decode(s, state.spec), state.spec), norms[s.uid],
+            s.uid: self.measure(base, work, s, decompress(self.decode(s, state.spec), state.spec), s.norm,
                                 out.reference_norm, state.window, entropy, rand, base_hash)
             for s in chosen
         }

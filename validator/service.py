@@ -144,7 +144,7 @@ class Validator:
         self.last_val_loss: float | None = None
         self.windows_closed = 0
         self._evaluated: dict[int, WindowEvaluation] = {}
-        self._registered: dict[int, int] = {}  # window -> uids registered when its evaluation began
+        self._registered = (-1, 0)  # (window, uids registered when its evaluation began)
         self.waiting_for_lead = False
         # Outages are one status line a minute, not one warning per tick.
         self.chain_outage = Outage("the chain", str(getattr(chain, "url", "the configured endpoint")), log,
@@ -340,10 +340,9 @@ class Validator:
     def registered(self, window: int) -> int:
         """Uids registered when ``window``'s evaluation began (the metagraph then), fixed for
         the window so the random batch measured on arrival is the one used at the close."""
-        if window not in self._registered and self.metagraph is not None:
-            self._registered = {w: n for w, n in self._registered.items() if w >= window}
-            self._registered[window] = len(self.metagraph.uids)
-        return self._registered.get(window, 0)
+        if self._registered[0] != window and self.metagraph is not None:
+            self._registered = (window, len(self.metagraph.uids))
+        return self._registered[1] if self._registered[0] == window else 0
 
     async def evaluate(self, window: int, subs: list) -> WindowEvaluation:
         """Evaluate and score a window once (cached while a follower waits for the lead)."""
